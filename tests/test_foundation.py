@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from kdtalker.device import resolve_device, resolve_dtype
+from kdtalker.errors import ConfigError, KDTalkerError
+from kdtalker.fileio import atomic_path
+
+
+def test_atomic_path_renames_on_success(tmp_path):
+    target = tmp_path / "out.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("done")
+        assert not target.exists()
+    assert target.read_text() == "done"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(KDTalkerError, match="does not exist"):
+        with atomic_path(tmp_path / "nope" / "out.mp4"):
+            pass
+
+
+def test_device_and_dtype_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_dtype("float16") is torch.float16
+    with pytest.raises(ConfigError):
+        resolve_dtype("float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
