@@ -1,0 +1,169 @@
+"""The official weight folder: which file goes where, and a quick check of it before any work starts.
+
+`check_checkpoint_dir(root)` looks at every required file without loading its tensors (zip directory +
+memory-mapped key listing) and raises one CheckpointError naming the file, what is wrong and where the
+right file goes. The real loading (strict, with shape checks) is done afterwards by each part's loader.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from kdtalker.errors import CheckpointError
+
+README = "checkpoints/README.md"
+
+
+def _flat_keys(obj: Any) -> list[str]:
+    return [k for k in obj if isinstance(k, str)] if isinstance(obj, dict) else []
+
+
+def _starts(prefix: str, container: str | None = None) -> Callable[[Any], bool]:
+    def check(obj: Any) -> bool:
+        if container is not None:
+            obj = obj.get(container) if isinstance(obj, dict) else None
+        return any(k.startswith(prefix) for k in _flat_keys(obj))
+    return check
+
+
+def _has_entries(*names: str) -> Callable[[Any], bool]:
+    return lambda obj: isinstance(obj, dict) and all(n in obj for n in names)
+
+
+def _appearance(obj: Any) -> bool:
+    keys = _flat_keys(obj)
+    return any(k.startswith("first.conv") for k in keys) and any(k.startswith("resblocks_3d") for k in keys)
+
+
+def _spade(obj: Any) -> bool:
+    return any(k.startswith("G_middle_0") for k in _flat_keys(obj))
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One official file: its path relative to the checkpoint folder, what it is, where it comes from, a key test."""
+
+    relpath: str
+    what: str
+    source: str
+    looks_right: Callable[[Any], bool]
+
+
+_LP = "KwaiVGI/LivePortrait on Hugging Face (https://huggingface.co/KwaiVGI/LivePortrait, folder liveportrait/)"
+_KD = "the KDTalker release (https://huggingface.co/ChaolongYang/KDTalker)"
+
+WEIGHT_FILES: tuple[WeightFile, ...] = (
+    WeightFile("liveportrait/base_models/appearance_feature_extractor.pth", "LivePortrait appearance feature extractor", _LP, _appearance),
+    WeightFile("liveportrait/base_models/motion_extractor.pth", "LivePortrait motion extractor", _LP, _starts("detector.")),
+    WeightFile("liveportrait/base_models/warping_module.pth", "LivePortrait warping module", _LP, _starts("dense_motion_network.")),
+    WeightFile("liveportrait/base_models/spade_generator.pth", "LivePortrait SPADE generator", _LP, _spade),
+    WeightFile("liveportrait/retargeting_models/stitching_retargeting_module.pth", "LivePortrait stitching/retargeting MLPs", _LP,
+               _has_entries("retarget_shoulder", "retarget_mouth", "retarget_eye")),
+    WeightFile("wav2lip.pth", "Wav2Lip (its audio encoder)", _KD + " or Rudrabha/Wav2Lip's wav2lip.pth", _starts("module.audio_encoder.", "state_dict")),
+    WeightFile("KDTalker.pth", "KDTalker diffusion model", _KD, _starts("point_model.model.", "model")),
+)
+NORM_FILE = "norm.npz"
+NORM_KEYS = tuple(f"{k}_{s}" for k in ("scale", "yaw", "pitch", "roll", "t", "exp", "kp") for s in ("mean", "std"))
+
+# Optional: the LivePortrait face crop (insightface detector + 106 landmarks, then LivePortrait's 203-point model).
+CROP_FILES = {
+    "detector": "insightface/models/buffalo_l/det_10g.onnx",
+    "landmark106": "insightface/models/buffalo_l/2d106det.onnx",
+    "landmark203": "liveportrait/landmark.onnx",
+}
+
+
+def _peek(path: Path) -> Any:
+    """Unpickle a torch zip checkpoint with memory-mapped storages (no tensor data is read); None for legacy files."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        if magic[:1] == b"\x80":  # a pre-1.6 pickle checkpoint: too costly to peek; its loader checks it
+            return None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (unknown format); download it again")
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ModuleNotFoundError) as exc:
+        raise CheckpointError(f"{path} could not be read ({type(exc).__name__}: {exc}); the file is truncated or damaged - download it again") from exc
+
+
+def _identify(obj: Any) -> str | None:
+    for spec in WEIGHT_FILES:
+        try:
+            if spec.looks_right(obj):
+                return spec.relpath
+        except Exception:  # noqa: BLE001 - a foreign object may break any test; it just does not match
+            continue
+    return None
+
+
+def check_weight_file(root: Path, spec: WeightFile) -> Path:
+    """Check one file of WEIGHT_FILES under `root`; return its path or raise CheckpointError."""
+    path = root / spec.relpath
+    where = f"put {spec.what} ({Path(spec.relpath).name}, from {spec.source}) at {path}; see {README}"
+    if not path.is_file():
+        raise CheckpointError(f"missing weight file {path}: {where}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"weight file {path} is empty: {where}")
+    try:
+        obj = _peek(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; {where}") from None
+    if obj is not None and not spec.looks_right(obj):
+        other = _identify(obj)
+        looks = f"it looks like {other}" if other else "its contents are not what this file holds"
+        raise CheckpointError(f"weight file {path} is not {spec.what} ({looks}): {where}")
+    return path
+
+
+def check_norm_file(path: Path) -> Path:
+    """Check the official normalisation statistics norm.npz; return its path or raise CheckpointError."""
+    where = f"put the official norm.npz (shipped in this repository as checkpoints/norm.npz) at {path}; see {README}"
+    if not path.is_file():
+        raise CheckpointError(f"missing {path}: {where}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in NORM_KEYS if k not in data.files]
+            if not missing:
+                sizes = {k: data[k].size for k in NORM_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path} could not be read ({type(exc).__name__}: {exc}); it is truncated or not norm.npz: {where}") from exc
+    if missing:
+        raise CheckpointError(f"{path} is not KDTalker's norm.npz (no {', '.join(missing[:3])}): {where}")
+    expected = {"scale": 1, "yaw": 1, "pitch": 1, "roll": 1, "t": 3, "exp": 63, "kp": 63}
+    wrong = [k for k in NORM_KEYS if sizes[k] != expected[k.rsplit("_", 1)[0]]]
+    if wrong:
+        raise CheckpointError(f"{path} has statistics of the wrong size ({', '.join(wrong[:3])}): {where}")
+    return path
+
+
+def check_checkpoint_dir(root: str | os.PathLike) -> dict[str, Path]:
+    """Check every required file under `root` -> {relative path: absolute path}; CheckpointError for the first bad one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint folder {root} does not exist; create it and put the official weights in it (see {README}), "
+                              "or pass checkpoint_dir=PATH")
+    found = {spec.relpath: check_weight_file(root, spec) for spec in WEIGHT_FILES}
+    found[NORM_FILE] = check_norm_file(root / NORM_FILE)
+    return found
+
+
+def crop_model_files(root: str | os.PathLike) -> dict[str, Path]:
+    """The optional ONNX crop models under `root` -> {role: path}; CheckpointError naming the first missing one."""
+    root = Path(root)
+    paths = {role: root / rel for role, rel in CROP_FILES.items()}
+    for role, path in paths.items():
+        if not path.is_file():
+            raise CheckpointError(
+                f"crop=insightface needs {path} ({Path(CROP_FILES[role]).name}, from {_LP.replace('folder liveportrait/', 'folders insightface/ and liveportrait/')}); "
+                f"put it there or use crop=dlib (no download needed); see {README}"
+            )
+    return paths

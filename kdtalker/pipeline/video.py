@@ -1,0 +1,158 @@
+"""Streaming mp4 output through the ffmpeg binary of imageio-ffmpeg: raw RGB frames in, H.264 + AAC out."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from kdtalker.errors import VideoError
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary shipped with imageio-ffmpeg (or named by IMAGEIO_FFMPEG_EXE)."""
+    import imageio_ffmpeg
+
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise VideoError(f"no ffmpeg binary found ({exc}); reinstall imageio-ffmpeg (`pip install -r requirements.txt`)") from exc
+
+
+class VideoWriter:
+    """Write frames as they come: (B, H, W, 3) uint8 RGB batches -> an H.264 yuv420p mp4 with the given audio.
+
+    The audio (float waveform, mono) is written to a temporary wav first and muxed as AAC in the same ffmpeg
+    run, trimmed to the video's length (frames / fps). Use as a context manager; `close()` finishes the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float = 25.0,
+                 audio: np.ndarray | None = None, sample_rate: int = 16000, crf: int = 18, preset: str = "medium"):
+        if width % 2 or height % 2:
+            raise VideoError(f"H.264 with yuv420p needs even frame sizes, got {width}x{height}")
+        self.path = Path(path)
+        self.width, self.height, self.fps = width, height, fps
+        self.num_frames = 0
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="kdtalker_video_")
+        self._log = open(Path(self._tmpdir.name) / "ffmpeg.log", "w+b")
+        cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "pipe:0"]
+        if audio is not None:
+            wav = Path(self._tmpdir.name) / "audio.wav"
+            sf.write(wav, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16")
+            cmd += ["-i", str(wav)]
+        cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-r", f"{fps}"]
+        if audio is not None:
+            cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+        cmd += ["-movflags", "+faststart", "-f", "mp4", str(self.path)]
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+        except OSError as exc:
+            self._cleanup()
+            raise VideoError(f"could not start ffmpeg ({exc})") from exc
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append frames (B, H, W, 3) or (H, W, 3) uint8 RGB."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
+            raise VideoError(f"frames must be uint8 (B, {self.height}, {self.width}, 3), got {frames.dtype} {frames.shape}")
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except (BrokenPipeError, OSError) as exc:
+            raise VideoError(f"ffmpeg stopped while writing {self.path}: {self._error_text()}") from exc
+        self.num_frames += len(frames)
+
+    def close(self) -> Path:
+        """Finish encoding; VideoError when ffmpeg failed or no frame was written."""
+        try:
+            if self.num_frames == 0:
+                self._proc.kill()
+                self._proc.wait()
+                raise VideoError(f"no frames were written to {self.path}")
+            try:
+                self._proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            code = self._proc.wait()
+            if code != 0:
+                raise VideoError(f"ffmpeg failed writing {self.path} (exit {code}): {self._error_text()}")
+            return self.path
+        finally:
+            self._cleanup()
+
+    def abort(self) -> None:
+        """Stop ffmpeg without finishing the file (the caller deletes it)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._cleanup()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _error_text(self) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace").strip()[-2000:] or "no message"
+
+    def _cleanup(self) -> None:
+        if self._proc_stdin_open():
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        if not self._log.closed:
+            self._log.close()
+        self._tmpdir.cleanup()
+
+    def _proc_stdin_open(self) -> bool:
+        proc = getattr(self, "_proc", None)
+        return proc is not None and proc.stdin is not None and not proc.stdin.closed
+
+
+def probe_video(path: str | os.PathLike) -> dict:
+    """Read back an mp4 with ffmpeg: dict(frames, fps, width, height, video_codec, audio_codec, audio_duration, duration)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"video {path} not found")
+    info: dict = {"video_codec": None, "audio_codec": None, "fps": None, "width": None, "height": None}
+    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    for line in header.splitlines():
+        line = line.strip()
+        if "Video:" in line and info["video_codec"] is None:
+            info["video_codec"] = line.split("Video:")[1].split()[0].strip(",")
+            size = re.search(r"\b(\d{2,5})x(\d{2,5})\b", line)
+            fps = re.search(r"([\d.]+) fps", line)
+            if size:
+                info["width"], info["height"] = int(size.group(1)), int(size.group(2))
+            if fps:
+                info["fps"] = float(fps.group(1))
+        elif "Audio:" in line and info["audio_codec"] is None:
+            info["audio_codec"] = line.split("Audio:")[1].split()[0].strip(",")
+    if info["video_codec"] is None:
+        raise VideoError(f"{path} holds no readable video stream: {header.strip()[-500:]}")
+    info["frames"], info["duration"] = _count(path, "0:v:0")
+    info["audio_duration"] = _count(path, "0:a:0")[1] if info["audio_codec"] else None
+    return info
+
+
+def _count(path: Path, stream: str) -> tuple[int, float]:
+    """Decode one stream to null: (number of video frames (0 for audio), its duration in seconds)."""
+    log = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostats", "-progress", "pipe:1", "-i", str(path), "-map", stream, "-f", "null", "-"],
+                         capture_output=True, text=True)
+    frames = [int(v) for v in re.findall(r"^frame=(\d+)", log.stdout, re.M)]
+    times = [int(v) for v in re.findall(r"^out_time_us=(\d+)", log.stdout, re.M)]
+    return (frames[-1] if frames else 0), (times[-1] / 1e6 if times else 0.0)

@@ -1,0 +1,86 @@
+"""Fetch the official weights into the checkpoint folder: `python scripts/download_weights.py [--dir checkpoints] [--crop-models]`.
+
+Files already present are skipped; each download goes to a temporary file renamed only when complete.
+Without internet access it stops with one message saying which file to fetch by hand (checkpoints/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kdtalker.checkpoints.files import CROP_FILES, NORM_FILE, WEIGHT_FILES  # noqa: E402
+from kdtalker.errors import KDTalkerError  # noqa: E402
+from kdtalker.fileio import atomic_path  # noqa: E402
+
+LIVEPORTRAIT = "https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/"
+KDTALKER = "https://huggingface.co/ChaolongYang/KDTalker/resolve/main/"
+SHIPPED_NORM = Path(__file__).resolve().parent.parent / "checkpoints" / NORM_FILE
+NORM_URL = "https://raw.githubusercontent.com/chaolongy/KDTalker/main/dataset_process/norm.npz"
+
+
+def sources(crop_models: bool = False) -> dict[str, str]:
+    """{path relative to the checkpoint folder: URL} of every official file (plus the ONNX crop models if asked)."""
+    urls = {}
+    for spec in WEIGHT_FILES:
+        if spec.relpath.startswith("liveportrait/"):
+            urls[spec.relpath] = LIVEPORTRAIT + spec.relpath
+        else:
+            urls[spec.relpath] = KDTALKER + "ckpts/" + spec.relpath
+    urls[NORM_FILE] = NORM_URL
+    if crop_models:
+        for relpath in CROP_FILES.values():
+            urls[relpath] = LIVEPORTRAIT + relpath
+    return urls
+
+
+def download(url: str, target: Path, timeout: float = 30.0) -> None:
+    """Stream `url` to `target` atomically; KDTalkerError with the URL and target when it fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(target) as tmp, urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out, length=1 << 20)
+    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise KDTalkerError(
+            f"could not download {url} ({reason}); without internet access fetch it by hand and put it at {target} "
+            "(see checkpoints/README.md)"
+        ) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="checkpoints", help="checkpoint folder (default: checkpoints)")
+    parser.add_argument("--crop-models", action="store_true", help="also fetch the insightface/LivePortrait ONNX crop models")
+    parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    args = parser.parse_args(argv)
+    root = Path(args.dir)
+    try:
+        for relpath, url in sources(args.crop_models).items():
+            target = root / relpath
+            if target.is_file() and target.stat().st_size > 0:
+                print(f"present  {target}")
+                continue
+            if relpath == NORM_FILE and SHIPPED_NORM.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(SHIPPED_NORM, target)
+                print(f"copied   {target} (the statistics shipped with this repository)")
+                continue
+            print(f"fetching {target} <- {url}", flush=True)
+            download(url, target, args.timeout)
+    except KDTalkerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"all weights are in {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
