@@ -1,0 +1,94 @@
+"""Audio file loading with librosa.load(path, sr=16000) semantics, for any common container.
+
+Decoding: soundfile (libsndfile: wav, flac, ogg, mp3 where built in) exactly as librosa does; anything
+libsndfile cannot open (m4a/aac, video soundtracks, ...) is decoded to float32 PCM by the ffmpeg binary
+shipped with imageio-ffmpeg. Then: float32 mean of the channels, libsoxr "HQ" resampling only when the
+file rate differs, and the length forced to ceil(N * sr_out / sr_in) as librosa.resample does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from kdtalker.audio.mel import SAMPLE_RATE
+from kdtalker.errors import AudioError
+
+
+def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
+    """(C, N) float32 and the file rate via libsndfile, or None when libsndfile cannot open the file."""
+    try:
+        with sf.SoundFile(path) as f:
+            data = f.read(dtype="float32", always_2d=True)
+            rate = f.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    return data.T, rate
+
+
+def _decode_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    """(C, N) float32 and the rate of the first audio stream via the imageio-ffmpeg binary (no resampling)."""
+    import imageio_ffmpeg
+
+    with tempfile.TemporaryDirectory(prefix="kdtalker_audio_") as tmp:
+        pcm = Path(tmp) / "decoded.wav"
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
+               "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", "-rf64", "auto", "-y", str(pcm)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        if proc.returncode != 0 or not pcm.is_file():
+            detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"ffmpeg exit code {proc.returncode}"
+            if "matches no streams" in proc.stderr:
+                raise AudioError(f"{path} has no audio track; give a speech recording (wav, mp3, flac, m4a, ...)")
+            raise AudioError(f"{path} could not be decoded as audio ({detail}); give a wav, mp3, flac, ogg or m4a file")
+        decoded = _decode_soundfile(pcm)
+        if decoded is None:
+            raise AudioError(f"{path} could not be decoded as audio (ffmpeg produced no readable PCM)")
+        return decoded
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """(N,) float32 at orig_sr -> (ceil(N * target_sr / orig_sr),) float32 at target_sr with libsoxr HQ."""
+    if orig_sr == target_sr:
+        return wav
+    out = soxr.resample(wav, orig_sr, target_sr, quality="HQ")
+    # libsoxr rounds the output length to nearest; librosa pads/trims to the ceiling, and so do we.
+    size = int(math.ceil(wav.shape[-1] * target_sr / orig_sr))
+    if out.shape[-1] < size:
+        out = np.pad(out, (0, size - out.shape[-1]))
+    return np.ascontiguousarray(out[:size], dtype=np.float32)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, fps: float | None = 25.0) -> np.ndarray:
+    """Any common audio/video file -> (N,) float32 mono at `sample_rate` (librosa.load semantics).
+
+    With `fps` set, a recording shorter than one video frame (sample_rate / fps samples) is an AudioError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"audio file {path} not found; check the path")
+    if not path.is_file():
+        raise AudioError(f"audio path {path} is not a file; give a wav, mp3, flac, ogg or m4a file")
+    decoded = _decode_soundfile(path)
+    if decoded is None:
+        decoded = _decode_ffmpeg(path)
+    channels, rate = decoded
+    if channels.shape[-1] == 0:
+        raise AudioError(f"{path} contains no audio samples (empty recording); give a recording with speech")
+    # librosa.to_mono: float32 mean over the channel axis of the (C, N) array.
+    wav = np.mean(channels, axis=0) if channels.shape[0] > 1 else channels[0]
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(f"{path} contains NaN or infinite samples; re-export the recording")
+    wav = resample(np.ascontiguousarray(wav, dtype=np.float32), rate, sample_rate)
+    if fps is not None and int(wav.shape[0] / (sample_rate / fps)) < 1:
+        raise AudioError(
+            f"{path} is {wav.shape[0] / sample_rate * 1000:.1f} ms long, shorter than one video frame "
+            f"({1000 / fps:.0f} ms at {fps:g} fps); give a longer recording"
+        )
+    return wav
