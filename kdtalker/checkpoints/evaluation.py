@@ -1,0 +1,55 @@
+"""Loaders for the evaluation-only weight files: SyncNet, Hopenet, Inception (FID), ArcFace (CSIM).
+
+Each takes a path (or an already loaded state dict) and raises CheckpointError naming the file and
+where it comes from when it is missing or is not the expected file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from kdtalker.checkpoints.common import load_state_strict, load_torch_file
+from kdtalker.device import resolve_device
+from kdtalker.errors import CheckpointError
+
+WHERE = {
+    "syncnet": "syncnet_v2.model from joonson/syncnet_python (download_model.sh)",
+    "hopenet": "hopenet_robust_alpha1.pkl from natanielruiz/deep-head-pose (300W-LP, alpha 1, robust)",
+    "inception": "pt_inception-2015-12-05-6726825d.pth from mseitzer/pytorch-fid releases",
+    "arcface": "an ArcFace recognition ONNX model, e.g. insightface buffalo_l w600k_r50.onnx",
+    "mmod": "mmod_human_face_detector.dat (dlib; also shipped in the face_recognition_models package)",
+}
+
+
+def _state(path_or_dict: str | os.PathLike | Mapping[str, Any], what: str) -> tuple[Mapping[str, Any], str]:
+    if isinstance(path_or_dict, Mapping):
+        return path_or_dict, "the given state dict"
+    path = Path(path_or_dict)
+    if not path.is_file():
+        raise CheckpointError(f"{what}: weight file {path} not found; it needs {WHERE[what]} (set its path in configs/evaluate.yaml)")
+    return load_torch_file(path, what), str(path)
+
+
+def _load_allowing_counters(module: nn.Module, state: Mapping[str, Any], what: str, source: str,
+                            optional: tuple[str, ...] = ()) -> nn.Module:
+    """Strict load where BatchNorm `num_batches_tracked` counters (and `optional` prefixes) may be absent."""
+    state = {k: v for k, v in state.items() if not k.startswith(optional)}
+    own = module.state_dict()
+    for key, value in own.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value
+    return load_state_strict(module, state, what, source)
+
+
+def load_syncnet(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"):
+    """syncnet_v2.model (flat dict, no prefix, no BN counters) -> SyncNet in eval mode."""
+    from kdtalker.eval.syncnet import SyncNet
+
+    state, source = _state(path_or_dict, "syncnet")
+    model = _load_allowing_counters(SyncNet(), state, "syncnet", source)
+    return model.to(resolve_device(device)).eval()
