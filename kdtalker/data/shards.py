@@ -1,0 +1,120 @@
+"""One clip's extracted motion + audio features on disk: read/write .npz shards, import official .mat files."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kdtalker.errors import KDTalkerError
+from kdtalker.fileio import atomic_path
+
+# Per-frame LivePortrait motion arrays and their trailing shapes (see the package docstring).
+MOTION_KEYS: dict[str, tuple[int, ...]] = {
+    "scale": (1,),
+    "pitch": (1,),
+    "yaw": (1,),
+    "roll": (1,),
+    "t": (3,),
+    "exp": (21, 3),
+    "kp": (21, 3),
+}
+SHARD_KEYS = (*MOTION_KEYS, "aud_feat", "fps")
+AUDIO_DIM = 512
+
+
+@dataclass
+class Clip:
+    """Per-frame motion (raw LivePortrait units) and audio features of one clip."""
+
+    motion: dict[str, np.ndarray]  # key -> (T, *MOTION_KEYS[key]) float32
+    aud_feat: np.ndarray  # (Ta, 512) float32
+    fps: float = 25.0
+
+    @property
+    def num_frames(self) -> int:
+        """Number of video frames T."""
+        return int(self.motion["exp"].shape[0])
+
+    @property
+    def num_aligned(self) -> int:
+        """Usable aligned length, the official min(T - 1, Ta - 2)."""
+        return min(self.num_frames - 1, int(self.aud_feat.shape[0]) - 2)
+
+
+def _checked(motion: dict[str, np.ndarray], aud_feat: np.ndarray, fps: float, source: str) -> Clip:
+    """Validate shapes/finiteness and cast to float32; one KDTalkerError naming the file otherwise."""
+    frames = None
+    out = {}
+    for key, trailing in MOTION_KEYS.items():
+        if key not in motion:
+            raise KDTalkerError(f"{source}: shard has no '{key}' array; re-extract this clip")
+        arr = np.asarray(motion[key], dtype=np.float32)
+        if frames is None:
+            frames = arr.shape[0] if arr.ndim else 0
+        try:
+            arr = arr.reshape((frames, *trailing))
+        except ValueError:
+            raise KDTalkerError(
+                f"{source}: '{key}' has shape {arr.shape}, expected ({frames}, {', '.join(map(str, trailing))}); "
+                "re-extract this clip"
+            ) from None
+        out[key] = arr
+    aud = np.asarray(aud_feat, dtype=np.float32)
+    if aud.ndim != 2 or aud.shape[1] != AUDIO_DIM:
+        raise KDTalkerError(f"{source}: 'aud_feat' has shape {aud.shape}, expected (frames, {AUDIO_DIM})")
+    if not all(np.isfinite(a).all() for a in (*out.values(), aud)):
+        raise KDTalkerError(f"{source}: shard holds NaN or infinite values; re-extract this clip")
+    return Clip(out, aud, float(fps))
+
+
+def write_shard(path: str | os.PathLike, clip: Clip) -> Path:
+    """Write `clip` to `path` (.npz, float32 arrays) atomically: a killed run leaves no partial shard."""
+    path = Path(path)
+    clip = _checked(clip.motion, clip.aud_feat, clip.fps, str(path))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file handle keeps np.savez from appending its own suffix
+            np.savez(fh, **clip.motion, aud_feat=clip.aud_feat, fps=np.float32(clip.fps))
+    return path
+
+
+def read_shard(path: str | os.PathLike) -> Clip:
+    """Read a .npz shard (ours) or a .mat file (the official extraction) into a Clip."""
+    path = Path(path)
+    if not path.is_file():
+        raise KDTalkerError(f"shard {path} not found")
+    if path.suffix == ".mat":
+        return _read_official_mat(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise KDTalkerError(f"shard {path} is unreadable ({exc}); delete it and run the extraction again") from exc
+    if "aud_feat" not in arrays:
+        raise KDTalkerError(f"shard {path} has no 'aud_feat' array; re-extract this clip")
+    return _checked(arrays, arrays["aud_feat"], float(arrays.get("fps", 25.0)), str(path))
+
+
+def _read_official_mat(path: Path) -> Clip:
+    """Official layout: yaw/pitch/roll/scale (T,1), t (T,3), exp/kp (T,21,3), aud_feat (Ta,512) via savemat."""
+    from scipy.io import loadmat  # only needed for imports of official data
+
+    try:
+        data = loadmat(path)
+    except Exception as exc:  # scipy raises several unrelated types for corrupt files
+        raise KDTalkerError(f"official motion file {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+    if "aud_feat" not in data:
+        raise KDTalkerError(f"{path}: no 'aud_feat' entry; is this a KDTalker extract_motion_dataset.py file?")
+    motion = {k: data[k] for k in MOTION_KEYS if k in data}
+    return _checked(motion, data["aud_feat"], 25.0, str(path))
+
+
+def shard_paths(root: str | os.PathLike, pattern: tuple[str, ...] = ("*.npz", "*.mat")) -> list[Path]:
+    """Sorted shard files (.npz and official .mat) directly inside `root`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise KDTalkerError(f"shard folder {root} does not exist; run scripts/extract.py first")
+    return sorted(p for pat in pattern for p in root.glob(pat) if not p.name.startswith("."))

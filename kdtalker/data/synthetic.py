@@ -1,0 +1,102 @@
+"""Synthetic shards with a known audio -> lip relation, to exercise training without VoxCeleb.
+
+Each clip has a hidden "mouth opening" signal m(t) (smoothed, rectified noise at a syllable-like rate)
+and an unrelated distractor d(t). The audio features carry both: aud = g·m(t)·u + d(t)·v + noise, with
+u, v fixed random 512-d directions. The exp offsets of the LivePortrait mouth keypoints
+(6, 12, 14, 17, 19, 20) move along a fixed pattern with amplitude m(t); every other motion channel
+(head pose, translation, scale, other keypoints) drifts as an independent random walk. A model that
+uses the audio can predict the lips frame by frame; nothing can predict the pose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kdtalker.data.shards import AUDIO_DIM, Clip, write_shard
+
+LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)  # LivePortrait's "lip" animation region
+
+
+def lip_channels(keypoints: tuple[int, ...] = LIP_KEYPOINTS) -> list[int]:
+    """Indices of the exp channels of `keypoints` in the 70-d motion vector [scale, yaw, pitch, roll, t, exp]."""
+    return [7 + 3 * k + c for k in keypoints for c in range(3)]
+
+
+def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing along axis 0 (edge-padded)."""
+    radius = int(3 * sigma) + 1
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(x, [(radius, radius)] + [(0, 0)] * (x.ndim - 1), mode="edge")
+    return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, padded)
+
+
+def _random_walk(rng: np.random.Generator, frames: int, dims: int, step: float) -> np.ndarray:
+    """(frames, dims) smooth random walk starting at 0."""
+    return _smooth(np.cumsum(rng.normal(0.0, step, (frames, dims)), 0), 2.0)
+
+
+def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25.0) -> Clip:
+    """Clip `index` of the synthetic dataset `seed` (deterministic): lips follow the audio, pose drifts."""
+    shared = np.random.default_rng([seed, 0x5EED])  # dataset-wide constants
+    u = shared.normal(size=AUDIO_DIM)
+    u /= np.linalg.norm(u) / np.sqrt(AUDIO_DIM)
+    v = shared.normal(size=AUDIO_DIM)
+    v /= np.linalg.norm(v) / np.sqrt(AUDIO_DIM)
+    lip_pattern = shared.normal(size=(len(LIP_KEYPOINTS), 3))
+    lip_pattern /= np.abs(lip_pattern).max()
+    kp_mean = shared.uniform(-0.6, 0.6, (21, 3))
+    exp_mean = shared.normal(0.0, 0.01, (21, 3))
+
+    rng = np.random.default_rng([seed, index])
+    mouth = np.maximum(_smooth(rng.normal(size=(frames, 1)), 1.5) * 2.5, 0.0)[:, 0]  # (T,) >= 0
+    distractor = _smooth(rng.normal(size=(frames, 1)), 3.0)[:, 0] * 2.0
+    gain = rng.uniform(0.8, 1.2)
+    aud_feat = gain * mouth[:, None] * u + distractor[:, None] * v + rng.normal(0.0, 0.3, (frames, AUDIO_DIM))
+
+    exp = exp_mean + rng.normal(0.0, 0.002, (21, 3)) + _random_walk(rng, frames, 63, 0.001).reshape(frames, 21, 3)
+    lip_amp = 0.03 * rng.uniform(0.8, 1.2)
+    exp[:, list(LIP_KEYPOINTS), :] = (exp_mean[list(LIP_KEYPOINTS)] + lip_amp * mouth[:, None, None] * lip_pattern)
+
+    pose = _random_walk(rng, frames, 3, 1.0) + rng.normal(0.0, [15.0, 8.0, 5.0])  # yaw, pitch, roll degrees
+    t = np.concatenate([_random_walk(rng, frames, 2, 0.002) + rng.normal(0.0, 0.02, 2), np.zeros((frames, 1))], 1)
+    scale = 1.5 + rng.normal(0.0, 0.05) + _random_walk(rng, frames, 1, 0.001)
+    kp = np.broadcast_to(kp_mean + rng.normal(0.0, 0.02, (21, 3)), (frames, 21, 3)) + rng.normal(0.0, 1e-3, (frames, 21, 3))
+
+    motion = {
+        "scale": scale, "yaw": pose[:, :1], "pitch": pose[:, 1:2], "roll": pose[:, 2:3],
+        "t": t, "exp": exp, "kp": kp,
+    }
+    return Clip({k: np.asarray(a, np.float32) for k, a in motion.items()}, aud_feat.astype(np.float32), fps)
+
+
+def generate_synthetic(
+    root: str | os.PathLike,
+    num_clips: int,
+    seed: int = 0,
+    min_frames: int = 130,
+    max_frames: int = 200,
+    first_index: int = 0,
+) -> list[Path]:
+    """Write clips first_index.. first_index+num_clips-1 as `root/synth_XXXX.npz`; reuses matching shards."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    params = {"num_clips": num_clips, "seed": seed, "min_frames": min_frames, "max_frames": max_frames,
+              "first_index": first_index, "version": 1}
+    meta = root / "synthetic.json"
+    if meta.exists() and json.loads(meta.read_text()) != params:
+        for old in root.glob("synth_*.npz"):
+            old.unlink()
+    paths = []
+    lengths = np.random.default_rng([seed, 0x1E5]).integers(min_frames, max_frames + 1, first_index + num_clips)
+    for index in range(first_index, first_index + num_clips):
+        path = root / f"synth_{index:04d}.npz"
+        if not path.exists():
+            write_shard(path, synthetic_clip(index, seed, int(lengths[index])))
+        paths.append(path)
+    meta.write_text(json.dumps(params))
+    return paths

@@ -1,0 +1,294 @@
+"""The training loop (one process or torchrun DDP): official recipe, EMA, AMP, checkpoints with exact resume,
+TensorBoard scalars, periodic validation loss and sampled lip-audio correlation on held-out clips."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from kdtalker.checkpoints.common import load_state_strict, strip_prefix
+from kdtalker.data.dataset import MotionWindows
+from kdtalker.data.prepare import prepare_data
+from kdtalker.data.synthetic import lip_channels
+from kdtalker.errors import ConfigError, KDTalkerError
+from kdtalker.fileio import atomic_path
+from kdtalker.training.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, set_rng_state
+from kdtalker.training.distributed import DistInfo, ResumableSampler, cleanup_distributed, setup_distributed
+from kdtalker.training.ema import EMA
+from kdtalker.training.optim import build_optimizer, cosine_with_warmup
+from kdtalker.training.validation import sampled_lip_correlation, validation_loss
+
+# The official KDTalker.pth stores the denoiser under this prefix (ConditionalPointCloudDiffusionModel.point_model.model).
+MODEL_PREFIX = "point_model.model."
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainResult:
+    """What a run ends with: its final step, the per-step losses it computed, the model and the last metrics."""
+
+    step: int
+    losses: list[float]
+    model: torch.nn.Module
+    out_dir: Path
+    last_checkpoint: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class _Wrapped:
+    """DDP for the forward call (gradient sync), the bare Denoiser for its helpers (context, tokens, ...)."""
+
+    def __init__(self, ddp: DistributedDataParallel) -> None:
+        self._ddp = ddp
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._ddp(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ddp.module, name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_checkpoint_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Denoiser state_dict under the official key prefix (what inference's load_kdtalker reads from ckpt['model'])."""
+    return {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load an official-layout (prefixed, maybe `module.`-wrapped) model state into the Denoiser."""
+    state = strip_prefix(strip_prefix(state, "module."), MODEL_PREFIX)
+    load_state_strict(model, state, "KDTalker denoiser", source)
+
+
+def _resolve_resume(train_cfg: DictConfig, out_dir: Path) -> Path | None:
+    resume = train_cfg.get("resume")
+    if resume in (None, False, "none", "null"):
+        return None
+    if resume == "auto":
+        return latest_checkpoint(out_dir)
+    path = Path(str(resume))
+    if not path.is_file():
+        raise KDTalkerError(f"train.resume={resume}: no such checkpoint file")
+    return path
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Train the denoiser described by cfg (configs/train.yaml); resumes from cfg.train.resume."""
+    tc = cfg.train
+    info, device = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, tc, info, device)
+    finally:
+        cleanup_distributed(info)
+
+
+def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device) -> TrainResult:
+    from kdtalker.diffusion.motion import MotionNorm
+
+    out_dir = Path(tc.out_dir)
+    seed = int(cfg.seed)
+    seed_everything(seed + info.rank)
+
+    # Data: rank 0 builds (synthetic) shards and stats first, the others then read them.
+    if info.is_main:
+        files = prepare_data(cfg.data, build=True)
+    info.barrier()
+    if not info.is_main:
+        files = prepare_data(cfg.data, build=False)
+    norm = MotionNorm.load(files.norm)
+    window = int(cfg.data.window)
+    train_set = MotionWindows(files.train, norm, window, int(cfg.data.samples_per_clip), seed, train=True)
+    val_set = MotionWindows(files.val, norm, window, 1, seed, train=False) if files.val else None
+
+    if tc.batch_size % info.world_size:
+        raise ConfigError(f"train.batch_size={tc.batch_size} must divide evenly over {info.world_size} processes")
+    local_batch = tc.batch_size // info.world_size
+    sampler = ResumableSampler(train_set, info, seed=seed)
+    steps_per_epoch = sampler.num_samples // local_batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"{len(train_set)} training windows per epoch are fewer than train.batch_size={tc.batch_size}; "
+            "add clips, raise data.samples_per_clip or lower the batch size"
+        )
+
+    # Model, optimiser, schedule, EMA.
+    model = instantiate(cfg.model).to(device)
+    if getattr(model, "window", window) != window:
+        raise ConfigError(f"data.window={window} but model.window={model.window}; they must match")
+    if tc.get("init_from"):
+        ckpt = load_checkpoint(tc.init_from)
+        load_model_state(model, ckpt["model"] if "model" in ckpt else ckpt, str(tc.init_from))
+    scheduler = instantiate(cfg.diffusion)
+    optimizer = build_optimizer(model, tc.lr, tc.betas, tc.eps, tc.weight_decay, list(tc.no_decay))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(int(tc.warmup_steps), int(tc.get("schedule_steps") or tc.max_steps))
+    )
+    ema = EMA(model, tc.ema.decay) if tc.ema.enabled else None
+    amp_dtype = AMP_DTYPES.get(str(tc.precision)) if device.type == "cuda" else None
+    if str(tc.precision) not in ("fp32", *AMP_DTYPES):
+        raise ConfigError(f"train.precision={tc.precision!r} is not one of fp32, bf16, fp16")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+    generator = torch.Generator(device=device).manual_seed(seed * 1000 + info.rank)
+
+    step, best_val = 0, None
+    resume = _resolve_resume(tc, out_dir)
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        load_model_state(model, ckpt["model"], str(resume))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        lr_schedule.load_state_dict(ckpt["scheduler"])
+        if ema is not None and ckpt.get("model_ema"):
+            ema.load_state_dict(ckpt["model_ema"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        step, best_val = int(ckpt["step"]), ckpt.get("best_val")
+        states = ckpt.get("rng") or []
+        if len(states) == info.world_size:
+            set_rng_state(states[info.rank], generator)
+        elif info.is_main:
+            tqdm.write(f"resume: checkpoint was written by {len(states)} processes, now {info.world_size}; "
+                       "random streams restart from the seed")
+        if info.is_main:
+            tqdm.write(f"resumed from {resume} at step {step}")
+
+    net = _Wrapped(DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True,
+    )) if info.enabled else model
+
+    writer = None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
+    lips = lip_channels(tuple(cfg.data.lip_keypoints))
+    result = TrainResult(step, [], model, out_dir)
+
+    def save() -> Path | None:
+        states = info.gather(rng_state(generator))
+        path = None
+        if info.is_main:
+            path = checkpoint_path(out_dir, step)
+            payload = {
+                "model": model_checkpoint_state(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": lr_schedule.state_dict(),
+                "epoch": step // steps_per_epoch,
+                "step": step,
+                "best_val": best_val,
+                "model_ema": ema.state_dict() if ema is not None else {},
+                "cfg": OmegaConf.to_container(cfg, resolve=True),
+                "rng": states,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            }
+            with atomic_path(path) as tmp:
+                torch.save(payload, tmp)
+        info.barrier()
+        return path
+
+    def validate() -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if info.is_main and val_set is not None:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _autocast(device, amp_dtype):
+                metrics.update({f"val/{k}": v for k, v in validation_loss(
+                    model, scheduler, val_set, int(tc.val_batch_size), device, seed).items()})
+                clips = val_set.clips[: int(tc.val_sample_clips)]
+                if clips:
+                    corr = sampled_lip_correlation(model, scheduler, clips, lips, int(tc.val_sample_frames),
+                                                   int(tc.val_sample_steps), device, seed)
+                    metrics.update({f"val/{k}": v for k, v in corr.items()})
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, step)
+            tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        info.barrier()
+        return metrics
+
+    loader_kwargs = dict(batch_size=local_batch, sampler=sampler, drop_last=True, num_workers=int(tc.num_workers),
+                         pin_memory=device.type == "cuda")
+    bar = tqdm(total=int(tc.max_steps), initial=step, desc="train", unit="step", disable=not info.is_main)
+    running: dict[str, float] = {}
+    model.train()
+    while step < tc.max_steps:
+        # The data position is a pure function of the step: epoch, then the batches already used in it.
+        epoch, done_in_epoch = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        sampler.skip = done_in_epoch * local_batch
+        for batch in DataLoader(train_set, **loader_kwargs):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with _autocast(device, amp_dtype):
+                out = _diffusion_loss(net, scheduler, batch, float(tc.audio_noise_prob), generator)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise KDTalkerError(f"training loss became {loss.item()} at step {step + 1}; lower train.lr "
+                                    "or resume from an earlier checkpoint")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tc.grad_clip))
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
+            lr_schedule.step()
+            step += 1
+            if ema is not None and step % int(tc.ema.every) == 0:
+                ema.update(model)
+
+            result.losses.append(loss.item())
+            for k, v in {**{kk: vv.item() for kk, vv in out.items()}, "grad_norm": float(grad_norm), "lr": lr}.items():
+                running[k] = running.get(k, 0.0) + v
+            bar.update(1)
+            if step % int(tc.log_every) == 0 or step == tc.max_steps:
+                n = step % int(tc.log_every) or int(tc.log_every)
+                means = {k: v / n for k, v in running.items()}
+                running.clear()
+                bar.set_postfix(loss=f"{means['loss']:.4f}")
+                if writer is not None:
+                    for k, v in means.items():
+                        writer.add_scalar(f"train/{k}", v, step)
+            if tc.val_every and (step % int(tc.val_every) == 0 or step == tc.max_steps):
+                result.metrics = validate()
+                val_loss = result.metrics.get("val/loss")
+                if val_loss is not None and (best_val is None or val_loss < best_val):
+                    best_val = val_loss
+            if step % int(tc.ckpt_every) == 0 or step == tc.max_steps:
+                result.last_checkpoint = save()
+            if step >= tc.max_steps:
+                break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    result.step = step
+    return result
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """bf16/fp16 autocast on CUDA; a no-op context on CPU or in fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _diffusion_loss(net, scheduler, batch: dict[str, torch.Tensor], audio_noise_prob: float,
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+    from kdtalker.diffusion.loss import diffusion_loss
+
+    return diffusion_loss(net, scheduler, batch["x0"], batch["ref"], batch["ori"], batch["audio"],
+                          audio_noise_prob=audio_noise_prob, generator=generator)
