@@ -1,0 +1,148 @@
+"""LivePortraitRenderer: the renderer API the pipeline uses (source features once, then batches of frames)."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdtalker.errors import ImageError
+from kdtalker.renderer.appearance import AppearanceFeatureExtractor
+from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
+from kdtalker.renderer.layers import fold_all_batchnorms
+from kdtalker.renderer.motion_extractor import MotionExtractor
+from kdtalker.renderer.spade import SPADEDecoder
+from kdtalker.renderer.stitching import apply_stitching, retarget_eye, retarget_lip
+from kdtalker.renderer.warping import WarpingNetwork
+
+
+class LivePortraitRenderer(nn.Module):
+    """F, M, W, G and the stitching/retargeting MLPs behind a small inference API (all under inference_mode)."""
+
+    def __init__(
+        self,
+        appearance: AppearanceFeatureExtractor,
+        motion: MotionExtractor,
+        warping: WarpingNetwork,
+        decoder: SPADEDecoder,
+        retargeting: nn.ModuleDict | None = None,
+        chunk_size: int = 4,
+        fold_batchnorm: bool = True,
+    ):
+        super().__init__()
+        self.appearance = appearance
+        self.motion = motion
+        self.warping = warping
+        self.decoder = decoder
+        self.retargeting = retargeting
+        self.chunk_size = max(1, int(chunk_size))
+        self.eval().requires_grad_(False)
+        if fold_batchnorm:
+            fold_all_batchnorms(self)
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        liveportrait_dir: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        configs: Mapping[str, Mapping] | None = None,
+        stitching: bool = True,
+        chunk_size: int = 4,
+        fold_batchnorm: bool = True,
+    ) -> "LivePortraitRenderer":
+        """Load the official files under `liveportrait_dir` (base_models/*.pth, retargeting_models/*.pth)."""
+        from kdtalker.checkpoints import liveportrait as ckpt
+        from kdtalker.device import resolve_device, resolve_dtype
+
+        device, dtype = resolve_device(device), resolve_dtype(dtype)
+        configs = configs or {}
+        files = ckpt.liveportrait_files(liveportrait_dir)
+        return cls(
+            ckpt.load_appearance_feature_extractor(files["appearance_feature_extractor"], device, dtype, configs.get("appearance_feature_extractor")),
+            ckpt.load_motion_extractor(files["motion_extractor"], device, dtype, configs.get("motion_extractor")),
+            ckpt.load_warping_module(files["warping_module"], device, dtype, configs.get("warping_module")),
+            ckpt.load_spade_generator(files["spade_generator"], device, dtype, configs.get("spade_generator")),
+            ckpt.load_stitching_retargeting(files["stitching_retargeting_module"], device, dtype) if stitching else None,
+            chunk_size=chunk_size,
+            fold_batchnorm=fold_batchnorm,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.fc.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.fc.weight.dtype
+
+    def prepare_image(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 RGB (H, W, 3) (the 256x256 crop) -> (1, 3, H, W) in [0, 1] on the renderer's device/dtype."""
+        rgb = torch.as_tensor(np.asarray(rgb))
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ImageError(f"the renderer needs an RGB image of shape (H, W, 3); got shape {tuple(rgb.shape)}")
+        x = (rgb.to(torch.float32) / 255.0).clamp(0, 1)
+        return x.permute(2, 0, 1)[None].to(device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def appearance_features(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 256, 256) in [0, 1] -> f_s (B, 32, 16, 64, 64)."""
+        return self.appearance(image.to(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def keypoint_info(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, 256, 256) -> dict(pitch, yaw, roll (B, 1) degrees, t (B, 3), exp (B, 21, 3), scale (B, 1), kp (B, 21, 3))."""
+        out = self.motion(image.to(self.device, self.dtype))
+        b = image.shape[0]
+        info = {name: headpose_to_degrees(out[name])[:, None] for name in ("pitch", "yaw", "roll")}
+        info.update(t=out["t"], exp=out["exp"].reshape(b, -1, 3), scale=out["scale"], kp=out["kp"].reshape(b, -1, 3))
+        return info
+
+    @torch.inference_mode()
+    def transform(self, info: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """keypoint_info dict -> posed keypoints x = s * (kp R + exp) + [t_x, t_y, 0], (B, 21, 3)."""
+        return transform_keypoints(info["kp"], info["pitch"], info["yaw"], info["roll"], info["exp"], info["scale"], info["t"])
+
+    @torch.inference_mode()
+    def stitch(self, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        """Stitching MLP correction of driving kp (B, 21, 3); unchanged when no stitching module is loaded."""
+        net = self.retargeting["stitching"] if self.retargeting is not None else None
+        return apply_stitching(x_s.expand_as(x_d), x_d, net)
+
+    @torch.inference_mode()
+    def retarget_eye(self, x_s: torch.Tensor, eye_ratio: torch.Tensor) -> torch.Tensor:
+        """kp (B, 21, 3), eye ratios (B, 3) -> delta (B, 21, 3) to add to the driving keypoints."""
+        return retarget_eye(x_s, eye_ratio, self.retargeting["eye"])
+
+    @torch.inference_mode()
+    def retarget_lip(self, x_s: torch.Tensor, lip_ratio: torch.Tensor) -> torch.Tensor:
+        """kp (B, 21, 3), lip ratios (B, 2) -> delta (B, 21, 3) to add to the driving keypoints."""
+        return retarget_lip(x_s, lip_ratio, self.retargeting["lip"])
+
+    @torch.inference_mode()
+    def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Official-style warp + decode: dict(out (B, 3, 512, 512), occlusion_map (B, 1, 64, 64), deformation (B, 16, 64, 64, 3))."""
+        warped = self.warping(f_s, kp_driving=x_d, kp_source=x_s)
+        warped["out"] = self.decoder(warped["out"])
+        return warped
+
+    @torch.inference_mode()
+    def render(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        """One source f_s (1, 32, 16, 64, 64), x_s (1, 21, 3) and driving x_d (B, 21, 3) -> frames (B, 3, 512, 512) in [0, 1].
+
+        Source-only work (the dense-motion compression of f_s) is done once; frames go through W and G in
+        chunks of `chunk_size` so memory does not grow with B.
+        """
+        f_s = f_s.to(self.device, self.dtype)
+        x_s = x_s.to(self.device, self.dtype)
+        x_d = x_d.to(self.device, self.dtype)
+        compressed = self.warping.dense_motion_network.compress_source(f_s)
+        frames = []
+        for start in range(0, x_d.shape[0], self.chunk_size):
+            x_chunk = x_d[start : start + self.chunk_size]
+            warped = self.warping(f_s, x_chunk, x_s, compressed=compressed)
+            frames.append(self.decoder(warped["out"]))
+        return torch.cat(frames)

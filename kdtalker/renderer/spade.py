@@ -1,0 +1,124 @@
+"""SPADE decoder G: warped feature (B, 256, 64, 64) -> image (B, 3, 512, 512) in (0, 1).
+
+The residual blocks' convs are spectral-normalised as in the official file: they hold `weight_orig`,
+`weight_u`, `weight_v`, and in eval mode the weight is weight_orig / sigma with
+sigma = u . (W_mat v) from the stored u, v (no power iteration). The effective weight is computed once
+and cached in a non-persistent buffer (dropped whenever a state dict is loaded).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SPADE_HIDDEN = 128
+
+
+class SpectralNormConv2d(nn.Module):
+    """Conv2d whose weight is weight_orig / (weight_u . (weight_orig.reshape(out, -1) @ weight_v))."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, padding: int = 0, bias: bool = True):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.weight_orig = nn.Parameter(torch.empty(cout, cin, kernel_size, kernel_size))
+        nn.init.kaiming_uniform_(self.weight_orig, a=5**0.5)
+        self.register_buffer("weight_u", F.normalize(torch.randn(cout), dim=0, eps=1e-12))
+        self.register_buffer("weight_v", F.normalize(torch.randn(cin * kernel_size * kernel_size), dim=0, eps=1e-12))
+        self.register_buffer("weight_cached", None, persistent=False)
+        self._register_load_state_dict_pre_hook(self._drop_cache)
+        self.padding = padding
+
+    def _drop_cache(self, *args, **kwargs) -> None:
+        self.weight_cached = None
+
+    def sigma(self) -> torch.Tensor:
+        """The divisor u . (W_mat v), a 0-d tensor, from the stored u and v."""
+        w_mat = self.weight_orig.reshape(self.weight_orig.shape[0], -1)
+        return torch.dot(self.weight_u, torch.mv(w_mat, self.weight_v))
+
+    def weight(self) -> torch.Tensor:
+        """Effective eval-mode weight (cached outside training; autograd-free caching only)."""
+        if self.training or torch.is_grad_enabled():
+            return self.weight_orig / self.sigma()
+        if self.weight_cached is None or self.weight_cached.dtype != self.weight_orig.dtype:
+            self.weight_cached = (self.weight_orig / self.sigma()).detach()
+        return self.weight_cached
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
+
+
+class SPADE(nn.Module):
+    """IN(x) * (1 + gamma(s)) + beta(s), s = nearest-resized segmentation map; keys mlp_shared.0, mlp_gamma, mlp_beta."""
+
+    def __init__(self, norm_nc: int, label_nc: int):
+        super().__init__()
+        self.mlp_shared = nn.Sequential(nn.Conv2d(label_nc, SPADE_HIDDEN, kernel_size=3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(SPADE_HIDDEN, norm_nc, kernel_size=3, padding=1)
+        self.mlp_beta = nn.Conv2d(SPADE_HIDDEN, norm_nc, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        normalized = F.instance_norm(x, eps=1e-5)
+        seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+        actv = self.mlp_shared(seg)
+        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+
+class SPADEResnetBlock(nn.Module):
+    """shortcut(x) + conv_1(LReLU(norm_1(conv_0(LReLU(norm_0(x)))))); learned shortcut conv_s(norm_s(x)) if fin != fout."""
+
+    def __init__(self, fin: int, fout: int, label_nc: int):
+        super().__init__()
+        fmid = min(fin, fout)
+        self.learned_shortcut = fin != fout
+        self.conv_0 = SpectralNormConv2d(fin, fmid, 3, padding=1)
+        self.conv_1 = SpectralNormConv2d(fmid, fout, 3, padding=1)
+        if self.learned_shortcut:
+            self.conv_s = SpectralNormConv2d(fin, fout, 1, bias=False)
+        self.norm_0 = SPADE(fin, label_nc)
+        self.norm_1 = SPADE(fmid, label_nc)
+        if self.learned_shortcut:
+            self.norm_s = SPADE(fin, label_nc)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        return shortcut + dx
+
+
+class SPADEDecoder(nn.Module):
+    """fc -> 6 x R(512, 512) -> up -> R(512, 256) -> up -> R(256, 64) -> LReLU -> conv 64->12 -> PixelShuffle(2) -> sigmoid."""
+
+    def __init__(self, upscale: int = 2, max_features: int = 512, block_expansion: int = 64, out_channels: int = 64, num_down_blocks: int = 2):
+        super().__init__()
+        cin = min(max_features, block_expansion * 2**num_down_blocks)
+        self.fc = nn.Conv2d(cin, 2 * cin, kernel_size=3, padding=1)
+        for i in range(6):
+            self.add_module(f"G_middle_{i}", SPADEResnetBlock(2 * cin, 2 * cin, cin))
+        self.up_0 = SPADEResnetBlock(2 * cin, cin, cin)
+        self.up_1 = SPADEResnetBlock(cin, out_channels, cin)
+        self.upscale = upscale
+        if upscale > 1:
+            self.conv_img = nn.Sequential(nn.Conv2d(out_channels, 3 * upscale**2, kernel_size=3, padding=1), nn.PixelShuffle(upscale))
+        else:
+            self.conv_img = nn.Conv2d(out_channels, 3, kernel_size=3, padding=1)
+
+    def spectral_sigmas(self) -> dict[str, torch.Tensor]:
+        """Spectral-norm divisor of each normalised conv, by name ('G_middle_0.conv_0', ..., 'up_1.conv_s')."""
+        return {name: m.sigma() for name, m in self.named_modules() if isinstance(m, SpectralNormConv2d)}
+
+    def logits(self, feature: torch.Tensor) -> torch.Tensor:
+        """(B, 256, 64, 64) -> (B, 3, 512, 512) pre-sigmoid."""
+        seg = feature
+        x = self.fc(feature)
+        for i in range(6):
+            x = getattr(self, f"G_middle_{i}")(x, seg)
+        x = self.up_0(F.interpolate(x, scale_factor=2), seg)
+        x = self.up_1(F.interpolate(x, scale_factor=2), seg)
+        return self.conv_img(F.leaky_relu(x, 0.2))
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        """(B, 256, 64, 64) warped feature -> (B, 3, 512, 512) image in (0, 1)."""
+        return torch.sigmoid(self.logits(feature))
