@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
 import soxr
@@ -28,18 +29,21 @@ def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
         with sf.SoundFile(path) as f:
             data = f.read(dtype="float32", always_2d=True)
             rate = f.samplerate
-    except (sf.LibsndfileError, RuntimeError, TypeError):
+    except RuntimeError:  # sf.LibsndfileError: not a format libsndfile knows
         return None
     return data.T, rate
 
 
 def _decode_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     """(C, N) float32 and the rate of the first audio stream via the imageio-ffmpeg binary (no resampling)."""
-    import imageio_ffmpeg
-
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise AudioError(f"{path} is not wav/flac/ogg/mp3 and no ffmpeg binary was found to decode it "
+                         "(pip install imageio-ffmpeg, or convert the file to wav)") from exc
     with tempfile.TemporaryDirectory(prefix="kdtalker_audio_") as tmp:
         pcm = Path(tmp) / "decoded.wav"
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
+        cmd = [exe, "-nostdin", "-v", "error", "-i", str(path),
                "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", "-rf64", "auto", "-y", str(pcm)]
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if proc.returncode != 0 or not pcm.is_file():
