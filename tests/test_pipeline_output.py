@@ -22,7 +22,7 @@ def test_feathered_mask():
 
 def test_paste_back_region_and_blend():
     original = np.zeros((300, 400, 3), np.uint8)
-    paste = PasteBack(original, (100.0, 50.0, 300.0, 250.0))
+    paste = PasteBack.from_box(original, (100.0, 50.0, 300.0, 250.0))
     frames = np.full((2, 512, 512, 3), 255, np.uint8)
     out = paste(frames)
     assert out.shape == (2, 300, 400, 3)
@@ -34,13 +34,13 @@ def test_paste_back_region_and_blend():
     smooth = np.clip(np.cumsum(rng.normal(0, 2, (300, 400, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
     import cv2
     crop = cv2.resize(smooth[50:250, 100:300], (512, 512), interpolation=cv2.INTER_CUBIC)
-    restored = PasteBack(smooth, (100.0, 50.0, 300.0, 250.0))(crop[None])[0]
+    restored = PasteBack.from_box(smooth, (100.0, 50.0, 300.0, 250.0))(crop[None])[0]
     assert np.abs(restored.astype(int) - smooth.astype(int)).mean() < 2.0
 
 
 def test_paste_back_at_the_image_edge():
     original = np.zeros((200, 200, 3), np.uint8)
-    out = PasteBack(original, (-20.0, 0.0, 120.0, 140.0))(np.full((1, 512, 512, 3), 200, np.uint8))[0]
+    out = PasteBack.from_box(original, (-20.0, 0.0, 120.0, 140.0))(np.full((1, 512, 512, 3), 200, np.uint8))[0]
     assert out[70, 0, 0] == 200  # the left side touches the image border: no fade there
 
 

@@ -73,11 +73,11 @@ WEIGHT_FILES: tuple[WeightFile, ...] = (
 NORM_FILE = "norm.npz"
 NORM_KEYS = tuple(f"{k}_{s}" for k in ("scale", "yaw", "pitch", "roll", "t", "exp", "kp") for s in ("mean", "std"))
 
-# Optional: the LivePortrait face crop (insightface detector + 106 landmarks, then LivePortrait's 203-point model).
+# Optional: LivePortrait's face crop (insightface detector + 106 landmarks). LivePortrait's own landmark.onnx
+# (203 points) only feeds its eye/lip retargeting, which KDTalker does not use, so it is not needed.
 CROP_FILES = {
     "detector": "insightface/models/buffalo_l/det_10g.onnx",
     "landmark106": "insightface/models/buffalo_l/2d106det.onnx",
-    "landmark203": "liveportrait/landmark.onnx",
 }
 
 
@@ -163,7 +163,7 @@ def crop_model_files(root: str | os.PathLike) -> dict[str, Path]:
     for role, path in paths.items():
         if not path.is_file():
             raise CheckpointError(
-                f"crop=insightface needs {path} ({Path(CROP_FILES[role]).name}, from {_LP.replace('folder liveportrait/', 'folders insightface/ and liveportrait/')}); "
+                f"crop=insightface needs {path} ({Path(CROP_FILES[role]).name}, from {_LP.replace('folder liveportrait/', 'folder insightface/')}); "
                 f"put it there or use crop=dlib (no download needed); see {README}"
             )
     return paths

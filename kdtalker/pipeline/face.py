@@ -20,7 +20,6 @@ dlib's first detection we take the largest face (`face_index` picks another, by 
 from __future__ import annotations
 
 import importlib.util
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,13 +36,36 @@ DETECT_MAX_SIDE = 2048  # larger images are searched on a downscaled copy (dlib'
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """A source crop: `image` (256, 256, 3) uint8 RGB of the region `box` = (x0, y0, x1, y1) of the original image."""
+    """A source crop: `image` (256, 256, 3) uint8 RGB; `matrix` (2, 3) maps a pixel of a 512x512 rendered frame
+    (index coordinates) to the original image, so the same region rendered at 512 can be pasted back."""
 
     image: np.ndarray
-    box: tuple[float, float, float, float]
-    landmarks: np.ndarray  # (N, 2) float64 in original-image pixels (68 for dlib, 203 for the ONNX path)
+    matrix: np.ndarray
+    landmarks: np.ndarray  # (N, 2) float64 in original-image pixels (68 for dlib, 106 for the ONNX path)
     face_box: tuple[float, float, float, float]
     num_faces: int
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """Axis-aligned extent (x0, y0, x1, y1) of the crop in the original image (pixel edges)."""
+        corners = frame_corners(self.matrix)
+        return (float(corners[:, 0].min()), float(corners[:, 1].min()), float(corners[:, 0].max()), float(corners[:, 1].max()))
+
+
+def box_matrix(box: tuple[float, float, float, float], frame_size: int = 512) -> np.ndarray:
+    """(2, 3) map from a frame_size^2 frame's pixel index to the original image for an axis-aligned box (x0, y0, x1, y1).
+
+    A resize maps pixel centres: x = x0 + (u + 0.5) * w / S - 0.5 (the convention of cv2.resize).
+    """
+    x0, y0, x1, y1 = box
+    sx, sy = (x1 - x0) / frame_size, (y1 - y0) / frame_size
+    return np.array([[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5]])
+
+
+def frame_corners(matrix: np.ndarray, frame_size: int = 512) -> np.ndarray:
+    """The four outer corners (4, 2) of a frame_size^2 frame mapped into the original image (pixel edges)."""
+    edge = np.array([[-0.5, -0.5], [frame_size - 0.5, -0.5], [frame_size - 0.5, frame_size - 0.5], [-0.5, frame_size - 0.5]])
+    return edge @ matrix[:, :2].T + matrix[:, 2] + 0.5
 
 
 def dlib_models_dir() -> Path:
@@ -151,11 +173,5 @@ def crop_face(image: np.ndarray, face_index: int = 0, scale: float = 1.0, predic
     resized = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
     crop = cv2.resize(np.ascontiguousarray(resized[y0:y1, x0:x1]), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR)
     fx, fy = width / size[0], height / size[1]
-    box = (x0 * fx, y0 * fy, x1 * fx, y1 * fy)
-    return FaceCrop(image=crop, box=box, landmarks=landmarks, face_box=face_box, num_faces=len(faces))
-
-
-def crop_is_square(box: tuple[float, float, float, float], tol: float = 0.02) -> bool:
-    """True when the crop box is (nearly) square, i.e. it was not clamped by an image edge."""
-    w, h = box[2] - box[0], box[3] - box[1]
-    return math.isclose(w, h, rel_tol=tol)
+    matrix = box_matrix((x0 * fx, y0 * fy, x1 * fx, y1 * fy))
+    return FaceCrop(image=crop, matrix=matrix, landmarks=landmarks, face_box=face_box, num_faces=len(faces))

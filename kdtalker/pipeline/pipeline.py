@@ -260,7 +260,7 @@ class TalkingHeadPipeline:
     # ----------------------------------------------------------------------------------------------------------
     def _render_to_file(self, renderer, f_s, x_s, x_d, face: FaceCrop, image: np.ndarray, wav: np.ndarray,
                         output: Path, ctl: Controls) -> None:
-        paste = PasteBack(image, face.box) if ctl.paste_back else None
+        paste = PasteBack(image, face.matrix) if ctl.paste_back else None
         if paste is not None:
             height, width = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2  # yuv420p needs even sizes
         else:
