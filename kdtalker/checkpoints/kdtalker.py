@@ -1,0 +1,100 @@
+"""The official KDTalker.pth: {'model': state dict under 'point_model.model.', 'model_ema': {} or EMA state, ...}."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdtalker.checkpoints.common import load_state_strict, load_torch_file, strip_prefix
+from kdtalker.device import resolve_device
+from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.errors import CheckpointError
+from kdtalker.fileio import atomic_path
+
+KEY_PREFIX = "point_model.model."
+WHAT = "KDTalker diffusion model"
+
+
+def _ema_state(ckpt: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """A non-empty 'model_ema' entry: either a plain state dict or a torch_ema state (shadow_params in model order)."""
+    ema = ckpt.get("model_ema")
+    if not ema:
+        raise CheckpointError(f"{WHAT}: {source} has no EMA weights (its 'model_ema' entry is missing or empty); use ema=False")
+    if "shadow_params" not in ema:
+        return dict(ema)
+    # torch_ema keeps one shadow tensor per model.parameters() entry, in that order: the state dict's keys without
+    # the freq_bands buffer, the shared rotary frequencies counted once (at their first layer).
+    state = dict(ckpt["model"])
+    names, seen_freqs = [], False
+    for key in state:
+        if key.endswith("freq_bands") or (key.endswith("rotary_emb.freqs") and seen_freqs):
+            continue
+        seen_freqs = seen_freqs or key.endswith("rotary_emb.freqs")
+        names.append(key)
+    shadow = list(ema["shadow_params"])
+    if len(shadow) != len(names):
+        raise CheckpointError(f"{WHAT}: {source} 'model_ema' holds {len(shadow)} tensors, expected {len(names)}")
+    state.update(zip(names, shadow))
+    return state
+
+
+def kdtalker_state_dict(ckpt: Any, source: str = "the checkpoint", ema: bool = False) -> dict[str, torch.Tensor]:
+    """Official checkpoint dict (or a bare state dict) -> Denoiser state dict (prefix removed)."""
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{WHAT}: {source} is not a checkpoint dict (got {type(ckpt).__name__})")
+    if "model" in ckpt and isinstance(ckpt["model"], Mapping):
+        state = _ema_state(ckpt, source) if ema else dict(ckpt["model"])
+    elif any(isinstance(k, str) and k.startswith(KEY_PREFIX) for k in ckpt):
+        state = dict(ckpt)
+    else:
+        raise CheckpointError(
+            f"{WHAT}: {source} has no 'model' entry and no '{KEY_PREFIX}*' keys - it is not KDTalker.pth"
+        )
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return strip_prefix(state, KEY_PREFIX)
+
+
+def load_kdtalker(
+    path_or_dict: str | os.PathLike | Mapping[str, Any],
+    device: str | torch.device = "cpu",
+    ema: bool = False,
+    **model_kwargs: Any,
+) -> Denoiser:
+    """KDTalker.pth (path or loaded dict) -> Denoiser in eval mode on `device`, loaded strictly.
+
+    ema=True takes the 'model_ema' weights (an error when the file has none; the released training code keeps
+    EMA off, and the official inference uses 'model'). model_kwargs configure a non-official architecture.
+    """
+    if isinstance(path_or_dict, Mapping):
+        source, ckpt = "the given checkpoint dict", path_or_dict
+    else:
+        source = str(Path(path_or_dict))
+        ckpt = load_torch_file(path_or_dict, WHAT)
+    model = Denoiser(**model_kwargs)
+    load_state_strict(model, kdtalker_state_dict(ckpt, source, ema), WHAT, source)
+    return model.to(resolve_device(device)).eval()
+
+
+def save_kdtalker(
+    model: Denoiser,
+    path: str | os.PathLike,
+    ema_model: Denoiser | None = None,
+    **extra: Any,
+) -> Path:
+    """Write `model` in the official layout {'model': {'point_model.model.' + key: tensor}, 'model_ema': ...}, atomically.
+
+    `ema_model` (optional) is stored the same way under 'model_ema' ({} otherwise, as the official file); extra
+    entries (optimizer, scheduler, epoch, step, cfg, ...) are saved as given.
+    """
+    def prefixed(m: Denoiser) -> dict[str, torch.Tensor]:
+        return {KEY_PREFIX + k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+
+    ckpt = {"model": prefixed(model), "model_ema": prefixed(ema_model) if ema_model is not None else {}, **extra}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path

@@ -1,0 +1,26 @@
+"""Keypoint diffusion: motion layout and normalisation, the denoiser, noise schedulers, loss and sampling."""
+
+from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.diffusion.loss import augment_context, diffusion_loss
+from kdtalker.diffusion.motion import MOTION_DIM, MOTION_LAYOUT, MotionNorm, pack_motion, unpack_motion
+from kdtalker.diffusion.sampling import initial_noise, padded_audio, sample_motion, sample_window
+from kdtalker.diffusion.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, SchedulerOutput
+
+__all__ = [
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "Denoiser",
+    "MOTION_DIM",
+    "MOTION_LAYOUT",
+    "MotionNorm",
+    "NoiseSchedule",
+    "SchedulerOutput",
+    "augment_context",
+    "diffusion_loss",
+    "initial_noise",
+    "pack_motion",
+    "padded_audio",
+    "sample_motion",
+    "sample_window",
+    "unpack_motion",
+]

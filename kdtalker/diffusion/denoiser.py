@@ -1,0 +1,318 @@
+"""The KDTalker denoiser: a transformer over motion frames, conditioned per frame on audio and on the diffusion step.
+
+Input frames: [reference tokens | noisy motion]; the reference tokens are the canonical keypoints ("ori": seven
+zeros then the normalised source kp) and the previous frame's motion ("ref"). Each of `depth` layers is
+ResnetBlock, ResnetBlock, pre-norm attention over frames (RoPE on 12 of each head's 64 channels plus a T5 relative
+position bias). Every ResnetBlock is modulated by cond = [time MLP (256) | audio (512)] of its frame.
+
+Module names follow the official checkpoint (`point_model.model.*` with that prefix removed), so KDTalker.pth
+loads strictly; a few of them (`fn.fn`, `mlp.1`, `time_mlp.1/3`) are therefore dictated by that file.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdtalker.errors import ConfigError
+
+ATTENTION_KINDS = ("rope", "plain", "none")
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with (1, 1, dim) `gamma`/`beta` (the official parameter names and shapes)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, dim) -> (B, F, dim): biased variance, eps inside the square root."""
+        dim = x.shape[-1]
+        return F.layer_norm(x, (dim,), self.gamma.view(dim), self.beta.view(dim), self.eps)
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Diffusion step (B,) -> (B, dim) = [sin(t w_k) | cos(t w_k)], w_k = 10000^(-k / (dim/2 - 1))."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device) * -(math.log(10000) / (half - 1)))
+        angles = t[:, None] * freqs[None, :]  # float32 product, as the official code forms it
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class FrequencyBands(nn.Module):
+    """Unused leftover of the official base class; only its `freq_bands` buffer exists, so the checkpoint loads."""
+
+    def __init__(self, num_bands: int = 10):
+        super().__init__()
+        self.register_buffer("freq_bands", 2.0 ** torch.linspace(1.0, 9.0, num_bands))
+
+
+class Block(nn.Module):
+    """Linear, then (when modulated) LayerNorm and x * (1 + scale) + shift, then SiLU."""
+
+    def __init__(self, dim: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim_out)
+        self.norm = LayerNorm(dim_out)  # present in the checkpoint for both blocks; only block1 uses it
+
+    def forward(self, x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = self.proj(x)
+        if scale_shift is not None:
+            scale, shift = scale_shift
+            x = self.norm(x) * (scale + 1) + shift
+        return F.silu(x)
+
+
+class ResnetBlock(nn.Module):
+    """block2(block1(x, modulation)) + x; modulation = Linear(SiLU(cond)) split into (scale, shift)."""
+
+    def __init__(self, dim: int, cond_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * dim))
+        self.block1 = Block(dim, dim)
+        self.block2 = Block(dim, dim)
+
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
+        """x (B, F, dim), modulation (B, F, 2 dim) = mlp(cond) -> (B, F, dim)."""
+        h = self.block1(x, modulation.chunk(2, dim=-1))
+        return self.block2(h) + x
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding on the first `2 * len(freqs)` channels of each head, pairs (0,1), (2,3), ... .
+
+    `freqs` is one parameter shared by all attention layers (requires_grad False), registered under each of them
+    as in the official checkpoint.
+    """
+
+    def __init__(self, freqs: nn.Parameter):
+        super().__init__()
+        self.freqs = freqs
+
+    def angles(self, num_frames: int) -> torch.Tensor:
+        """(F, rot_dim): p * theta_i for frame p, each theta repeated for the two channels of its pair."""
+        positions = torch.arange(num_frames, device=self.freqs.device, dtype=self.freqs.dtype)
+        return (positions[:, None] * self.freqs[None, :]).repeat_interleave(2, dim=-1)
+
+    def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """x (B, H, F, head_dim), angles (F, rot_dim) -> x with channels [0, rot_dim) rotated."""
+        rot_dim = angles.shape[-1]
+        x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
+        pairs = x_rot.unflatten(-1, (-1, 2))
+        swapped = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)  # (a, b) -> (-b, a)
+        return torch.cat([x_rot * angles.cos() + swapped * angles.sin(), x_pass], dim=-1)
+
+
+def _relative_bucket(n: int, num_buckets: int, max_distance: int) -> int:
+    """T5 bucket of n = query - key: exact below num_buckets/4, log-spaced above, keys after the query in the upper half."""
+    half = num_buckets // 2
+    bucket = half if n < 0 else 0
+    d = abs(n)
+    max_exact = half // 2
+    if d < max_exact:
+        return bucket + d
+    # The official float32 log gives exact integers at d = 16, 32, 64; the epsilon keeps float64 from rounding down.
+    large = max_exact + int(math.floor(math.log(d / max_exact) / math.log(max_distance / max_exact) * (half - max_exact) + 1e-9))
+    return bucket + min(large, half - 1)
+
+
+@lru_cache(maxsize=32)
+def relative_position_buckets(num_frames: int, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    """(F, F) int64 table bucket[i = query, j = key]."""
+    table = [[_relative_bucket(i - j, num_buckets, max_distance) for j in range(num_frames)] for i in range(num_frames)]
+    return torch.tensor(table, dtype=torch.long)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias added to the attention logits, looked up by relative-position bucket."""
+
+    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 128):
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
+
+    def forward(self, num_frames: int) -> torch.Tensor:
+        """-> (heads, F, F)."""
+        buckets = relative_position_buckets(num_frames, self.num_buckets, self.max_distance)
+        return self.relative_attention_bias(buckets.to(self.relative_attention_bias.weight.device)).permute(2, 0, 1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over frames; q is scaled by head_dim^-0.5 before the rotary embedding."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, rotary: RotaryEmbedding | None):
+        super().__init__()
+        self.heads = heads
+        self.scale = head_dim**-0.5
+        self.to_qkv = nn.Linear(dim, 3 * heads * head_dim, bias=False)
+        self.proj = nn.Linear(heads * head_dim, dim)
+        self.rotary_emb = rotary
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x (B, F, dim), bias (heads, F, F) or None -> (B, F, dim)."""
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
+        q = q * self.scale
+        if self.rotary_emb is not None:
+            angles = self.rotary_emb.angles(x.shape[1])
+            q, k = self.rotary_emb(q, angles), self.rotary_emb(k, angles)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype), scale=1.0)
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+class PreNormAttention(nn.Module):
+    """Attention(LayerNorm(x)); the attribute names `norm`/`fn` are the checkpoint's."""
+
+    def __init__(self, dim: int, attention: Attention):
+        super().__init__()
+        self.norm = LayerNorm(dim)
+        self.fn = attention
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self.fn(self.norm(x), bias)
+
+
+class ResidualAttention(nn.Module):
+    """x + PreNormAttention(x); stored as `fn` like the official Residual wrapper."""
+
+    def __init__(self, dim: int, attention: Attention):
+        super().__init__()
+        self.fn = PreNormAttention(dim, attention)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return x + self.fn(x, bias)
+
+
+class Denoiser(nn.Module):
+    """epsilon-prediction network: forward(x (B, F, 70), t (B,), audio (B, F, 512)) -> (B, F, 70).
+
+    F = num_ref_tokens + frames; `audio` is the context as given (samplers and the loss put zeros on the reference
+    tokens, see `context`). Ablations: attention "rope" (official) / "plain" (no rotary) / "none" (no attention
+    layers); `relative_position_bias` off; `canonical_token` False drops the ori token (one reference token).
+    `window` is the number of motion frames per window the model is trained and sampled with.
+    """
+
+    def __init__(
+        self,
+        motion_dim: int = 70,
+        audio_dim: int = 512,
+        width: int = 768,
+        depth: int = 6,
+        heads: int = 12,
+        head_dim: int = 64,
+        time_dim: int = 256,
+        attention: str = "rope",
+        rotary_dim: int = 12,
+        rotary_theta: float = 10000.0,
+        relative_position_bias: bool = True,
+        rel_pos_buckets: int = 32,
+        rel_pos_max_distance: int = 128,
+        canonical_token: bool = True,
+        window: int = 64,
+    ):
+        super().__init__()
+        if attention not in ATTENTION_KINDS:
+            raise ConfigError(f"model.attention={attention!r} is not one of {ATTENTION_KINDS}")
+        if rotary_dim % 2 or rotary_dim > head_dim:
+            raise ConfigError(f"model.rotary_dim={rotary_dim} must be even and at most head_dim={head_dim}")
+        if window < 1:
+            raise ConfigError(f"model.window={window} must be a positive number of frames")
+        self.motion_dim, self.audio_dim, self.width = motion_dim, audio_dim, width
+        self.time_dim = time_dim
+        self.attention = attention
+        self.canonical_token = canonical_token
+        self.num_ref_tokens = 2 if canonical_token else 1
+        self.window = window
+
+        self.time_mlp = nn.Sequential(
+            SinusoidalEmbedding(width), nn.Linear(width, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+        )
+        self.positional_encoding = FrequencyBands()
+        self.input_projection = nn.Linear(motion_dim, width)
+        use_bias = attention != "none" and relative_position_bias
+        self.time_rel_pos_bias = RelativePositionBias(heads, rel_pos_buckets, rel_pos_max_distance) if use_bias else None
+        rotary = None
+        if attention == "rope":
+            freqs = 1.0 / rotary_theta ** (torch.arange(0, rotary_dim, 2).float() / rotary_dim)
+            rotary = RotaryEmbedding(nn.Parameter(freqs, requires_grad=False))
+        cond_dim = time_dim + audio_dim
+        self.layers = nn.ModuleList()
+        for _ in range(depth):
+            layer = [ResnetBlock(width, cond_dim), ResnetBlock(width, cond_dim)]
+            if attention != "none":
+                layer.append(ResidualAttention(width, Attention(width, heads, head_dim, rotary)))
+            self.layers.append(nn.ModuleList(layer))
+        self.output_projection = nn.Linear(width, motion_dim)
+        # Training from scratch starts from an almost-zero epsilon prediction, as the official initialisation.
+        nn.init.normal_(self.output_projection.weight, std=1e-6)
+        nn.init.normal_(self.output_projection.bias, std=1e-6)
+
+    @property
+    def resnet_blocks(self) -> list[ResnetBlock]:
+        return [block for layer in self.layers for block in layer[:2]]
+
+    # Inputs -----------------------------------------------------------------------------------------------------
+    def tokens(self, x_t: torch.Tensor, ref: torch.Tensor, ori: torch.Tensor | None) -> torch.Tensor:
+        """Noisy frames (B, N, 70), ref (B, 70), ori (B, 70) -> model input (B, F, 70) = [ori, ref, x_t]."""
+        front = [ori, ref] if self.canonical_token else [ref]
+        if self.canonical_token and ori is None:
+            raise ValueError("this model takes the canonical-keypoint token: pass ori (B, 70)")
+        return torch.cat([t.unsqueeze(1).to(x_t.dtype) for t in front] + [x_t], dim=1)
+
+    def context(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio (B, N, 512) -> context (B, F, 512) with zero frames for the reference tokens."""
+        zeros = audio.new_zeros(audio.shape[0], self.num_ref_tokens, audio.shape[2])
+        return torch.cat([zeros, audio], dim=1)
+
+    # Conditioning -----------------------------------------------------------------------------------------------
+    # Linear(SiLU([time | audio])) = W_time SiLU(time) + W_audio SiLU(audio) + b, because SiLU acts elementwise.
+    # Splitting it lets a sampler compute the audio half once per window instead of once per step.
+    def audio_modulation(self, context: torch.Tensor) -> torch.Tensor:
+        """Context (B, F, 512) -> audio half of every ResnetBlock's modulation (B, F, blocks, 2 width), biases included."""
+        a = F.silu(context)
+        mods = [F.linear(a, blk.mlp[1].weight[:, self.time_dim:], blk.mlp[1].bias) for blk in self.resnet_blocks]
+        return torch.stack(mods, dim=2)
+
+    def time_modulation(self, t: torch.Tensor) -> torch.Tensor:
+        """Diffusion steps (B,) -> time half of every ResnetBlock's modulation (B, 1, blocks, 2 width)."""
+        emb = F.silu(self.time_embedding(t))
+        mods = [F.linear(emb, blk.mlp[1].weight[:, : self.time_dim]) for blk in self.resnet_blocks]
+        return torch.stack(mods, dim=1).unsqueeze(1)
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) integer steps -> (B, time_dim)."""
+        sinusoid = self.time_mlp[0](t).to(self.input_projection.weight.dtype)
+        return self.time_mlp[1:](sinusoid)
+
+    # Network ----------------------------------------------------------------------------------------------------
+    def denoise(self, x: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
+        """x (B, F, 70), modulation (B, F, blocks, 2 width) -> epsilon (B, F, 70)."""
+        h = self.input_projection(x)
+        bias = self.time_rel_pos_bias(x.shape[1]) if self.time_rel_pos_bias is not None else None
+        k = 0
+        for layer in self.layers:
+            for block in layer[:2]:
+                h = block(h, modulation[:, :, k])
+                k += 1
+            if len(layer) > 2:
+                h = layer[2](h, bias)
+        return self.output_projection(h)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """x (B, F, 70), t (B,) int64, audio context (B, F, 512) -> epsilon for all F frames (B, F, 70)."""
+        if x.shape[1] != audio.shape[1]:
+            raise ValueError(f"x has {x.shape[1]} frames but the audio context has {audio.shape[1]}")
+        return self.denoise(x, self.time_modulation(t) + self.audio_modulation(audio))

@@ -1,0 +1,66 @@
+"""Training objective: epsilon-prediction MSE on 64-frame windows, with the official audio-feature augmentation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.diffusion.schedulers import NoiseSchedule
+
+POSE_CHANNELS = slice(1, 7)  # yaw, pitch, roll, t
+EXP_CHANNELS = slice(7, 70)
+
+
+def augment_context(context: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Context (B, F, 512) + (z std + mean), with the scalar mean and unbiased std of the whole zero-padded context.
+
+    This is the official augmentation: noise N(mean, std) is added, so it also shifts the features by +mean.
+    """
+    mean, std = context.mean(), context.std()
+    return context + (z * std + mean)
+
+
+def diffusion_loss(
+    model: Denoiser,
+    scheduler: NoiseSchedule,
+    x0: torch.Tensor,
+    ref: torch.Tensor,
+    ori: torch.Tensor | None,
+    audio: torch.Tensor,
+    *,
+    audio_noise_prob: float = 0.0,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    timesteps: torch.Tensor | None = None,
+    audio_noise: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """x0 (B, N, 70), ref (B, 70), ori (B, 70), audio (B, N, 512) -> dict(loss, loss_pose, loss_exp).
+
+    Draws (in the official order) epsilon, t ~ U{0..T-1}, then one coin per batch: with probability
+    `audio_noise_prob` (0.7 in official training, 0 for validation) the context is augmented. `noise`,
+    `timesteps` and `audio_noise` (a standard-normal z (B, F, 512); giving it forces the augmentation) replace
+    the draws. Only `loss` (all 70 channels) is optimised; the other two are for logging.
+    """
+    b = x0.shape[0]
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else x0.device)
+        noise = noise.to(x0)
+    if timesteps is None:
+        device = generator.device if generator else x0.device
+        timesteps = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator, device=device)
+    timesteps = timesteps.to(x0.device)
+    x_t = scheduler.add_noise(x0, noise, timesteps)
+    context = model.context(audio)
+    if audio_noise is None and audio_noise_prob > 0:
+        device = generator.device if generator else x0.device
+        if torch.rand(1, generator=generator, device=device).item() > 1 - audio_noise_prob:
+            audio_noise = torch.randn(context.shape, generator=generator, device=device)
+    if audio_noise is not None:
+        context = augment_context(context, audio_noise.to(context))
+    eps = model(model.tokens(x_t, ref, ori), timesteps, context)[:, model.num_ref_tokens :]
+    return {
+        "loss": F.mse_loss(eps, noise),
+        "loss_pose": F.mse_loss(eps[..., POSE_CHANNELS], noise[..., POSE_CHANNELS]),
+        "loss_exp": F.mse_loss(eps[..., EXP_CHANNELS], noise[..., EXP_CHANNELS]),
+    }

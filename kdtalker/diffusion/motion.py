@@ -1,0 +1,144 @@
+"""The 70-d motion vector [scale, yaw, pitch, roll, t(3), exp(63)] and its per-channel normalisation (norm.npz)."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdtalker.errors import CheckpointError
+from kdtalker.fileio import atomic_path
+
+MOTION_DIM = 70
+KP_DIM = 63
+# (name, first channel, last channel + 1) in the order the official code concatenates them.
+MOTION_LAYOUT = (("scale", 0, 1), ("yaw", 1, 2), ("pitch", 2, 3), ("roll", 3, 4), ("t", 4, 7), ("exp", 7, 70))
+_NORM_SIZES = {"scale": 1, "yaw": 1, "pitch": 1, "roll": 1, "t": 3, "exp": 63, "kp": 63}
+
+Array = np.ndarray | torch.Tensor
+
+
+def _cat(parts: list[Array]) -> Array:
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts, dim=-1)
+    return np.concatenate(parts, axis=-1)
+
+
+def pack_motion(scale: Array, yaw: Array, pitch: Array, roll: Array, t: Array, exp: Array) -> Array:
+    """Per-frame parts (..., 1) or (...,) for angles/scale, (..., 3) t, (..., 63) or (..., 21, 3) exp -> (..., 70)."""
+    lead = t.shape[:-1]
+    parts = [scale, yaw, pitch, roll, t, exp]
+    sizes = [1, 1, 1, 1, 3, KP_DIM]
+    return _cat([p.reshape(*lead, n) for p, n in zip(parts, sizes)])
+
+
+def unpack_motion(m: Array) -> dict[str, Array]:
+    """(..., 70) -> dict(scale (..., 1), yaw, pitch, roll (..., 1), t (..., 3), exp (..., 63)); views, no copies."""
+    if m.shape[-1] != MOTION_DIM:
+        raise ValueError(f"a motion vector has {MOTION_DIM} channels, got shape {tuple(m.shape)}")
+    return {name: m[..., a:b] for name, a, b in MOTION_LAYOUT}
+
+
+@dataclass
+class MotionNorm:
+    """Per-channel mean/std of the motion vector and of the canonical keypoints (the official norm.npz).
+
+    normalize: (v - mean) / std; denormalize: v * std + mean, both float32 elementwise as the official code.
+    `extra` keeps the entries the diffusion model does not use (c_lip_*, c_eye_*) so that save() round-trips.
+    """
+
+    mean: np.ndarray  # (70,)
+    std: np.ndarray  # (70,)
+    kp_mean: np.ndarray  # (63,)
+    kp_std: np.ndarray  # (63,)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MotionNorm":
+        """Read the official norm.npz (yaw/pitch/roll/scale/t/exp/kp _mean/_std, float32)."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"normalisation statistics {path} not found (the official file is dataset_process/norm.npz)")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: np.asarray(data[k]) for k in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise CheckpointError(f"{path} is not a readable norm.npz ({type(exc).__name__}: {exc})") from exc
+        stats = {}
+        for name, size in _NORM_SIZES.items():
+            for kind in ("mean", "std"):
+                key = f"{name}_{kind}"
+                if key not in arrays or arrays[key].size != size:
+                    raise CheckpointError(
+                        f"{path} is not the KDTalker norm.npz: entry {key!r} with {size} values is missing or has the wrong size"
+                    )
+                stats[key] = arrays[key].reshape(size).astype(np.float32)
+        motion_names = [name for name, _, _ in MOTION_LAYOUT]
+        extra = {k: v for k, v in arrays.items() if k not in stats}
+        return cls(
+            mean=np.concatenate([stats[f"{n}_mean"] for n in motion_names]),
+            std=np.concatenate([stats[f"{n}_std"] for n in motion_names]),
+            kp_mean=stats["kp_mean"],
+            kp_std=stats["kp_std"],
+            extra=extra,
+        )
+
+    @classmethod
+    def fit(cls, motion: np.ndarray, kp: np.ndarray) -> "MotionNorm":
+        """Statistics of raw motion (N, 70) and canonical kp (N, 63): population std, a zero std replaced by 1."""
+        def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            x = np.asarray(x, np.float32)
+            mean, std = x.mean(axis=0), x.std(axis=0)
+            std[std == 0] = 1
+            return mean.astype(np.float32), std.astype(np.float32)
+
+        mean, std = stats(np.reshape(motion, (-1, MOTION_DIM)))
+        kp_mean, kp_std = stats(np.reshape(kp, (-1, KP_DIM)))
+        return cls(mean=mean, std=std, kp_mean=kp_mean, kp_std=kp_std)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the official norm.npz layout (one (n,) float32 array per key), atomically."""
+        arrays = dict(self.extra)
+        for name, a, b in MOTION_LAYOUT:
+            arrays[f"{name}_mean"] = self.mean[a:b].astype(np.float32)
+            arrays[f"{name}_std"] = self.std[a:b].astype(np.float32)
+        arrays["kp_mean"] = self.kp_mean.astype(np.float32)
+        arrays["kp_std"] = self.kp_std.astype(np.float32)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+    @staticmethod
+    def _like(stat: np.ndarray, x: Array) -> Array:
+        if isinstance(x, torch.Tensor):
+            return torch.as_tensor(stat, dtype=x.dtype, device=x.device)
+        return stat.astype(x.dtype, copy=False) if np.issubdtype(x.dtype, np.floating) else stat
+
+    def normalize(self, m: Array) -> Array:
+        """Raw motion (..., 70) -> normalised (..., 70)."""
+        return (m - self._like(self.mean, m)) / self._like(self.std, m)
+
+    def denormalize(self, m: Array) -> Array:
+        """Normalised motion (..., 70) -> raw motion (..., 70) (degrees for the angles)."""
+        return m * self._like(self.std, m) + self._like(self.mean, m)
+
+    def normalize_kp(self, kp: Array) -> Array:
+        """Raw canonical keypoints (..., 63) -> normalised (..., 63)."""
+        return (kp - self._like(self.kp_mean, kp)) / self._like(self.kp_std, kp)
+
+    def denormalize_kp(self, kp: Array) -> Array:
+        """Normalised canonical keypoints (..., 63) -> raw (..., 63)."""
+        return kp * self._like(self.kp_std, kp) + self._like(self.kp_mean, kp)
+
+    def canonical_token(self, kp: Array) -> Array:
+        """Raw canonical kp (..., 63) or (..., 21, 3) -> the 'ori' reference token (..., 70): seven zeros, normalised kp."""
+        if kp.shape[-1] == 3:
+            kp = kp.reshape(*kp.shape[:-2], KP_DIM)
+        kp = self.normalize_kp(kp)
+        zeros = torch.zeros(*kp.shape[:-1], 7, dtype=kp.dtype, device=kp.device) if isinstance(kp, torch.Tensor) \
+            else np.zeros((*kp.shape[:-1], 7), kp.dtype)
+        return _cat([zeros, kp])

@@ -1,0 +1,153 @@
+"""Sampling motion for a whole utterance: audio padding, 64-frame windows handed over frame by frame, trimming.
+
+Official inference (inference.py, generate_with_audio_img): the T audio features are padded to a multiple of the
+window by appending the *first* rows again; window k covers rows [kW, (k+1)W) and starts from a fresh x_T; its ref
+token is the last frame sampled by window k-1 (the normalised source motion for the first window); the windows
+are concatenated and the first T frames kept.
+
+Short audio (T < W/2): the official padding appends audio[:padding], which holds only T rows, so the single window
+is shorter than W and the output has 2T - padding - 1 frames instead of T (T = 20 gives 37). We fix that by
+default (`official_short_audio=False`): the audio is repeated cyclically until it fills the window, and exactly T
+frames come back. For T >= W/2 both modes are the same computation, so samples of the official checkpoint are
+unchanged wherever the official code returns the right length; `official_short_audio=True` reproduces the quirk
+(kept under test against the official case).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.errors import AudioError
+
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def initial_noise(batch: int, frames: int, motion_dim: int, generator: Generators, device: torch.device) -> torch.Tensor:
+    """x_T (B, frames, motion_dim), drawn as the official randn(1, frames, dim, 3)[..., 0] per sample.
+
+    One generator (or the global RNG) draws the B samples in turn; a list gives each sample its own generator, so
+    a seed reproduces the official stream for that sample.
+    """
+    gens = generator if isinstance(generator, list) else [generator] * batch
+    if len(gens) != batch:
+        raise ValueError(f"{len(gens)} generators for a batch of {batch}")
+    draws = []
+    for g in gens:
+        where = g.device if g is not None else device
+        draws.append(torch.randn(1, frames, motion_dim, 3, generator=g, device=where)[..., 0])
+    return torch.cat(draws).to(device)
+
+
+def _step_noise(generator: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:
+    """Variance noise like (B, ...) with each sample drawn from its own generator."""
+    return torch.cat([torch.randn(1, *like.shape[1:], generator=g, device=g.device, dtype=like.dtype) for g in generator]).to(like.device)
+
+
+@torch.no_grad()
+def sample_window(
+    model: Denoiser,
+    scheduler,
+    x_T: torch.Tensor,
+    ref: torch.Tensor,
+    ori: torch.Tensor | None,
+    audio: torch.Tensor,
+    *,
+    num_inference_steps: int | None = None,
+    generator: Generators = None,
+    callback: StepCallback | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Reverse diffusion of one window: x_T (B, N, 70), ref (B, 70), ori (B, 70), audio (B, N, 512) -> x_0 (B, N, 70).
+
+    The audio half of the conditioning is computed once per window; each step then costs one pass through the
+    network. `callback(i, t, x_after_step, epsilon)` sees every step (for trajectories and tests).
+    """
+    timesteps = scheduler.set_timesteps(num_inference_steps)
+    dtype = model.input_projection.weight.dtype
+    x = x_T.to(dtype)
+    audio_mod = model.audio_modulation(model.context(audio.to(dtype)))
+    for i, t in enumerate(tqdm(timesteps.tolist(), desc="denoising", disable=not progress, leave=False)):
+        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        eps = model.denoise(model.tokens(x, ref, ori), model.time_modulation(t_batch) + audio_mod)
+        eps = eps[:, model.num_ref_tokens :]
+        kwargs = {}
+        if scheduler.adds_noise(t):  # only draw when the step uses noise, so seeded streams stay aligned
+            if isinstance(generator, list):
+                kwargs["variance_noise"] = _step_noise(generator, eps)
+            else:
+                kwargs["generator"] = generator
+        x = scheduler.step(eps, t, x, **kwargs).prev_sample
+        if callback is not None:
+            callback(i, t, x, eps)
+    return x
+
+
+def padded_audio(audio: torch.Tensor, window: int, official_short_audio: bool = False) -> tuple[torch.Tensor, int]:
+    """Audio (B, T, D) -> (padded audio (B, L, D), padding) with L a multiple of `window` (see module docstring)."""
+    num_frames = audio.shape[1]
+    padding = (window - num_frames % window) % window
+    if official_short_audio:
+        return torch.cat([audio, audio[:, :padding]], dim=1), padding
+    reps = -(-(num_frames + padding) // num_frames)
+    return audio.repeat(1, reps, 1)[:, : num_frames + padding], padding
+
+
+@torch.no_grad()
+def sample_motion(
+    model: Denoiser,
+    scheduler,
+    audio: torch.Tensor,
+    source_motion: torch.Tensor,
+    ori: torch.Tensor | None,
+    steps: int | None = 50,
+    window: int | None = None,
+    generator: Generators = None,
+    *,
+    noise: torch.Tensor | None = None,
+    official_short_audio: bool = False,
+    window_callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Normalised motion for an utterance: audio (T, 512) -> (T, 70); or a batch (B, T, 512) -> (B, T, 70).
+
+    source_motion / ori: (70,) or (B, 70), normalised (ori = seven zeros + normalised canonical kp; ignored by a
+    model without the canonical token). `steps` None uses the scheduler's configured count, `window` None the
+    model's. `generator` (one, or one per sample) draws x_T per window as the official code does, so a seeded
+    generator gives the official random stream; `noise` (num_windows, N, 70) or (B, num_windows, N, 70) gives
+    x_T explicitly. The windows of one utterance run one after another (each starts from the previous one's last
+    frame); a batch of utterances runs its windows side by side. `window_callback(k, ref, x0)` sees each window.
+    """
+    single = audio.ndim == 2
+    if single:
+        audio, source_motion = audio[None], source_motion.reshape(1, -1)
+        ori = None if ori is None else ori.reshape(1, -1)
+        noise = None if noise is None else noise[None]
+    batch, num_frames = audio.shape[:2]
+    if num_frames == 0:
+        raise AudioError("the audio is shorter than one video frame: there is no motion to sample")
+    window = window or model.window
+    device, dtype = model.input_projection.weight.device, model.input_projection.weight.dtype
+    audio = audio.to(device, dtype)
+    padded, padding = padded_audio(audio, window, official_short_audio)
+    ref = source_motion.to(device, dtype).expand(batch, -1)
+    ori = None if ori is None else ori.to(device, dtype).expand(batch, -1)
+    starts = list(range(0, padded.shape[1] - 1, window))
+    outputs = [ref[:, None]]
+    for k, start in enumerate(tqdm(starts, desc="sampling motion windows", disable=not progress)):
+        chunk = padded[:, start : start + window]
+        if noise is not None:
+            x_T = noise[:, k].to(device, dtype)
+        else:
+            x_T = initial_noise(batch, chunk.shape[1], model.motion_dim, generator, device).to(dtype)
+        x0 = sample_window(model, scheduler, x_T, ref, ori, chunk, num_inference_steps=steps, generator=generator)
+        if window_callback is not None:
+            window_callback(k, ref, x0)
+        outputs.append(x0)
+        ref = x0[:, -1]
+    motion = torch.cat(outputs, dim=1)[:, 1 : padded.shape[1] - padding + 1]
+    return motion[0] if single else motion

@@ -1,0 +1,51 @@
+"""Driving keypoints for the renderer from the source's keypoint info and the sampled (denormalised) motion.
+
+x_d = s (x_c R + delta) + t with t_z = 0 (LivePortrait's transform), x_c the source's canonical keypoints.
+absolute (official default): s = source scale (the predicted scale is ignored), R, delta, t = predicted frame.
+relative: R = R_i R_0^T R_src, delta = delta_src + (delta_i - delta_0), s = s_src s_i / s_0, t = t_src + (t_i - t_0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from kdtalker.diffusion.motion import unpack_motion
+from kdtalker.errors import ConfigError
+from kdtalker.renderer.keypoints import rotation_matrix
+
+MODES = ("absolute", "relative")
+
+
+def driving_keypoints(
+    source_info: Mapping[str, torch.Tensor | np.ndarray],
+    motion: torch.Tensor | np.ndarray,
+    mode: str = "absolute",
+) -> torch.Tensor:
+    """source_info (pitch, yaw, roll (1, 1) degrees, t (1, 3), exp (1, 21, 3)|(1, 63), scale (1, 1), kp (1, 21, 3)|(1, 63))
+    and raw motion (T, 70) (smoothed, scale unsmoothed) -> driving keypoints x_d (T, 21, 3) float32.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"motion mode {mode!r} is not one of {MODES}")
+    motion = torch.as_tensor(motion)
+    src = {k: torch.as_tensor(v) for k, v in source_info.items()}
+    device = motion.device
+    motion = motion.to(torch.float32)
+    d = unpack_motion(motion)
+    num = motion.shape[0]
+    kp_c = src["kp"].to(device, torch.float32).reshape(1, 21, 3)
+    rot = rotation_matrix(d["pitch"], d["yaw"], d["roll"])  # (T, 3, 3)
+    exp = d["exp"].reshape(num, 21, 3)
+    t = d["t"]
+    if mode == "absolute":
+        scale = src["scale"].to(device, torch.float32).reshape(1, 1, 1)
+    else:
+        rot_src = rotation_matrix(*(src[k].to(device, torch.float32) for k in ("pitch", "yaw", "roll")))
+        rot = rot @ rot[:1].transpose(1, 2) @ rot_src
+        exp = src["exp"].to(device, torch.float32).reshape(1, 21, 3) + (exp - exp[:1])
+        scale = (src["scale"].to(device, torch.float32).reshape(1) * (d["scale"] / d["scale"][:1])).reshape(num, 1, 1)
+        t = src["t"].to(device, torch.float32).reshape(1, 3) + (t - t[:1])
+    t = torch.cat([t[:, :2], torch.zeros_like(t[:, 2:])], dim=1)
+    return scale * (kp_c @ rot + exp) + t[:, None, :]
