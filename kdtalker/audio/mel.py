@@ -67,7 +67,8 @@ def mel_basis() -> np.ndarray:
     return _mel_basis_cached()
 
 
-def _normalize_db(mel: np.ndarray | torch.Tensor, log10, clip, maximum):
+def _normalize_db(mel, log10, clip, maximum):
+    """Mel magnitude -> dB (floor 1e-5, minus ref 20 dB) -> symmetric [-4, 4]; numpy or torch via the given ops."""
     db = 20.0 * log10(maximum(mel, AMP_FLOOR)) - REF_LEVEL_DB
     return clip((2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE, -MAX_ABS_VALUE, MAX_ABS_VALUE)
 
