@@ -1,6 +1,6 @@
 """KDTalker inference: one portrait + one speech recording -> a talking-head mp4 with the speech as its sound.
 
-    image --crop 256--> LivePortrait source (f_s, x_s, kp_info)          wav --> Wav2Lip features (T, 512)
+    image --crop 256--> LivePortrait source (f_s, x_s, keypoint info)     wav --> Wav2Lip features (T, 512)
                                 \\                                                   /
                                  DDIM over 64-frame windows (normalised motion (T, 70))
                                  -> denormalise -> Kalman smoothing -> head-motion scale
@@ -8,7 +8,7 @@
                                  -> render in batches -> [paste back] -> ffmpeg (H.264 + AAC), streamed
 
 Memory is flat in the audio length: only the (T, 70) motion and the (T, 21, 3) keypoints exist for the whole
-clip; frames are rendered `batch_size` at a time and written as they come.
+clip; frames are rendered `batch_size` at a time and handed to ffmpeg as they come.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -40,19 +40,19 @@ SAMPLE_RATE = 16000
 
 @dataclass
 class Controls:
-    """What a user may change per run (all have the official behaviour as default)."""
+    """What a user may change per run; every default is the official behaviour."""
 
     seed: int = 0
-    steps: int = 50  # DDIM steps (official 50)
-    smoothing: float = 1.0  # Kalman smoothing strength: 1 = official (obs. cov 0.001), 0 = off, >1 smoother
+    steps: int = 50  # DDIM steps
+    smoothing: float = 1.0  # Kalman smoothing strength: 1 = official (observation cov 0.001), 0 = off, > 1 smoother
     head_motion_scale: float = 1.0  # scales the predicted pose's deviation from the source pose; 0 = still head
-    motion_mode: str = "absolute"  # official default; "relative" = deltas from the first frame added to the source
+    motion_mode: str = "absolute"  # official default; "relative" adds the motion's deltas to the source pose
     stitching: bool = False  # LivePortrait stitching of x_d (not in the official generate path)
     paste_back: bool = False  # put the animated crop back into the full source image
     batch_size: int = 4  # frames rendered per batch
     fps: float = 25.0
     crop_method: str = "dlib"
-    crop_scale: float = 1.0  # > 1 includes more around the face (1 = official crop)
+    crop_scale: float = 1.0  # > 1 includes more around the face (1 = the method's own crop)
     face_index: int = 0  # 0 = largest face, 1 = second largest, ...
     crf: int = 18  # H.264 quality (lower = better, bigger)
 
@@ -65,7 +65,7 @@ class Controls:
             (self.motion_mode in MOTION_MODES, f"motion_mode must be one of {MOTION_MODES}, got {self.motion_mode!r}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.fps > 0, f"fps must be positive, got {self.fps}"),
-            (self.crop_method in CROP_METHODS, f"crop.method must be one of {CROP_METHODS}, got {self.crop_method!r}"),
+            (self.crop_method in CROP_METHODS, f"crop must be one of {CROP_METHODS}, got {self.crop_method!r}"),
             (self.crop_scale > 0, f"crop.scale must be positive, got {self.crop_scale}"),
             (self.face_index >= 0, f"crop.face_index must be >= 0, got {self.face_index}"),
             (0 <= self.crf <= 51, f"crf must be in 0..51, got {self.crf}"),
@@ -78,7 +78,7 @@ class Controls:
 
 @dataclass
 class Timings:
-    """Seconds spent per stage of the last `generate` call (rendering and writing interleave)."""
+    """Seconds per stage of the last `generate` call (+ model loading); rendering and writing interleave."""
 
     load: float = 0.0
     crop: float = 0.0
@@ -87,15 +87,16 @@ class Timings:
     rendering: float = 0.0
     writing: float = 0.0
     frames: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class TalkingHeadPipeline:
-    """The official KDTalker inference on our modules; build with `from_config` or a checkpoint folder."""
+    """The official KDTalker inference on our modules; build with `from_config` or from a checkpoint folder."""
 
     def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str = "auto", dtype: str = "float32",
                  controls: Controls | None = None, kalman_transition_cov: float = 0.05,
-                 kalman_observation_cov: float = 0.001, window: int = 64, predictor_path: str | None = None):
+                 kalman_observation_cov: float = 0.001, predictor_path: str | None = None, scheduler: Any = None,
+                 model_kwargs: Mapping[str, Any] | None = None, renderer_kwargs: Mapping[str, Any] | None = None,
+                 audio_batch_size: int = 256):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
@@ -104,8 +105,11 @@ class TalkingHeadPipeline:
         self.controls = (controls or Controls()).validate()
         self.kalman_transition_cov = kalman_transition_cov
         self.kalman_observation_cov = kalman_observation_cov
-        self.window = window
         self.predictor_path = predictor_path
+        self.scheduler = scheduler
+        self.model_kwargs = dict(model_kwargs or {})
+        self.renderer_kwargs = dict(renderer_kwargs or {})
+        self.audio_batch_size = audio_batch_size
         # Fail before any work when a weight file is missing, truncated or the wrong one.
         self.weight_files = check_checkpoint_dir(self.checkpoint_dir)
         if self.controls.crop_method == "insightface":
@@ -115,33 +119,42 @@ class TalkingHeadPipeline:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TalkingHeadPipeline":
-        """Build from the inference config (configs/inference.yaml, a DictConfig or a plain mapping)."""
-        get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
-        crop = get("crop", None) or {}
-        crop_get = crop.get if hasattr(crop, "get") else lambda k, d=None: d
-        names = {f.name for f in fields(Controls)}
-        values = {k: get(k) for k in names if get(k, None) is not None}
-        values.update({
-            "crop_method": crop_get("method", "dlib"),
-            "crop_scale": float(crop_get("scale", 1.0)),
-            "face_index": int(crop_get("face_index", 0)),
-        })
-        smoothing_cfg = get("kalman", None) or {}
-        kalman_get = smoothing_cfg.get if hasattr(smoothing_cfg, "get") else lambda k, d=None: d
+        """Build from the inference config (configs/inference.yaml with its audio/renderer/model/diffusion/crop groups)."""
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
+        crop = cfg.get("crop") or {}
+        values = {f.name: cfg[f.name] for f in fields(Controls) if cfg.get(f.name) is not None}
+        values.update(crop_method=crop.get("method", "dlib"), crop_scale=float(crop.get("scale", 1.0)),
+                      face_index=int(crop.get("face_index", 0)))
+        kalman = cfg.get("kalman") or {}
+
+        def group(name: str) -> dict[str, Any]:
+            node = cfg.get(name)
+            return {} if node is None else {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
+
+        renderer = {k: v for k, v in group("renderer").items() if k in ("configs", "chunk_size", "fold_batchnorm")}
+        try:
+            scheduler = instantiate(cfg.diffusion) if cfg.get("diffusion") is not None else None
+        except Exception as exc:  # noqa: BLE001 - instantiate wraps constructor errors in its own types
+            raise ConfigError(f"the diffusion config could not be built: {exc}") from exc
         return cls(
-            checkpoint_dir=get("checkpoint_dir", "checkpoints"),
-            device=get("device", "auto"),
-            dtype=get("dtype", "float32"),
+            checkpoint_dir=cfg.get("checkpoint_dir") or "checkpoints",
+            device=cfg.get("device", "auto"),
+            dtype=cfg.get("dtype", "float32"),
             controls=Controls(**values),
-            kalman_transition_cov=float(kalman_get("transition_cov", 0.05)),
-            kalman_observation_cov=float(kalman_get("observation_cov", 0.001)),
-            window=int(get("window", 64)),
-            predictor_path=crop_get("predictor_path", None),
+            kalman_transition_cov=float(kalman.get("transition_cov", 0.05)),
+            kalman_observation_cov=float(kalman.get("observation_cov", 0.001)),
+            predictor_path=crop.get("predictor_path"),
+            scheduler=scheduler,
+            model_kwargs=group("model"),
+            renderer_kwargs=renderer,
+            audio_batch_size=int(group("audio").get("batch_size", 256)),
         )
 
-    # ----------------------------------------------------------------------------------------------------------
     def load(self) -> dict[str, Any]:
-        """Load every model once (renderer, audio encoder, denoiser + scheduler, normalisation)."""
+        """Load every model once: renderer, audio encoder, denoiser, scheduler, normalisation statistics."""
         if self._models is not None:
             return self._models
         from kdtalker.checkpoints.kdtalker import load_kdtalker
@@ -151,41 +164,42 @@ class TalkingHeadPipeline:
 
         start = time.perf_counter()
         root = self.checkpoint_dir
+        renderer_kwargs = {"chunk_size": self.controls.batch_size, **self.renderer_kwargs}
         self._models = {
-            "renderer": LivePortraitRenderer.from_checkpoints(root / "liveportrait", device=self.device, dtype=self.dtype),
+            "renderer": LivePortraitRenderer.from_checkpoints(root / "liveportrait", device=self.device, dtype=self.dtype,
+                                                              **renderer_kwargs),
             "audio": load_audio_encoder(root / "wav2lip.pth", device=self.device),
-            "denoiser": load_kdtalker(root / "KDTalker.pth", device=self.device),
-            "scheduler": DDIMScheduler(),
+            "denoiser": load_kdtalker(root / "KDTalker.pth", device=self.device, **self.model_kwargs),
+            "scheduler": self.scheduler if self.scheduler is not None else DDIMScheduler(),
             "norm": MotionNorm.load(root / NORM_FILE),
         }
         self.timings.load = time.perf_counter() - start
         return self._models
 
-    # ----------------------------------------------------------------------------------------------------------
     def generate(self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, output: str | os.PathLike,
                  **controls: Any) -> Path:
-        """Portrait + speech -> `output` mp4 (25 fps, 512x512 or the source size with paste_back, H.264 + AAC)."""
-        from kdtalker.audio import load_audio, num_video_frames
+        """Portrait + speech -> `output` mp4 (fps frames/s, 512x512 or the source size with paste_back, H.264 + AAC)."""
+        from kdtalker.audio import audio_features, load_audio, num_video_frames
 
-        unknown = set(controls) - {f.name for f in fields(Controls)}
-        if unknown:
-            raise ConfigError(f"unknown control(s) {sorted(unknown)}; known: {[f.name for f in fields(Controls)]}")
+        known = {f.name for f in fields(Controls)}
+        if set(controls) - known:
+            raise ConfigError(f"unknown control(s) {sorted(set(controls) - known)}; known: {sorted(known)}")
         ctl = replace(self.controls, **controls).validate()
         output = Path(output)
         if output.suffix.lower() != ".mp4":
-            raise VideoError(f"output {output} must end in .mp4")
+            raise VideoError(f"output {output} must be an .mp4 file")
         if not output.parent.is_dir():
             raise VideoError(f"cannot write {output}: the folder {output.parent} does not exist (create it first)")
         self.timings = Timings(load=self.timings.load)
 
-        # Cheap input checks first, so a wrong path fails in a second and not after loading the models.
+        # The cheap input checks come first: a wrong path fails at once, not after loading the models.
         with self._stage("crop"):
             image = load_image(source_image)
             face = self.crop(image, ctl)
         with self._stage("audio"):
             wav = load_audio(driven_audio, SAMPLE_RATE, fps=ctl.fps)
             num_frames = num_video_frames(len(wav), SAMPLE_RATE, ctl.fps)
-            wav = wav[: int(round(num_frames * SAMPLE_RATE / ctl.fps))]
+            wav = wav[: int(num_frames * SAMPLE_RATE / ctl.fps)]  # the sound of exactly the frames we make
         models = self.load()
 
         with torch.inference_mode():
@@ -196,9 +210,7 @@ class TalkingHeadPipeline:
                 f_s = renderer.appearance_features(source)
                 x_s = renderer.transform(source_info)
             with self._stage("audio"):
-                from kdtalker.audio import audio_features
-
-                features = audio_features(wav, models["audio"], fps=ctl.fps)
+                features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
             with self._stage("sampling"):
                 motion = self.sample(source_info, features, ctl)
                 x_d = self.driving_keypoints(source_info, motion, ctl)
@@ -206,7 +218,6 @@ class TalkingHeadPipeline:
         self.timings.frames = num_frames
         return output
 
-    # ----------------------------------------------------------------------------------------------------------
     def crop(self, image: np.ndarray, ctl: Controls | None = None) -> FaceCrop:
         """(H, W, 3) uint8 RGB -> the 256x256 source crop by the configured method."""
         ctl = ctl or self.controls
@@ -220,73 +231,62 @@ class TalkingHeadPipeline:
     def sample(self, source_info: dict[str, torch.Tensor], features: torch.Tensor, ctl: Controls) -> torch.Tensor:
         """Source keypoint info + audio features (T, 512) -> denormalised, smoothed motion (T, 70) float32."""
         from kdtalker.diffusion import sample_motion
-        from kdtalker.pipeline.smoothing import kalman_smooth
+        from kdtalker.pipeline.smoothing import smooth_motion
 
         models = self.load()
         norm = models["norm"]
         num_frames = features.shape[0]
         raw = source_motion(source_info).to(features.device)  # (70,) unnormalised
-        src = norm.normalize(raw)
-        ori = torch.cat([torch.zeros(7, device=raw.device, dtype=raw.dtype),
-                         norm.normalize_kp(source_info["kp"].reshape(-1, 63)[0].to(raw.device))])
-        generator = torch.Generator(device=features.device).manual_seed(int(ctl.seed))
-        motion = sample_motion(models["denoiser"], models["scheduler"], features.float(), src, ori,
-                               steps=ctl.steps, window=self.window, generator=generator)
-        motion = norm.denormalize(motion[:num_frames]).float()
+        ori = norm.canonical_token(source_info["kp"].reshape(63).float().to(raw.device))
+        generator = torch.Generator(device=models["denoiser"].input_projection.weight.device).manual_seed(int(ctl.seed))
+        motion = sample_motion(models["denoiser"], models["scheduler"], features.float(), norm.normalize(raw), ori,
+                               steps=ctl.steps, generator=generator)
         if motion.shape[0] != num_frames:
             raise KDTalkerError(f"the sampler returned {motion.shape[0]} frames for {num_frames} audio frames")
+        motion = norm.denormalize(motion).float()
 
         if ctl.smoothing > 0:
-            # Official: separate smoothers for pitch, yaw, roll, t and exp; the scale is not smoothed.
-            smoothed = motion.detach().cpu().double().numpy().copy()
-            for cols in (slice(2, 3), slice(1, 2), slice(3, 4), slice(4, 7), slice(7, 70)):
-                smoothed[:, cols] = kalman_smooth(smoothed[:, cols], transition_cov=self.kalman_transition_cov,
-                                                  observation_cov=self.kalman_observation_cov * ctl.smoothing)
-            motion = torch.from_numpy(smoothed).to(device=motion.device, dtype=torch.float32)
+            # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
+            # the observation noise: more noise = trust the samples less = smoother.
+            smoothed = smooth_motion(motion.cpu().numpy(), self.kalman_transition_cov,
+                                     self.kalman_observation_cov * ctl.smoothing)
+            motion = torch.from_numpy(smoothed).to(motion.device)
 
         if ctl.head_motion_scale != 1.0:
-            # Pose = angles (columns 1-3) and translation (4-6); expressions (7+) are left as predicted.
+            # Pose = angles (channels 1-3) and translation (4-6); the expression (7+) is left as predicted.
             pose = slice(1, 7)
             motion = motion.clone()
             motion[:, pose] = raw[pose] + ctl.head_motion_scale * (motion[:, pose] - raw[pose])
         return motion
 
     def driving_keypoints(self, source_info: dict[str, torch.Tensor], motion: torch.Tensor, ctl: Controls) -> torch.Tensor:
-        """Motion (T, 70) -> driving keypoints x_d (T, 21, 3) in the official absolute or relative mode."""
+        """Motion (T, 70) -> driving keypoints x_d (T, 21, 3), official absolute or relative composition."""
         from kdtalker.pipeline.compose import driving_keypoints
 
         return driving_keypoints(source_info, motion, mode=ctl.motion_mode)
 
-    # ----------------------------------------------------------------------------------------------------------
-    def _render_to_file(self, renderer, f_s, x_s, x_d, face: FaceCrop, image: np.ndarray, wav: np.ndarray,
-                        output: Path, ctl: Controls) -> None:
+    def _render_to_file(self, renderer, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor, face: FaceCrop,
+                        image: np.ndarray, wav: np.ndarray, output: Path, ctl: Controls) -> None:
         paste = PasteBack(image, face.matrix) if ctl.paste_back else None
-        if paste is not None:
-            height, width = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2  # yuv420p needs even sizes
-        else:
-            height = width = None
+        height, width = (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)  # yuv420p: even sizes
         with atomic_path(output) as tmp:
-            writer = None
+            writer = VideoWriter(tmp, width, height, ctl.fps, audio=wav, sample_rate=SAMPLE_RATE, crf=ctl.crf)
             try:
                 for start in tqdm(range(0, x_d.shape[0], ctl.batch_size), desc="rendering", unit="batch"):
                     with self._stage("rendering"):
                         batch = x_d[start:start + ctl.batch_size].to(device=x_s.device, dtype=x_s.dtype)
                         if ctl.stitching:
-                            batch = renderer.stitch(x_s.expand(batch.shape[0], -1, -1), batch)
+                            batch = renderer.stitch(x_s, batch)
                         frames = renderer.render(f_s, x_s, batch)
                         frames = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                     with self._stage("writing"):
                         if paste is not None:
                             frames = paste(frames)[:, :height, :width]
-                        if writer is None:
-                            writer = VideoWriter(tmp, frames.shape[2], frames.shape[1], ctl.fps, audio=wav,
-                                                 sample_rate=SAMPLE_RATE, crf=ctl.crf)
                         writer.write(frames)
                 with self._stage("writing"):
                     writer.close()
             except BaseException:
-                if writer is not None:
-                    writer.abort()
+                writer.abort()
                 raise
 
     @contextmanager
@@ -298,12 +298,7 @@ class TalkingHeadPipeline:
             setattr(self.timings, name, getattr(self.timings, name) + time.perf_counter() - start)
 
 
-def source_motion(info: dict[str, torch.Tensor]) -> torch.Tensor:
+def source_motion(info: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """LivePortrait keypoint info of one image -> its raw 70-d motion [scale, yaw, pitch, roll, t(3), exp(63)]."""
     parts = [info["scale"], info["yaw"], info["pitch"], info["roll"], info["t"], info["exp"]]
-    return torch.cat([p.reshape(1, -1)[0].float() for p in parts])
-
-
-def controls_dict(controls: Controls) -> dict[str, Any]:
-    """Controls as a plain dict (for logging)."""
-    return asdict(controls)
+    return torch.cat([p.reshape(-1).float() for p in parts])

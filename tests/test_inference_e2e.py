@@ -1,0 +1,116 @@
+"""End to end on CPU: `python inference.py ...` as a user runs it, on official-layout files of fixture weights.
+
+The weight files are written exactly as the official ones are laid out (flat LivePortrait state dicts, the nested
+stitching dict with `module.` keys, wav2lip.pth {'state_dict': {module.audio_encoder.*}}, KDTalker.pth
+{'model': {point_model.model.*}}, the official norm.npz). Fixture weights give no meaningful face, but every
+shape, file, stage and the video container are the real ones. 0.12 s of audio -> 3 full-size frames.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from reference import ReferenceSet
+
+from kdtalker.pipeline.video import probe_video
+
+REPO = Path(__file__).resolve().parent.parent
+LIVEPORTRAIT_FILES = {
+    "appearance_feature_extractor": "liveportrait/base_models/appearance_feature_extractor.pth",
+    "motion_extractor": "liveportrait/base_models/motion_extractor.pth",
+    "warping_module": "liveportrait/base_models/warping_module.pth",
+    "spade_generator": "liveportrait/base_models/spade_generator.pth",
+}
+
+
+def write_fixture_checkpoints(root: Path) -> Path:
+    """Write every official weight file under `root` from the reference specs' fixture weights -> root."""
+    lp, audio, kd = ReferenceSet("liveportrait"), ReferenceSet("audio"), ReferenceSet("kdtalker")
+    for name, relpath in LIVEPORTRAIT_FILES.items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(lp.weights(lp.manifest["specs"][name]), root / relpath)
+    stitching: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in lp.weights(lp.manifest["specs"]["stitching_retargeting_module"]).items():
+        entry, rest = key.split(".", 1)
+        stitching.setdefault(entry, {})["module." + rest] = value  # as the released file (DDP leftovers)
+    (root / "liveportrait/retargeting_models").mkdir(parents=True, exist_ok=True)
+    torch.save(stitching, root / "liveportrait/retargeting_models/stitching_retargeting_module.pth")
+    torch.save({"state_dict": audio.weights("spec_wav2lip_audio_encoder.json"), "global_step": 0}, root / "wav2lip.pth")
+    torch.save({"model": kd.weights("spec_denoiser.json")}, root / "KDTalker.pth")
+    shutil.copyfile(REPO / "checkpoints" / "norm.npz", root / "norm.npz")
+    return root
+
+
+@pytest.fixture(scope="session")
+def fixture_checkpoints(tmp_path_factory) -> Path:
+    return write_fixture_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+def run_inference(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, str(REPO / "inference.py"), *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def short_speech(path: Path, seconds: float) -> Path:
+    wav, rate = sf.read(REPO / "examples" / "speech.wav", dtype="float32")
+    start = int(0.5 * rate)  # inside the utterance, not the leading silence
+    sf.write(path, wav[start:start + int(seconds * rate)], rate)
+    return path
+
+
+def test_inference_writes_the_video(fixture_checkpoints, tmp_path):
+    audio = short_speech(tmp_path / "speech.wav", 0.12)
+    output = tmp_path / "out.mp4"
+    result = run_inference(f"source_image={REPO / 'examples' / 'astronaut.png'}", f"driven_audio={audio}",
+                           f"output={output}", f"checkpoint_dir={fixture_checkpoints}", "steps=2", "device=cpu",
+                           "batch_size=3", "stitching=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    info = probe_video(output)
+    frames = int(0.12 * 16000 / 640)
+    assert info["frames"] == frames
+    assert info["fps"] == 25.0
+    assert (info["width"], info["height"]) == (512, 512)
+    assert info["video_codec"] == "h264"
+    assert info["audio_codec"] == "aac"
+    assert abs(info["audio_duration"] - frames / 25) < 0.03
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_bad_inputs_give_one_message_and_no_output(fixture_checkpoints, tmp_path):
+    good_image = REPO / "examples" / "astronaut.png"
+    good_audio = short_speech(tmp_path / "speech.wav", 0.12)
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+    Image.new("RGB", (256, 256), (120, 130, 140)).save(blank)
+    tiny_audio = tmp_path / "tiny.wav"
+    sf.write(tiny_audio, np.zeros(300, np.float32), 16000)
+    broken = tmp_path / "ckpt_broken"
+    shutil.copytree(fixture_checkpoints, broken, ignore=shutil.ignore_patterns("KDTalker.pth"))
+    out = tmp_path / "out.mp4"
+    cases = [
+        ([f"source_image={tmp_path / 'nope.png'}", f"driven_audio={good_audio}"], "not found"),
+        ([f"source_image={blank}", f"driven_audio={good_audio}"], "no face"),
+        ([f"source_image={good_image}", f"driven_audio={tmp_path / 'nope.wav'}"], "not found"),
+        ([f"source_image={good_image}", f"driven_audio={tiny_audio}"], "shorter than one video frame"),
+        ([f"source_image={good_image}", f"driven_audio={good_audio}", f"checkpoint_dir={broken}"], "KDTalker.pth"),
+        ([f"source_image={good_image}", f"driven_audio={good_audio}", f"output={tmp_path / 'no' / 'dir' / 'o.mp4'}"], "does not exist"),
+    ]
+    for overrides, message in cases:
+        args = [f"output={out}", f"checkpoint_dir={fixture_checkpoints}", "device=cpu", "steps=1", *overrides]
+        result = run_inference(*args)
+        assert result.returncode == 1, (overrides, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert message in result.stderr, (message, result.stderr[-2000:])
+        assert not out.exists()
+    assert not (tmp_path / "no").exists()
