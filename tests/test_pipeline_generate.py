@@ -1,0 +1,169 @@
+"""The pipeline's own logic in process: sampling controls, streaming render loop, paste-back output, bad input.
+
+Fast doubles stand in for the heavy parts where the test is about the pipeline, not the networks: a small
+randomly initialised Denoiser and AudioEncoder (the real classes), and a renderer double whose frames encode
+the driving keypoints. The real networks on official-layout files are covered by test_inference_e2e.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from kdtalker.audio import AudioEncoder
+from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm
+from kdtalker.errors import AudioError, ConfigError, ImageError, VideoError
+from kdtalker.pipeline import Controls, TalkingHeadPipeline
+from kdtalker.pipeline.pipeline import source_motion
+from kdtalker.pipeline.video import probe_video
+from test_pipeline_checkpoints import make_fake_checkpoints
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "astronaut.png"
+
+
+class RecordingRenderer:
+    """Renderer double: fixed source info, frames whose brightness follows x_d; records every batch size."""
+
+    def __init__(self):
+        self.batches: list[int] = []
+        self.stitched = 0
+        g = torch.Generator().manual_seed(0)
+        self.info = {"pitch": torch.tensor([[3.0]]), "yaw": torch.tensor([[-5.0]]), "roll": torch.tensor([[1.0]]),
+                     "t": torch.tensor([[0.01, -0.02, 0.0]]), "exp": 0.01 * torch.randn(1, 21, 3, generator=g),
+                     "scale": torch.tensor([[1.5]]), "kp": 0.1 * torch.randn(1, 21, 3, generator=g)}
+
+    def prepare_image(self, rgb):
+        assert rgb.shape == (256, 256, 3)
+        return torch.zeros(1, 3, 256, 256)
+
+    def keypoint_info(self, image):
+        return {k: v.clone() for k, v in self.info.items()}
+
+    def appearance_features(self, image):
+        return torch.zeros(1, 32, 16, 64, 64)
+
+    def transform(self, info):
+        return torch.zeros(1, 21, 3)
+
+    def stitch(self, x_s, x_d):
+        self.stitched += x_d.shape[0]
+        return x_d
+
+    def render(self, f_s, x_s, x_d):
+        self.batches.append(x_d.shape[0])
+        level = torch.sigmoid(x_d.mean(dim=(1, 2)))[:, None, None, None]
+        return level.expand(-1, 3, 512, 512).clone()
+
+
+@pytest.fixture()
+def pipeline(tmp_path) -> TalkingHeadPipeline:
+    root = make_fake_checkpoints(tmp_path / "ckpt")
+    pipe = TalkingHeadPipeline(root, device="cpu", controls=Controls(steps=2, batch_size=4))
+    torch.manual_seed(0)
+    pipe._models = {
+        "renderer": RecordingRenderer(),
+        "audio": AudioEncoder().eval(),
+        "denoiser": Denoiser(width=64, depth=1, heads=2, head_dim=32, time_dim=32).eval(),
+        "scheduler": DDIMScheduler(),
+        "norm": MotionNorm.load(root / "norm.npz"),
+    }
+    return pipe
+
+
+def speech(path: Path, seconds: float) -> Path:
+    wav, rate = sf.read(REPO / "examples" / "speech.wav", dtype="float32")
+    sf.write(path, wav[8000:8000 + int(seconds * rate)], rate)
+    return path
+
+
+def test_generate_streams_batches_and_writes_the_clip(pipeline, tmp_path):
+    audio = speech(tmp_path / "a.wav", 1.0)
+    out = pipeline.generate(EXAMPLE, audio, tmp_path / "out.mp4", stitching=True)
+    info = probe_video(out)
+    assert info["frames"] == 25 and (info["width"], info["height"]) == (512, 512)
+    assert abs(info["audio_duration"] - 1.0) < 0.03
+    renderer = pipeline._models["renderer"]
+    assert renderer.batches == [4] * 6 + [1]  # never more than batch_size frames at once
+    assert renderer.stitched == 25
+    assert pipeline.timings.frames == 25 and pipeline.timings.rendering > 0
+
+
+def test_paste_back_gives_the_source_size(pipeline, tmp_path):
+    audio = speech(tmp_path / "a.wav", 0.2)
+    out = pipeline.generate(EXAMPLE, audio, tmp_path / "full.mp4", paste_back=True)
+    info = probe_video(out)
+    assert (info["width"], info["height"]) == (512, 512) and info["frames"] == 5  # the example is 512x512
+    from PIL import Image
+    wide = tmp_path / "wide.png"
+    src = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+    Image.fromarray(np.pad(src, ((0, 0), (0, 301), (0, 0)), mode="edge")).save(wide)  # 813 wide: odd
+    info = probe_video(pipeline.generate(wide, audio, tmp_path / "wide.mp4", paste_back=True))
+    assert (info["width"], info["height"]) == (812, 512)
+
+
+def test_sampling_controls(pipeline):
+    features = torch.randn(40, 512, generator=torch.Generator().manual_seed(1))
+    info = pipeline._models["renderer"].info
+    raw = source_motion(info)
+    base = pipeline.sample(info, features, Controls(steps=2))
+    assert base.shape == (40, 70) and base.dtype == torch.float32
+    assert torch.equal(base, pipeline.sample(info, features, Controls(steps=2)))  # same seed, same motion
+    assert not torch.equal(base, pipeline.sample(info, features, Controls(steps=2, seed=1)))
+    still = pipeline.sample(info, features, Controls(steps=2, head_motion_scale=0.0))
+    assert torch.allclose(still[:, 1:7], raw[1:7].expand(40, -1), atol=1e-5)  # the source pose on every frame
+    assert torch.equal(still[:, 7:], base[:, 7:])  # the expression is untouched
+    half = pipeline.sample(info, features, Controls(steps=2, head_motion_scale=0.5))
+    assert torch.allclose(half[:, 1:7] - raw[1:7], 0.5 * (base[:, 1:7] - raw[1:7]), atol=1e-4)
+    rough = pipeline.sample(info, features, Controls(steps=2, smoothing=0.0))
+    smoother = pipeline.sample(info, features, Controls(steps=2, smoothing=100.0))
+    variation = lambda m: (m[1:, 1:] - m[:-1, 1:]).abs().mean()  # noqa: E731
+    assert variation(smoother) < variation(base) < variation(rough)
+    assert torch.equal(rough[:, 0], base[:, 0])  # the scale is never smoothed
+    x_abs = pipeline.driving_keypoints(info, base, Controls(motion_mode="absolute"))
+    x_rel = pipeline.driving_keypoints(info, base, Controls(motion_mode="relative"))
+    assert x_abs.shape == x_rel.shape == (40, 21, 3) and not torch.allclose(x_abs, x_rel)
+
+
+def test_bad_input_leaves_nothing(pipeline, tmp_path):
+    audio = speech(tmp_path / "a.wav", 0.2)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(ImageError, match="not found"):
+        pipeline.generate(tmp_path / "missing.png", audio, out)
+    with pytest.raises(AudioError, match="not found"):
+        pipeline.generate(EXAMPLE, tmp_path / "missing.wav", out)
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(500, np.float32), 16000)
+    with pytest.raises(AudioError, match="shorter than one video frame"):
+        pipeline.generate(EXAMPLE, short, out)
+    with pytest.raises(VideoError, match="does not exist"):
+        pipeline.generate(EXAMPLE, audio, tmp_path / "no" / "out.mp4")
+    with pytest.raises(VideoError, match=".mp4"):
+        pipeline.generate(EXAMPLE, audio, tmp_path / "out.avi")
+    with pytest.raises(ConfigError, match="motion_mode"):
+        pipeline.generate(EXAMPLE, audio, out, motion_mode="sideways")
+    with pytest.raises(ConfigError, match="unknown control"):
+        pipeline.generate(EXAMPLE, audio, out, colour="blue")
+
+    class Exploding(RecordingRenderer):
+        def render(self, f_s, x_s, x_d):
+            if len(self.batches) == 1:
+                raise RuntimeError("out of memory")
+            return super().render(f_s, x_s, x_d)
+
+    pipeline._models["renderer"] = Exploding()
+    with pytest.raises(RuntimeError):
+        pipeline.generate(EXAMPLE, audio, out, batch_size=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "short.wav"]  # no video, no temp file
+
+
+def test_dtype_and_device_checks(tmp_path):
+    root = make_fake_checkpoints(tmp_path)
+    with pytest.raises(ConfigError, match="float16"):
+        TalkingHeadPipeline(root, device="cpu", dtype="float16")
+    with pytest.raises(ConfigError, match="steps"):
+        TalkingHeadPipeline(root, device="cpu", controls=Controls(steps=0))
