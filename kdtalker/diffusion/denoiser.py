@@ -178,8 +178,8 @@ class PreNormAttention(nn.Module):
 
     def __init__(self, dim: int, attention: Attention):
         super().__init__()
+        self.fn = attention  # registered before `norm`: the checkpoint's key order
         self.norm = LayerNorm(dim)
-        self.fn = attention
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return self.fn(self.norm(x), bias)
@@ -278,19 +278,19 @@ class Denoiser(nn.Module):
         return torch.cat([zeros, audio], dim=1)
 
     # Conditioning -----------------------------------------------------------------------------------------------
-    # Linear(SiLU([time | audio])) = W_time SiLU(time) + W_audio SiLU(audio) + b, because SiLU acts elementwise.
-    # Splitting it lets a sampler compute the audio half once per window instead of once per step.
+    # Linear(SiLU([time | audio])) = W [SiLU(time) | 0] + W [0 | SiLU(audio)] + b, exactly (SiLU acts elementwise and
+    # the zeros add nothing). Splitting it lets a sampler compute the audio half once per window, not once per step.
     def audio_modulation(self, context: torch.Tensor) -> torch.Tensor:
         """Context (B, F, 512) -> audio half of every ResnetBlock's modulation (B, F, blocks, 2 width), biases included."""
         a = F.silu(context)
-        mods = [F.linear(a, blk.mlp[1].weight[:, self.time_dim:], blk.mlp[1].bias) for blk in self.resnet_blocks]
-        return torch.stack(mods, dim=2)
+        a = torch.cat([a.new_zeros(*a.shape[:-1], self.time_dim), a], dim=-1)
+        return torch.stack([blk.mlp[1](a) for blk in self.resnet_blocks], dim=2)
 
     def time_modulation(self, t: torch.Tensor) -> torch.Tensor:
         """Diffusion steps (B,) -> time half of every ResnetBlock's modulation (B, 1, blocks, 2 width)."""
         emb = F.silu(self.time_embedding(t))
-        mods = [F.linear(emb, blk.mlp[1].weight[:, : self.time_dim]) for blk in self.resnet_blocks]
-        return torch.stack(mods, dim=1).unsqueeze(1)
+        emb = torch.cat([emb, emb.new_zeros(emb.shape[0], self.audio_dim)], dim=-1)
+        return torch.stack([F.linear(emb, blk.mlp[1].weight) for blk in self.resnet_blocks], dim=1).unsqueeze(1)
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) integer steps -> (B, time_dim)."""
