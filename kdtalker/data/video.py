@@ -36,7 +36,7 @@ def read_frames(path: str | os.PathLike, fps: float = 25.0, size: int = 256) -> 
     count = len(proc.stdout) // frame_bytes
     if count == 0:
         raise VideoError(f"video {path} has no video frames")
-    return np.frombuffer(proc.stdout, np.uint8, count * frame_bytes).reshape(count, size, size, 3)
+    return np.frombuffer(proc.stdout, np.uint8, count * frame_bytes).reshape(count, size, size, 3).copy()
 
 
 def write_test_video(
@@ -49,7 +49,7 @@ def write_test_video(
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
     if audio is not None:
-        cmd += ["-i", str(audio), "-c:a", "aac", "-shortest"]
+        cmd += ["-i", str(audio), "-c:a", "aac"]
     cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", str(path)]
     proc = subprocess.run(cmd, input=frames.tobytes(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:

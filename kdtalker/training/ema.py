@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import torch
 from torch import nn
 
@@ -32,11 +34,14 @@ class EMA:
         state = model.state_dict()
         return {k: (self.shadow[k].to(v.dtype).clone() if k in self.shadow else v.clone()) for k, v in state.items()}
 
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
+    def averaged_model(self, model: nn.Module) -> nn.Module:
+        """A copy of `model` holding the averaged weights (what the checkpoint stores under 'model_ema')."""
+        copy = deepcopy(model)
+        copy.load_state_dict(self.model_state(model))
+        return copy
 
-    def load_state_dict(self, state: dict) -> None:
-        self.decay = state["decay"]
-        self.num_updates = state["num_updates"]
-        for name, value in state["shadow"].items():
-            self.shadow[name].copy_(value)
+    def load_model_state(self, state: dict[str, torch.Tensor], num_updates: int) -> None:
+        """Restore from an averaged-model state dict (keys as model.state_dict()) and the update count."""
+        self.num_updates = int(num_updates)
+        for name in self.shadow:
+            self.shadow[name].copy_(state[name])

@@ -17,20 +17,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from kdtalker.checkpoints.common import load_state_strict, strip_prefix
+from kdtalker.checkpoints.common import load_state_strict
+from kdtalker.checkpoints.kdtalker import kdtalker_state_dict
 from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.synthetic import lip_channels
 from kdtalker.errors import ConfigError, KDTalkerError
-from kdtalker.fileio import atomic_path
 from kdtalker.training.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, set_rng_state
 from kdtalker.training.distributed import DistInfo, ResumableSampler, cleanup_distributed, setup_distributed
 from kdtalker.training.ema import EMA
 from kdtalker.training.optim import build_optimizer, cosine_with_warmup
 from kdtalker.training.validation import sampled_lip_correlation, validation_loss
 
-# The official KDTalker.pth stores the denoiser under this prefix (ConditionalPointCloudDiffusionModel.point_model.model).
-MODEL_PREFIX = "point_model.model."
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -66,15 +64,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_checkpoint_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Denoiser state_dict under the official key prefix (what inference's load_kdtalker reads from ckpt['model'])."""
-    return {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
-def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strictly load an official-layout (prefixed, maybe `module.`-wrapped) model state into the Denoiser."""
-    state = strip_prefix(strip_prefix(state, "module."), MODEL_PREFIX)
-    load_state_strict(model, state, "KDTalker denoiser", source)
+def load_model_state(model: torch.nn.Module, ckpt: Any, source: str) -> None:
+    """Strictly load the 'model' entry of an official-layout checkpoint (or a bare prefixed state) into the Denoiser."""
+    load_state_strict(model, kdtalker_state_dict(ckpt, source), "KDTalker denoiser", source)
 
 
 def _resolve_resume(train_cfg: DictConfig, out_dir: Path) -> Path | None:
@@ -104,6 +96,9 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
 
     out_dir = Path(tc.out_dir)
     seed = int(cfg.seed)
+    if cfg.get("torch_threads"):
+        # On a shared CPU, one intra-op thread per process avoids oversubscription (often many times faster).
+        torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(seed + info.rank)
 
     # Data: rank 0 builds (synthetic) shards and stats first, the others then read them.
@@ -134,7 +129,7 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         raise ConfigError(f"data.window={window} but model.window={model.window}; they must match")
     if tc.get("init_from"):
         ckpt = load_checkpoint(tc.init_from)
-        load_model_state(model, ckpt["model"] if "model" in ckpt else ckpt, str(tc.init_from))
+        load_model_state(model, ckpt, str(tc.init_from))
     scheduler = instantiate(cfg.diffusion)
     optimizer = build_optimizer(model, tc.lr, tc.betas, tc.eps, tc.weight_decay, list(tc.no_decay))
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -151,11 +146,11 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     resume = _resolve_resume(tc, out_dir)
     if resume is not None:
         ckpt = load_checkpoint(resume)
-        load_model_state(model, ckpt["model"], str(resume))
+        load_model_state(model, ckpt, str(resume))
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_schedule.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("model_ema"):
-            ema.load_state_dict(ckpt["model_ema"])
+            ema.load_model_state(kdtalker_state_dict(ckpt, str(resume), ema=True), ckpt.get("ema_num_updates", 0))
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         step, best_val = int(ckpt["step"]), ckpt.get("best_val")
@@ -182,24 +177,24 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     result = TrainResult(step, [], model, out_dir)
 
     def save() -> Path | None:
+        from kdtalker.checkpoints.kdtalker import save_kdtalker
+
         states = info.gather(rng_state(generator))
         path = None
         if info.is_main:
-            path = checkpoint_path(out_dir, step)
-            payload = {
-                "model": model_checkpoint_state(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": lr_schedule.state_dict(),
-                "epoch": step // steps_per_epoch,
-                "step": step,
-                "best_val": best_val,
-                "model_ema": ema.state_dict() if ema is not None else {},
-                "cfg": OmegaConf.to_container(cfg, resolve=True),
-                "rng": states,
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            }
-            with atomic_path(path) as tmp:
-                torch.save(payload, tmp)
+            path = save_kdtalker(
+                model, checkpoint_path(out_dir, step),
+                ema_model=ema.averaged_model(model) if ema is not None else None,
+                optimizer=optimizer.state_dict(),
+                scheduler=lr_schedule.state_dict(),
+                epoch=step // steps_per_epoch,
+                step=step,
+                best_val=best_val,
+                cfg=OmegaConf.to_container(cfg, resolve=True),
+                ema_num_updates=ema.num_updates if ema is not None else 0,
+                rng=states,
+                scaler=scaler.state_dict() if scaler.is_enabled() else None,
+            )
         info.barrier()
         return path
 

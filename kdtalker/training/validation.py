@@ -39,7 +39,7 @@ def validation_loss(model, scheduler, dataset: MotionWindows, batch_size: int, d
 def sample_clip(model, scheduler, clip: NormalisedClip, audio: np.ndarray, frames: int, steps: int,
                 device: torch.device, seed: int) -> np.ndarray:
     """Sample `frames` normalised motion frames (frames, 70) after frame 0 of `clip`, driven by `audio` (frames, 512)."""
-    from kdtalker.diffusion import sample_motion
+    from kdtalker.diffusion.sampling import sample_motion
 
     generator = torch.Generator(device=device).manual_seed(seed)
     ori = np.concatenate([np.zeros(7, np.float32), clip.kp[0]])
@@ -48,7 +48,7 @@ def sample_clip(model, scheduler, clip: NormalisedClip, audio: np.ndarray, frame
         torch.from_numpy(np.ascontiguousarray(audio[:frames])).to(device),
         torch.from_numpy(clip.motion[0].copy()).to(device),
         torch.from_numpy(ori).to(device),
-        steps=steps, window=model.window, generator=generator,
+        steps=steps, window=model.window, generator=generator, progress=False,
     )
     return out.float().cpu().numpy()
 
