@@ -1,0 +1,126 @@
+"""Renderer API at small sizes: batching from one source equals frame-by-frame official-style calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from fixture_weights import fixture_state_dict
+
+from kdtalker.errors import ImageError
+from kdtalker.renderer import (
+    AppearanceFeatureExtractor,
+    LivePortraitRenderer,
+    MotionExtractor,
+    SPADEDecoder,
+    StitchingRetargetingNetwork,
+    WarpingNetwork,
+)
+from kdtalker.renderer.warping import sample_volume
+
+
+def _fixture_init(module: torch.nn.Module, salt: str) -> torch.nn.Module:
+    """Fixture-rule weights; spectral-norm u, v set to the top singular vectors, as in a trained file."""
+    spec = {"shapes": {k: list(v.shape) for k, v in module.state_dict().items()}}
+    state = fixture_state_dict(spec, salt)
+    for key in [k for k in state if k.endswith(".weight_orig")]:
+        u, _, vh = torch.linalg.svd(state[key].reshape(state[key].shape[0], -1), full_matrices=False)
+        state[key[: -len("orig")] + "u"], state[key[: -len("orig")] + "v"] = u[:, 0].contiguous(), vh[0].contiguous()
+    module.load_state_dict(state)
+    return module
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP barrier overhead (large on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_renderer(fold_batchnorm: bool = True, chunk_size: int = 2) -> LivePortraitRenderer:
+    """Same architecture, small widths: 64x64 image -> (4, 16, 16, 16) volume -> 128x128 frames."""
+    nets = [
+        AppearanceFeatureExtractor(block_expansion=8, max_features=64, reshape_channel=4, reshape_depth=16, num_resblocks=1),
+        MotionExtractor(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)),
+        WarpingNetwork(
+            block_expansion=8, max_features=64, reshape_channel=4,
+            dense_motion_params=dict(block_expansion=8, max_features=32, num_blocks=2, reshape_depth=16, compress=2),
+        ),
+        SPADEDecoder(max_features=32, block_expansion=8),
+    ]
+    nets = [_fixture_init(n, f"small{i}") for i, n in enumerate(nets)]
+    retargeting = torch.nn.ModuleDict(
+        {
+            "stitching": _fixture_init(StitchingRetargetingNetwork(126, [16], 65), "s"),
+            "lip": _fixture_init(StitchingRetargetingNetwork(65, [16], 63), "l"),
+            "eye": _fixture_init(StitchingRetargetingNetwork(66, [16], 63), "e"),
+        }
+    )
+    return LivePortraitRenderer(*nets, retargeting, chunk_size=chunk_size, fold_batchnorm=fold_batchnorm)
+
+
+@pytest.fixture(scope="module")
+def source():
+    rgb = np.random.RandomState(0).randint(0, 256, (64, 64, 3), dtype=np.uint8)
+    r = small_renderer()
+    image = r.prepare_image(rgb)
+    info = r.keypoint_info(image)
+    x_s = r.transform(info)
+    gen = torch.Generator().manual_seed(1)
+    x_d = x_s + 0.05 * torch.randn(3, 21, 3, generator=gen)
+    return rgb, image, info, x_s, x_d
+
+
+def test_prepare_image_and_keypoint_info(source):
+    rgb, image, info, x_s, _ = source
+    assert image.shape == (1, 3, 64, 64) and image.dtype == torch.float32
+    assert torch.equal(image[0, :, 3, 5], torch.from_numpy(rgb[3, 5].astype(np.float32) / 255))
+    assert {k: tuple(v.shape) for k, v in info.items()} == {
+        "pitch": (1, 1), "yaw": (1, 1), "roll": (1, 1), "t": (1, 3), "exp": (1, 21, 3), "scale": (1, 1), "kp": (1, 21, 3)
+    }
+    assert x_s.shape == (1, 21, 3)
+    with pytest.raises(ImageError, match=r"\(H, W, 3\)"):
+        small_renderer().prepare_image(np.zeros((64, 64), np.uint8))
+
+
+def test_render_batch_equals_frame_by_frame(source):
+    _, image, _, x_s, x_d = source
+    r = small_renderer(chunk_size=2)
+    f_s = r.appearance_features(image)
+    frames = r.render(f_s, x_s, x_d)
+    assert frames.shape == (3, 3, 128, 128) and not frames.requires_grad
+    assert 0 <= float(frames.min()) and float(frames.max()) <= 1
+    for i in range(3):
+        single = r.warp_decode(f_s, x_s, x_d[i : i + 1])["out"]
+        torch.testing.assert_close(frames[i : i + 1], single, rtol=1e-4, atol=1e-5)
+    repeated = r.warp_decode(f_s.repeat(3, 1, 1, 1, 1), x_s.repeat(3, 1, 1), x_d)["out"]
+    torch.testing.assert_close(frames, repeated, rtol=1e-4, atol=1e-5)
+
+
+def test_folded_batchnorm_matches_unfolded(source):
+    _, image, _, x_s, x_d = source
+    folded, plain = small_renderer(fold_batchnorm=True), small_renderer(fold_batchnorm=False)
+    f_s = plain.appearance_features(image)
+    torch.testing.assert_close(folded.appearance_features(image), f_s, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(folded.render(f_s, x_s, x_d[:2]), plain.render(f_s, x_s, x_d[:2]), rtol=1e-4, atol=1e-5)
+
+
+def test_sampling_one_volume_equals_repeated_volume():
+    gen = torch.Generator().manual_seed(2)
+    volume = torch.randn(1, 3, 4, 8, 8, generator=gen)
+    grids = torch.rand(2, 5, 4, 8, 8, 3, generator=gen) * 2.4 - 1.2
+    got = sample_volume(volume, grids)
+    expected = F.grid_sample(volume.repeat(10, 1, 1, 1, 1), grids.reshape(10, 4, 8, 8, 3), align_corners=False)
+    assert got.shape == (2, 5, 3, 4, 8, 8)
+    torch.testing.assert_close(got, expected.view(2, 5, 3, 4, 8, 8), rtol=0, atol=0)
+
+
+def test_stitching_passthrough_without_module(source):
+    _, _, _, x_s, x_d = source
+    r = small_renderer()
+    assert not torch.equal(r.stitch(x_s, x_d), x_d)
+    r.retargeting = None
+    assert torch.equal(r.stitch(x_s, x_d), x_d)

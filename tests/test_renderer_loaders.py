@@ -1,0 +1,73 @@
+"""LivePortrait loaders: strict loading and one clear CheckpointError for missing, truncated or wrong files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdtalker.checkpoints import liveportrait as ckpt
+from kdtalker.errors import CheckpointError
+from kdtalker.renderer import LivePortraitRenderer
+
+
+@pytest.fixture(scope="module")
+def appearance_state(liveportrait_ref):
+    return liveportrait_ref.weights(liveportrait_ref.manifest["specs"]["appearance_feature_extractor"])
+
+
+@pytest.fixture(scope="module")
+def stitching_nested(liveportrait_ref):
+    nested: dict[str, dict] = {}
+    for key, value in liveportrait_ref.weights(liveportrait_ref.manifest["specs"]["stitching_retargeting_module"]).items():
+        entry, rest = key.split(".", 1)
+        nested.setdefault(entry, {})["module." + rest] = value
+    return nested
+
+
+def test_loads_official_layout_and_module_prefix(tmp_path, appearance_state, stitching_nested):
+    path = tmp_path / "appearance_feature_extractor.pth"
+    torch.save(appearance_state, path)
+    net = ckpt.load_appearance_feature_extractor(path)
+    assert not net.training
+    assert torch.equal(net.first.conv.weight, appearance_state["first.conv.weight"])
+    prefixed = ckpt.load_appearance_feature_extractor({"module." + k: v for k, v in appearance_state.items()})
+    assert torch.equal(prefixed.second.weight, appearance_state["second.weight"])
+    nets = ckpt.load_stitching_retargeting(stitching_nested)
+    assert torch.equal(nets["lip"].mlp[0].weight, stitching_nested["retarget_mouth"]["module.mlp.0.weight"])
+    assert set(nets.keys()) == {"stitching", "lip", "eye"}
+
+
+def test_truncated_file(tmp_path, appearance_state):
+    path = tmp_path / "appearance_feature_extractor.pth"
+    torch.save(appearance_state, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"appearance feature extractor.*appearance_feature_extractor\.pth.*truncated"):
+        ckpt.load_appearance_feature_extractor(path)
+
+
+def test_wrong_file_given_as_another_module(tmp_path, appearance_state, stitching_nested):
+    path = tmp_path / "appearance_feature_extractor.pth"
+    torch.save(appearance_state, path)
+    with pytest.raises(CheckpointError, match=r"warping module: .*appearance_feature_extractor\.pth is not the expected file.*missing keys"):
+        ckpt.load_warping_module(path)
+    with pytest.raises(CheckpointError, match=r"SPADE generator: .*is not the expected file.*unexpected keys"):
+        ckpt.load_spade_generator(path)
+    nested_path = tmp_path / "stitching_retargeting_module.pth"
+    torch.save(stitching_nested, nested_path)
+    with pytest.raises(CheckpointError, match=r"stitching_retargeting_module\.pth"):
+        ckpt.load_appearance_feature_extractor(nested_path)
+    with pytest.raises(CheckpointError, match=r"stitching/retargeting.*entries \['retarget_shoulder'"):
+        ckpt.load_stitching_retargeting(path)
+
+
+def test_shape_mismatch_is_named(stitching_nested):
+    broken = {entry: dict(sd) for entry, sd in stitching_nested.items()}
+    broken["retarget_eye"]["module.mlp.0.weight"] = torch.zeros(256, 65)
+    with pytest.raises(CheckpointError, match=r"retarget_eye.*shape mismatches.*mlp\.0\.weight \(256, 65\) != \(256, 66\)"):
+        ckpt.load_stitching_retargeting(broken)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"appearance_feature_extractor\.pth not found"):
+        LivePortraitRenderer.from_checkpoints(tmp_path)
