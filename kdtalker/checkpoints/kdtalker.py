@@ -39,14 +39,17 @@ def _ema_state(ckpt: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
     if len(shadow) != len(names):
         raise CheckpointError(f"{WHAT}: {source} 'model_ema' holds {len(shadow)} tensors, expected {len(names)}")
     state.update(zip(names, shadow))
-    return state
+    freqs = next((state[k] for k in names if k.endswith("rotary_emb.freqs")), None)
+    return {k: (freqs if k.endswith("rotary_emb.freqs") else v) for k, v in state.items()}
 
 
 def kdtalker_state_dict(ckpt: Any, source: str = "the checkpoint", ema: bool = False) -> dict[str, torch.Tensor]:
     """Official checkpoint dict (or a bare state dict) -> Denoiser state dict (prefix removed)."""
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{WHAT}: {source} is not a checkpoint dict (got {type(ckpt).__name__})")
-    if "model" in ckpt and isinstance(ckpt["model"], Mapping):
+    if "model" in ckpt:
+        if not isinstance(ckpt["model"], Mapping):
+            raise CheckpointError(f"{WHAT}: the 'model' entry of {source} is not a state dict - it is not KDTalker.pth")
         state = _ema_state(ckpt, source) if ema else dict(ckpt["model"])
     elif any(isinstance(k, str) and k.startswith(KEY_PREFIX) for k in ckpt):
         state = dict(ckpt)
@@ -71,6 +74,8 @@ def load_kdtalker(
     """
     if isinstance(path_or_dict, Mapping):
         source, ckpt = "the given checkpoint dict", path_or_dict
+    elif not isinstance(path_or_dict, (str, os.PathLike)):
+        raise CheckpointError(f"{WHAT}: expected a file path or a checkpoint dict, got {type(path_or_dict).__name__}")
     else:
         source = str(Path(path_or_dict))
         ckpt = load_torch_file(path_or_dict, WHAT)
