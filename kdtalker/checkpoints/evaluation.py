@@ -53,3 +53,49 @@ def load_syncnet(path_or_dict: str | os.PathLike | Mapping[str, Any], device: st
     state, source = _state(path_or_dict, "syncnet")
     model = _load_allowing_counters(SyncNet(), state, "syncnet", source)
     return model.to(resolve_device(device)).eval()
+
+
+def load_hopenet(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"):
+    """Official Hopenet snapshot (torchvision resnet50 keys + fc_yaw/fc_pitch/fc_roll [+ fc_finetune]) -> Hopenet, eval mode."""
+    from kdtalker.checkpoints.common import strip_prefix
+    from kdtalker.eval.hopenet import Hopenet
+
+    state, source = _state(path_or_dict, "hopenet")
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    if isinstance(state, Mapping):
+        state = strip_prefix(state, "module.")
+    has_finetune = isinstance(state, Mapping) and any(k.startswith("fc_finetune.") for k in state)
+    model = _load_allowing_counters(Hopenet(finetune_head=has_finetune), state, "hopenet", source)
+    return model.to(resolve_device(device)).eval()
+
+
+def load_inception(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"):
+    """pytorch-fid's pt_inception-2015-12-05-6726825d.pth (torchvision Inception3 keys, fc 1008, no AuxLogits) -> FIDInceptionV3."""
+    from kdtalker.eval.fid import FIDInceptionV3
+
+    state, source = _state(path_or_dict, "inception")
+    if isinstance(state, Mapping):
+        state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+    model = _load_allowing_counters(FIDInceptionV3(), state, "inception", source)
+    return model.to(resolve_device(device)).eval()
+
+
+def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """An ArcFace recognition ONNX file -> kdtalker.eval.csim.ArcFace (CUDA provider when device is CUDA)."""
+    from kdtalker.eval.csim import ArcFace
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if resolve_device(device).type == "cuda" else None
+    return ArcFace(path, providers=providers)
+
+
+def mmod_detector_path(path: str | os.PathLike | None = None) -> Path:
+    """dlib's MMOD face detector file: the given path, else the copy in face_recognition_models."""
+    if path is None:
+        from kdtalker.pipeline.face import dlib_models_dir
+
+        path = dlib_models_dir() / "mmod_human_face_detector.dat"
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"mmod: face detector {path} not found; it needs {WHERE['mmod']}")
+    return path
