@@ -71,3 +71,24 @@ def test_shape_mismatch_is_named(stitching_nested):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match=r"appearance_feature_extractor\.pth not found"):
         LivePortraitRenderer.from_checkpoints(tmp_path)
+
+
+def test_config_builds_the_official_key_layout(liveportrait_ref):
+    from omegaconf import OmegaConf
+    from pathlib import Path
+
+    from kdtalker.renderer import AppearanceFeatureExtractor, MotionExtractor, SPADEDecoder, WarpingNetwork
+
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "renderer" / "liveportrait.yaml")
+    configs = OmegaConf.to_container(cfg.configs)
+    builders = {
+        "appearance_feature_extractor": AppearanceFeatureExtractor,
+        "motion_extractor": MotionExtractor,
+        "warping_module": WarpingNetwork,
+        "spade_generator": SPADEDecoder,
+    }
+    for name, build in builders.items():
+        with torch.device("meta"):
+            module = build(**configs[name])
+        shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
+        assert list(shapes.items()) == list(liveportrait_ref.spec(liveportrait_ref.manifest["specs"][name])["shapes"].items()), name

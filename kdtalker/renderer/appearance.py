@@ -14,10 +14,10 @@ class ResBlock3d(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.norm1 = nn.BatchNorm3d(channels, affine=True)
         self.conv1 = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
-        self.norm2 = nn.BatchNorm3d(channels, affine=True)
         self.conv2 = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
+        self.norm1 = nn.BatchNorm3d(channels, affine=True)
+        self.norm2 = nn.BatchNorm3d(channels, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv1(F.relu(self.norm1(x)))
