@@ -134,6 +134,10 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
     out = tmp_path / "out.mp4"
     with pytest.raises(ImageError, match="not found"):
         pipeline.generate(tmp_path / "missing.png", audio, out)
+    from PIL import Image
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "flat.png")
+    with pytest.raises(ImageError, match="no face"):
+        pipeline.generate(tmp_path / "flat.png", audio, out)
     with pytest.raises(AudioError, match="not found"):
         pipeline.generate(EXAMPLE, tmp_path / "missing.wav", out)
     short = tmp_path / "short.wav"
@@ -158,7 +162,7 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
     pipeline._models["renderer"] = Exploding()
     with pytest.raises(RuntimeError):
         pipeline.generate(EXAMPLE, audio, out, batch_size=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "short.wav"]  # no video, no temp file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "flat.png", "short.wav"]  # no video, no temp file
 
 
 def test_dtype_and_device_checks(tmp_path):

@@ -278,7 +278,8 @@ class TalkingHeadPipeline:
                         if ctl.stitching:
                             batch = renderer.stitch(x_s, batch)
                         frames = renderer.render(f_s, x_s, batch)
-                        frames = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                        # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding).
+                        frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                     with self._stage("writing"):
                         if paste is not None:
                             frames = paste(frames)[:, :height, :width]
