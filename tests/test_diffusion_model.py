@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,11 @@ from kdtalker.diffusion.denoiser import relative_position_buckets
 from kdtalker.errors import CheckpointError, ConfigError
 
 SMALL = dict(width=32, depth=2, heads=2, head_dim=16, time_dim=8, audio_dim=24)
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, rtol: float = 1.3e-6, atol: float = 1e-5) -> None:
+    """np.testing on tensors (torch.testing's first call imports for seconds)."""
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=rtol, atol=atol)
 
 
 def small(**overrides) -> Denoiser:
@@ -80,7 +86,7 @@ def test_split_modulation_equals_the_concatenated_condition():
         cond = torch.cat([model.time_embedding(t)[:, None].expand(-1, 6, -1), ctx], dim=-1)
         full = torch.stack([blk.mlp(cond) for blk in model.resnet_blocks], dim=2)
         split = model.time_modulation(t) + model.audio_modulation(ctx)
-    torch.testing.assert_close(split, full, rtol=1e-5, atol=1e-6)
+    assert_close(split, full, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_config_is_a_config_error():
