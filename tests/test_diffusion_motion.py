@@ -35,7 +35,8 @@ def test_layout_is_scale_yaw_pitch_roll_t_exp():
 def test_official_norm_file_round_trips_and_inverts(tmp_path):
     norm = MotionNorm.load(NORM)
     with np.load(NORM) as official:
-        assert np.array_equal(norm.mean[1:2], official["yaw_mean"]) and np.array_equal(norm.std[7:], official["exp_std"])
+        assert np.array_equal(norm.mean[1:2], official["yaw_mean"])
+        assert np.array_equal(norm.std[7:], official["exp_std"])
         assert np.array_equal(norm.kp_std, official["kp_std"])
         norm.save(tmp_path / "norm.npz")
         with np.load(tmp_path / "norm.npz") as ours:

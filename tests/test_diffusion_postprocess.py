@@ -43,7 +43,8 @@ def test_smooth_motion_leaves_the_scale():
 
 def source_and_motion(frames: int = 6):
     rng = np.random.default_rng(3)
-    src = {"pitch": rng.normal(size=(1, 1)) * 10, "yaw": rng.normal(size=(1, 1)) * 10, "roll": rng.normal(size=(1, 1)) * 10,
+    src = {"pitch": rng.normal(size=(1, 1)) * 10, "yaw": rng.normal(size=(1, 1)) * 10,
+           "roll": rng.normal(size=(1, 1)) * 10,
            "t": rng.normal(size=(1, 3)) * 0.1, "exp": rng.normal(size=(1, 21, 3)) * 0.01, "scale": np.full((1, 1), 1.5),
            "kp": rng.normal(size=(1, 21, 3)) * 0.1}
     src = {k: torch.tensor(v, dtype=torch.float32) for k, v in src.items()}

@@ -107,7 +107,8 @@ def test_a_batch_of_utterances_equals_one_by_one(model):
     for scheduler in (DDIMScheduler(), DDPMScheduler(num_inference_steps=2), DDIMScheduler(eta=0.5)):
         batch = sample_motion(model, scheduler, audio, src, ori, steps=2, generator=gens(), progress=False)
         for i in range(2):
-            alone = sample_motion(model, scheduler, audio[i], src[i], ori[i], steps=2, generator=gens()[i], progress=False)
+            alone = sample_motion(model, scheduler, audio[i], src[i], ori[i], steps=2, generator=gens()[i],
+                                  progress=False)
             assert_close(batch[i], alone, rtol=1e-4, atol=1e-5)
 
 

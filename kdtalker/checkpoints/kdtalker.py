@@ -23,7 +23,9 @@ def _ema_state(ckpt: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
     """A non-empty 'model_ema' entry: either a plain state dict or a torch_ema state (shadow_params in model order)."""
     ema = ckpt.get("model_ema")
     if not ema:
-        raise CheckpointError(f"{WHAT}: {source} has no EMA weights (its 'model_ema' entry is missing or empty); use ema=False")
+        raise CheckpointError(
+            f"{WHAT}: {source} has no EMA weights (its 'model_ema' entry is missing or empty); use ema=False"
+        )
     if "shadow_params" not in ema:
         return dict(ema)
     # torch_ema keeps one shadow tensor per model.parameters() entry, in that order: the state dict's keys without
@@ -90,10 +92,10 @@ def save_kdtalker(
     ema_model: Denoiser | None = None,
     **extra: Any,
 ) -> Path:
-    """Write `model` in the official layout {'model': {'point_model.model.' + key: tensor}, 'model_ema': ...}, atomically.
+    """Write `model` in the official layout {'model': {'point_model.model.' + key: tensor}, 'model_ema': ...}.
 
     `ema_model` (optional) is stored the same way under 'model_ema' ({} otherwise, as the official file); extra
-    entries (optimizer, scheduler, epoch, step, cfg, ...) are saved as given.
+    entries (optimizer, scheduler, epoch, step, cfg, ...) are saved as given. Written atomically.
     """
     def prefixed(m: Denoiser) -> dict[str, torch.Tensor]:
         return {KEY_PREFIX + k: v.detach().cpu().clone() for k, v in m.state_dict().items()}

@@ -117,7 +117,8 @@ class RotaryEmbedding(nn.Module):
 
 
 def _relative_bucket(n: int, num_buckets: int, max_distance: int) -> int:
-    """T5 bucket of n = query - key: exact below num_buckets/4, log-spaced above, keys after the query in the upper half."""
+    """T5 bucket of n = query - key: exact below num_buckets / 4, log-spaced above; keys after the query use the
+    upper half."""
     half = num_buckets // 2
     bucket = half if n < 0 else 0
     d = abs(n)
@@ -125,7 +126,8 @@ def _relative_bucket(n: int, num_buckets: int, max_distance: int) -> int:
     if d < max_exact:
         return bucket + d
     # The official float32 log gives exact integers at d = 16, 32, 64; the epsilon keeps float64 from rounding down.
-    large = max_exact + int(math.floor(math.log(d / max_exact) / math.log(max_distance / max_exact) * (half - max_exact) + 1e-9))
+    log_ratio = math.log(d / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + int(math.floor(log_ratio * (half - max_exact) + 1e-9))
     return bucket + min(large, half - 1)
 
 
@@ -246,7 +248,9 @@ class Denoiser(nn.Module):
         self.positional_encoding = FrequencyBands()
         self.input_projection = nn.Linear(motion_dim, width)
         use_bias = attention != "none" and relative_position_bias
-        self.time_rel_pos_bias = RelativePositionBias(heads, rel_pos_buckets, rel_pos_max_distance) if use_bias else None
+        self.time_rel_pos_bias = (
+            RelativePositionBias(heads, rel_pos_buckets, rel_pos_max_distance) if use_bias else None
+        )
         rotary = None
         if attention == "rope":
             freqs = 1.0 / rotary_theta ** (torch.arange(0, rotary_dim, 2).float() / rotary_dim)
@@ -284,7 +288,7 @@ class Denoiser(nn.Module):
     # Linear(SiLU([time | audio])) = W [SiLU(time) | 0] + W [0 | SiLU(audio)] + b, exactly (SiLU acts elementwise and
     # the zeros add nothing). Splitting it lets a sampler compute the audio half once per window, not once per step.
     def audio_modulation(self, context: torch.Tensor) -> torch.Tensor:
-        """Context (B, F, 512) -> audio half of every ResnetBlock's modulation (B, F, blocks, 2 width), biases included."""
+        """Context (B, F, 512) -> audio half (biases included) of all block modulations (B, F, blocks, 2 width)."""
         a = F.silu(context)
         a = torch.cat([a.new_zeros(*a.shape[:-1], self.time_dim), a], dim=-1)
         return torch.stack([blk.mlp[1](a) for blk in self.resnet_blocks], dim=2)

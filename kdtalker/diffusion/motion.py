@@ -62,7 +62,9 @@ class MotionNorm:
         """Read the official norm.npz (yaw/pitch/roll/scale/t/exp/kp _mean/_std, float32)."""
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"normalisation statistics {path} not found (the official file is dataset_process/norm.npz)")
+            raise CheckpointError(
+                f"normalisation statistics {path} not found (the official file is dataset_process/norm.npz)"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: np.asarray(data[k]) for k in data.files}
@@ -74,7 +76,8 @@ class MotionNorm:
                 key = f"{name}_{kind}"
                 if key not in arrays or arrays[key].size != size:
                     raise CheckpointError(
-                        f"{path} is not the KDTalker norm.npz: entry {key!r} with {size} values is missing or has the wrong size"
+                        f"{path} is not the KDTalker norm.npz: entry {key!r} with {size} values is missing "
+                        "or has the wrong size"
                     )
                 stats[key] = arrays[key].reshape(size).astype(np.float32)
         motion_names = [name for name, _, _ in MOTION_LAYOUT]
@@ -135,7 +138,7 @@ class MotionNorm:
         return kp * self._like(self.kp_std, kp) + self._like(self.kp_mean, kp)
 
     def canonical_token(self, kp: Array) -> Array:
-        """Raw canonical kp (..., 63) or (..., 21, 3) -> the 'ori' reference token (..., 70): seven zeros, normalised kp."""
+        """Raw canonical kp (..., 63) or (..., 21, 3) -> 'ori' reference token (..., 70): 7 zeros, normalised kp."""
         if kp.shape[-1] == 3:
             kp = kp.reshape(*kp.shape[:-2], KP_DIM)
         kp = self.normalize_kp(kp)

@@ -6,7 +6,8 @@ token is the last frame sampled by window k-1 (the normalised source motion for 
 are concatenated and the first T frames kept.
 
 Short audio (T < W/2): the official padding appends audio[:padding], which holds only T rows, so the single window
-is shorter than W and the output has 2T - padding - 1 frames instead of T (T = 20 gives 37). We fix that by
+is shorter than W, and keeping frames [1 : 2T - padding + 1] of the 2T + 1 (a negative stop when padding > 2T)
+returns the wrong number of frames (T = 20, W = 64: 37 frames). We fix that by
 default (`official_short_audio=False`): the audio is repeated cyclically until it fills the window, and exactly T
 frames come back. For T >= W/2 both modes are the same computation, so samples of the official checkpoint are
 unchanged wherever the official code returns the right length; `official_short_audio=True` reproduces the quirk
@@ -27,7 +28,9 @@ StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 Generators = torch.Generator | list[torch.Generator] | None
 
 
-def initial_noise(batch: int, frames: int, motion_dim: int, generator: Generators, device: torch.device) -> torch.Tensor:
+def initial_noise(
+    batch: int, frames: int, motion_dim: int, generator: Generators, device: torch.device
+) -> torch.Tensor:
     """x_T (B, frames, motion_dim), drawn as the official randn(1, frames, dim, 3)[..., 0] per sample.
 
     One generator (or the global RNG) draws the B samples in turn; a list gives each sample its own generator, so
@@ -45,7 +48,8 @@ def initial_noise(batch: int, frames: int, motion_dim: int, generator: Generator
 
 def _step_noise(generator: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:
     """Variance noise like (B, ...) with each sample drawn from its own generator."""
-    return torch.cat([torch.randn(1, *like.shape[1:], generator=g, device=g.device, dtype=like.dtype) for g in generator]).to(like.device)
+    draws = [torch.randn(1, *like.shape[1:], generator=g, device=g.device, dtype=like.dtype) for g in generator]
+    return torch.cat(draws).to(like.device)
 
 
 @torch.no_grad()
@@ -104,7 +108,7 @@ def sample_motion(
     audio: torch.Tensor,
     source_motion: torch.Tensor,
     ori: torch.Tensor | None,
-    steps: int | None = 50,
+    steps: int | None = None,
     window: int | None = None,
     generator: Generators = None,
     *,

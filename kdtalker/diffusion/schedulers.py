@@ -40,7 +40,9 @@ class NoiseSchedule:
         num_inference_steps: int = 50,
     ):
         if beta_schedule != "linear":
-            raise ConfigError(f"diffusion.beta_schedule={beta_schedule!r}: only 'linear' (the official schedule) is implemented")
+            raise ConfigError(
+                f"diffusion.beta_schedule={beta_schedule!r}: only 'linear' (the official schedule) is implemented"
+            )
         if num_train_timesteps < 1:
             raise ConfigError(f"diffusion.num_train_timesteps={num_train_timesteps} must be positive")
         self.num_train_timesteps = num_train_timesteps
@@ -169,7 +171,7 @@ class DDPMScheduler(NoiseSchedule):
         generator: torch.Generator | None = None,
         variance_noise: torch.Tensor | None = None,
     ) -> SchedulerOutput:
-        """epsilon (B, ...), t, x_t (B, ...) -> x_prev = mean(x_0 estimate, x_t) + sigma_t z (z drawn only for t > 0)."""
+        """epsilon (B, ...), t, x_t (B, ...) -> x_prev = posterior mean + sigma_t z (z drawn only for t > 0)."""
         t = int(timestep)
         abar_t = self.alphas_cumprod[t]
         abar_prev = self.alphas_cumprod[t - 1] if t > 0 else self.one

@@ -24,8 +24,9 @@ def driving_keypoints(
     motion: torch.Tensor | np.ndarray,
     mode: str = "absolute",
 ) -> torch.Tensor:
-    """source_info (pitch, yaw, roll (1, 1) degrees, t (1, 3), exp (1, 21, 3)|(1, 63), scale (1, 1), kp (1, 21, 3)|(1, 63))
-    and raw motion (T, 70) (smoothed, scale unsmoothed) -> driving keypoints x_d (T, 21, 3) float32.
+    """Source kp_info + raw motion (T, 70) (smoothed, scale unsmoothed) -> driving keypoints x_d (T, 21, 3) float32.
+
+    source_info: pitch, yaw, roll (1, 1) degrees, t (1, 3), exp (1, 21, 3) or (1, 63), scale (1, 1), kp like exp.
     """
     if mode not in MODES:
         raise ConfigError(f"motion mode {mode!r} is not one of {MODES}")

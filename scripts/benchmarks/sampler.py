@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> None:
     best = min(times)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     params = sum(p.numel() for p in model.parameters())
-    print(f"device: {name}; model {params / 1e6:.2f} M parameters ({'checkpoint' if args.checkpoint else 'random weights'})")
+    weights = "checkpoint" if args.checkpoint else "random weights"
+    print(f"device: {name}; model {params / 1e6:.2f} M parameters ({weights})")
     print(f"utterance: {args.seconds:g} s = {frames} frames at {args.fps} fps = {windows} windows of {model.window}; "
           f"{args.steps} DDIM steps; batch {args.samples}")
     print(f"sampling time: {best:.2f} s (best of {len(times)}) = {best / windows:.2f} s per window, "
-          f"{1000 * best / (windows * args.steps):.1f} ms per denoiser step, {args.samples * frames / best:.1f} frames/s")
+          f"{1000 * best / (windows * args.steps):.1f} ms per denoiser step, "
+          f"{args.samples * frames / best:.1f} frames/s")

@@ -123,10 +123,12 @@ def test_training_loss(kdtalker_ref, model, augmented):
             context = model.context(t(ref, "train_aud"))
             close(context.mean(), ref["train_aug_mean"], TOL_LOSS, "train_aug_mean")
             close(context.std(), ref["train_aug_std"], TOL_LOSS, "train_aug_std")
-            losses = diffusion_loss(model, scheduler, *inputs, noise=noise, timesteps=steps, audio_noise=t(ref, "train_aug_z"))
+            losses = diffusion_loss(model, scheduler, *inputs, noise=noise, timesteps=steps,
+                                    audio_noise=t(ref, "train_aug_z"))
             prefix = "train_aug_"
         else:
-            eps = model(model.tokens(x_t, t(ref, "train_ref"), t(ref, "train_ori")), steps, model.context(t(ref, "train_aud")))
+            tokens = model.tokens(x_t, t(ref, "train_ref"), t(ref, "train_ori"))
+            eps = model(tokens, steps, model.context(t(ref, "train_aud")))
             close(eps[:, 2:], ref["train_noise_pred"], TOL_FORWARD, "train_noise_pred")
             losses = diffusion_loss(model, scheduler, *inputs, noise=noise, timesteps=steps, audio_noise_prob=0.0)
             prefix = "train_"
