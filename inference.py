@@ -27,7 +27,9 @@ def main(cfg: DictConfig) -> None:
     except KDTalkerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(f"wrote {output} ({pipeline.timings.frames} frames)")
+    t = pipeline.timings
+    print(f"wrote {output}: {t.frames} frames; seconds: load {t.load:.1f}, crop {t.crop:.1f}, audio {t.audio:.1f}, "
+          f"sampling {t.sampling:.1f}, rendering {t.rendering:.1f}, writing {t.writing:.1f}")
 
 
 if __name__ == "__main__":
