@@ -59,7 +59,10 @@ class DownBlock3d(ConvNormAct):
         super().__init__(3, cin, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool3d(super().forward(x), kernel_size=(1, 2, 2))
+        # a (1, 2, 2) 3-D pool is a 2x2 pool of the (B, C*D, H, W) view; avg_pool2d also covers bfloat16 on CPU
+        x = super().forward(x)
+        b, c, d, h, w = x.shape
+        return F.avg_pool2d(x.view(b, c * d, h, w), kernel_size=2).view(b, c, d, h // 2, w // 2)
 
 
 class UpBlock3d(ConvNormAct):
