@@ -140,6 +140,10 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
         pipeline.generate(tmp_path / "flat.png", audio, out)
     with pytest.raises(AudioError, match="not found"):
         pipeline.generate(EXAMPLE, tmp_path / "missing.wav", out)
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF....WAVEfmt definitely not audio")
+    with pytest.raises(AudioError):
+        pipeline.generate(EXAMPLE, garbage, out)
     short = tmp_path / "short.wav"
     sf.write(short, np.zeros(500, np.float32), 16000)
     with pytest.raises(AudioError, match="shorter than one video frame"):
@@ -162,7 +166,7 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
     pipeline._models["renderer"] = Exploding()
     with pytest.raises(RuntimeError):
         pipeline.generate(EXAMPLE, audio, out, batch_size=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "flat.png", "short.wav"]  # no video, no temp file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "flat.png", "garbage.wav", "short.wav"]  # no video, no temp file
 
 
 def test_dtype_and_device_checks(tmp_path):
@@ -171,3 +175,22 @@ def test_dtype_and_device_checks(tmp_path):
         TalkingHeadPipeline(root, device="cpu", dtype="float16")
     with pytest.raises(ConfigError, match="steps"):
         TalkingHeadPipeline(root, device="cpu", controls=Controls(steps=0))
+
+
+def test_from_the_inference_config(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    root = make_fake_checkpoints(tmp_path)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        cfg = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "steps=7", "crop.scale=1.3",
+                                              "crop.face_index=1", "head_motion_scale=0", "motion_mode=relative",
+                                              "paste_back=true", "smoothing=2"])
+    pipe = TalkingHeadPipeline.from_config(cfg)
+    c = pipe.controls
+    assert (c.steps, c.crop_scale, c.face_index, c.head_motion_scale, c.motion_mode, c.paste_back, c.smoothing) == \
+        (7, 1.3, 1, 0.0, "relative", True, 2.0)
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.model_kwargs["width"] == 768
+    assert pipe.kalman_transition_cov == 0.05 and pipe.kalman_observation_cov == 0.001
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        default = compose("inference", overrides=[f"checkpoint_dir={root}"])
+    assert TalkingHeadPipeline.from_config(default).controls == Controls(steps=50)  # the defaults are the official ones
