@@ -94,8 +94,11 @@ class LivePortraitRenderer(nn.Module):
 
     @torch.inference_mode()
     def keypoint_info(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, 256, 256) -> dict(pitch, yaw, roll (B, 1) degrees, t (B, 3), exp (B, 21, 3), scale (B, 1), kp (B, 21, 3))."""
-        out = self.motion(image.to(self.device, self.dtype))
+        """(B, 3, 256, 256) -> dict(pitch, yaw, roll (B, 1) degrees, t (B, 3), exp (B, 21, 3), scale (B, 1), kp (B, 21, 3)).
+
+        Keypoint math runs in float32 whatever the renderer's dtype (as the official wrapper casts M's outputs).
+        """
+        out = {k: v.float() for k, v in self.motion(image.to(self.device, self.dtype)).items()}
         b = image.shape[0]
         info = {name: headpose_to_degrees(out[name])[:, None] for name in ("pitch", "yaw", "roll")}
         info.update(t=out["t"], exp=out["exp"].reshape(b, -1, 3), scale=out["scale"], kp=out["kp"].reshape(b, -1, 3))
