@@ -1,0 +1,419 @@
+"""The paper's HDTF protocol: first `seconds` of each video, its first frame as the reference image, generate
+with the pipeline (per table row: an experiment config / checkpoint), score every metric, aggregate per row and
+write the tables. Everything computed is cached next to the outputs (per video, per metric, with the settings
+it was computed with), so an interrupted or extended run only computes what is missing.
+
+Layout under `output_dir`:
+    inputs/<video>.png, inputs/<video>.wav            reference frame and the cut audio (16 kHz PCM16)
+    inputs/<video>.real_fid<dims>.npy                 Inception features of the real clip (FID's real set)
+    generated/<row>/<video>.mp4                       generated videos (or a row's own `folder` of videos)
+    <videos folder>/<video>.metrics.json              per-video metric cache (next to each scored video)
+    tables/table<k>.md, tables/table<k>.csv, tables/summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+from tqdm import tqdm
+
+from kdtalker.errors import ConfigError, VideoError
+from kdtalker.eval import tables as table_fmt
+from kdtalker.eval.fps import Stopwatch, frames_per_second
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _cfg(node: Any, key: str, default: Any = None) -> Any:
+    if node is None:
+        return default
+    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if value is None else value
+
+
+def _plain(node: Any) -> Any:
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(node):
+            return OmegaConf.to_container(node, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    return node
+
+
+def slug(label: str) -> str:
+    """A row label -> a folder name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "row"
+
+
+class MetricCache:
+    """One video's cache file: {metric: {"settings": ..., "value": ...}}; a value is reused only under the same settings."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, metric: str, settings: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
+        entry = self.data.get(metric)
+        settings = json.loads(json.dumps(settings))
+        if entry is not None and entry.get("settings") == settings:
+            return entry["value"]
+        value = compute()
+        self.data[metric] = {"settings": settings, "value": value}
+        from kdtalker.fileio import atomic_path
+
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.data, indent=1))
+        return value
+
+
+@dataclass
+class Clip:
+    """One evaluation video: its name, the ground-truth file, the reference frame and the cut audio."""
+
+    name: str
+    video: Path
+    reference: Path
+    audio: Path
+
+
+def prepare_clips(videos: Sequence[Path], folder: Path, seconds: float, fps: float = 25.0) -> list[Clip]:
+    """Ground-truth videos -> first frame (png) and first `seconds` of audio (16 kHz wav) for each, cached."""
+    from kdtalker.eval.media import read_audio_pcm16, read_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for video in tqdm(videos, desc="inputs", unit="video"):
+        clip = Clip(video.stem, video, folder / f"{video.stem}.png", folder / f"{video.stem}.wav")
+        if not clip.reference.is_file():
+            Image.fromarray(read_video(video, max_seconds=1.0 / fps, fps=fps)[0]).save(clip.reference)
+        if not clip.audio.is_file():
+            sf.write(clip.audio, read_audio_pcm16(video, max_seconds=seconds), 16000, subtype="PCM_16")
+        clips.append(clip)
+    return clips
+
+
+@dataclass
+class Scorer:
+    """Loads each evaluation model once (on first use) and scores one video per metric, through its cache."""
+
+    cfg: Any
+    _landmarks: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return str(_cfg(self.cfg, "device", "auto"))
+
+    def weights(self, name: str) -> Any:
+        return _cfg(_cfg(self.cfg, "weights"), name)
+
+    def section(self, name: str) -> dict:
+        return dict(_plain(_cfg(self.cfg, name, {})) or {})
+
+    @cached_property
+    def syncnet(self):
+        from kdtalker.checkpoints.evaluation import load_syncnet
+
+        return load_syncnet(self.weights("syncnet") or "syncnet_v2.model", self.device)
+
+    @cached_property
+    def hopenet(self):
+        from kdtalker.checkpoints.evaluation import load_hopenet
+
+        return load_hopenet(self.weights("hopenet") or "hopenet_robust_alpha1.pkl", self.device)
+
+    @cached_property
+    def pose_detector(self):
+        from kdtalker.checkpoints.evaluation import mmod_detector_path
+        from kdtalker.eval.hopenet import hog_detector, mmod_detector
+
+        kind = self.section("diversity").get("detector", "mmod")
+        if kind == "mmod":
+            return mmod_detector(str(mmod_detector_path(self.weights("mmod"))))
+        if kind == "hog":
+            return hog_detector()
+        raise ConfigError(f"diversity.detector must be mmod or hog, got {kind!r}")
+
+    @cached_property
+    def inception(self):
+        from kdtalker.checkpoints.evaluation import load_inception
+
+        return load_inception(self.weights("inception") or "pt_inception-2015-12-05-6726825d.pth", self.device)
+
+    @cached_property
+    def arcface(self):
+        from kdtalker.checkpoints.evaluation import load_arcface
+
+        return load_arcface(self.weights("arcface") or "arcface.onnx", self.device)
+
+    def landmarks(self, frame_rgb: np.ndarray) -> np.ndarray | None:
+        """Largest face's 68 dlib landmarks, or None."""
+        from kdtalker.pipeline.face import detect_faces_dlib
+
+        faces = detect_faces_dlib(frame_rgb, self.weights("landmarks"))
+        return faces[0][1] if faces else None
+
+    # --- per-video metrics (each returns JSON-able values) ---
+
+    def lse(self, video: Path) -> dict:
+        from kdtalker.eval.media import read_audio_pcm16, read_video
+        from kdtalker.eval.syncnet import crop_track, sync_scores
+
+        opts = self.section("lse")
+        frames = read_video(video, fps=None)[..., ::-1]  # BGR, as cv2 reads the official JPEG dump
+        if opts.get("crop", "none") == "track":
+            frames = crop_track(frames, self._face_boxes(frames[..., ::-1]))
+        res = sync_scores(self.syncnet, np.ascontiguousarray(frames), read_audio_pcm16(video),
+                          vshift=int(opts.get("vshift", 15)), batch_size=int(opts.get("batch_size", 20)))
+        return {"offset": res.offset, "conf": res.conf, "min_dist": res.min_dist}
+
+    def _face_boxes(self, frames_rgb: np.ndarray) -> np.ndarray:
+        from kdtalker.pipeline.face import detect_faces_dlib
+
+        boxes = np.full((len(frames_rgb), 4), np.nan)
+        for t, frame in enumerate(frames_rgb):
+            faces = detect_faces_dlib(frame, self.weights("landmarks"))
+            if faces:
+                boxes[t] = faces[0][0]
+        found = ~np.isnan(boxes[:, 0])
+        if not found.any():
+            raise VideoError("no face found in any frame for the SyncNet face-track crop")
+        t = np.arange(len(boxes))
+        return np.stack([np.interp(t, t[found], boxes[found, k]) for k in range(4)], axis=1)
+
+    def pose(self, video: Path) -> dict:
+        from kdtalker.eval.hopenet import pose_std, pose_std_degrees, video_pose_logits
+        from kdtalker.eval.media import read_video
+
+        opts = self.section("diversity")
+        frames = read_video(video, fps=None)
+        logits = video_pose_logits(self.hopenet, frames, self.pose_detector, max_frames=int(opts.get("max_frames", 200)),
+                                   min_confidence=float(opts.get("min_confidence", 1.0)))
+        if len(logits) == 0:
+            return {"detections": 0, "std_logits": None, "std_degrees": None}
+        return {"detections": len(logits), "std_logits": pose_std(logits).tolist(), "std_degrees": pose_std_degrees(logits).tolist()}
+
+    def cpbd(self, video: Path) -> float:
+        from kdtalker.eval.cpbd import video_cpbd
+        from kdtalker.eval.media import read_video
+
+        return video_cpbd(read_video(video, fps=None), stride=int(self.section("cpbd").get("stride", 1)))
+
+    def csim(self, video: Path, reference: Path) -> float | None:
+        from kdtalker.eval.csim import align_face, csim, five_points
+        from kdtalker.eval.media import read_video
+
+        size = self.arcface.size
+        ref = np.asarray(Image.open(reference).convert("RGB"))
+        ref_lm = self.landmarks(ref)
+        if ref_lm is None:
+            return None
+        ref_emb = self.arcface.embed(align_face(ref, five_points(ref_lm), size)[None])[0]
+        faces = []
+        for frame in read_video(video, fps=None)[:: int(self.section("csim").get("stride", 1))]:
+            lm = self.landmarks(frame)
+            if lm is not None:
+                faces.append(align_face(frame, five_points(lm), size))
+        return csim(ref_emb, self.arcface.embed(np.stack(faces))) if faces else None
+
+    def beat_align(self, video: Path) -> float | None:
+        from kdtalker.eval.beat_align import audio_beats, beat_align_score, motion_beats
+        from kdtalker.eval.media import read_audio_pcm16, read_video
+
+        fps = float(self.section("beat_align").get("fps", 25.0))
+        marks = [lm for lm in (self.landmarks(f) for f in read_video(video, fps=None)) if lm is not None]
+        if len(marks) < 3:
+            return None
+        wav = read_audio_pcm16(video, sample_rate=22050).astype(np.float32) / 32768.0
+        score = beat_align_score(audio_beats(wav, 22050), motion_beats(np.stack(marks)) / fps,
+                                 float(self.section("beat_align").get("sigma", 0.1)))
+        return None if np.isnan(score) else score
+
+    def fid_features(self, video: Path, out: Path, max_seconds: float | None = None) -> str:
+        from kdtalker.eval.fid import image_features
+        from kdtalker.eval.media import read_video
+
+        opts = self.section("fid")
+        frames = read_video(video, max_seconds=max_seconds, fps=25.0 if max_seconds else None)[:: int(opts.get("stride", 1))]
+        np.save(out, image_features(self.inception, frames, batch_size=int(opts.get("batch_size", 32)), dims=int(opts.get("dims", 2048))))
+        return str(out)
+
+
+METRICS = ("lse", "diversity", "fid", "cpbd", "csim", "fps", "beat_align")
+
+
+@contextmanager
+def _composed(overrides: Sequence[str], config_dir: Path) -> Iterator[Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield compose(config_name="inference", overrides=list(overrides))
+    else:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            yield compose(config_name="inference", overrides=list(overrides))
+
+
+def build_pipeline(overrides: Sequence[str], config_dir: Path = REPO_CONFIGS):
+    """Inference config (configs/inference.yaml + overrides, e.g. '+experiment=steps_5') -> TalkingHeadPipeline."""
+    from kdtalker.pipeline import TalkingHeadPipeline
+
+    with _composed(overrides, config_dir) as cfg:
+        return TalkingHeadPipeline.from_config(cfg)
+
+
+class Evaluation:
+    """Runs the protocol for the configured tables (configs/evaluate.yaml)."""
+
+    def __init__(self, cfg: Any, pipeline_factory: Callable[[Sequence[str]], Any] | None = None):
+        self.cfg = cfg
+        self.out = Path(_cfg(cfg, "output_dir", "eval_outputs"))
+        self.metrics = list(_cfg(cfg, "metrics", METRICS))
+        unknown = set(self.metrics) - set(METRICS)
+        if unknown:
+            raise ConfigError(f"unknown metric(s) {sorted(unknown)}; known: {list(METRICS)}")
+        self.seconds = float(_cfg(cfg, "seconds", 8.0))
+        self.generate = bool(_cfg(cfg, "generate", True))
+        self.scorer = Scorer(cfg)
+        self.pipeline_factory = pipeline_factory or (lambda ov: build_pipeline(ov, Path(_cfg(cfg, "inference_config_dir", REPO_CONFIGS))))
+        self._rows: dict[str, dict] = {}
+
+    @cached_property
+    def clips(self) -> list[Clip]:
+        root = _cfg(self.cfg, "videos")
+        if not root or not Path(root).is_dir():
+            raise ConfigError(f"videos={root!r} must be a folder of ground-truth .mp4 videos (e.g. HDTF)")
+        videos = sorted(Path(root).glob("*.mp4"))
+        limit = _cfg(self.cfg, "max_videos")
+        videos = videos[: int(limit)] if limit else videos
+        if not videos:
+            raise ConfigError(f"no .mp4 videos in {root}")
+        return prepare_clips(videos, self.out / "inputs", self.seconds)
+
+    def row_videos(self, row: Mapping[str, Any]) -> dict[str, Path]:
+        """Generate what is missing for a row (unless generate=false) -> {clip name: video}."""
+        label = str(row["label"])
+        folder = Path(row["folder"]) if row.get("folder") else self.out / "generated" / slug(row.get("name") or label)
+        videos = {c.name: folder / f"{c.name}.mp4" for c in self.clips}
+        missing = [c for c in self.clips if not videos[c.name].is_file()]
+        if missing and (row.get("folder") or not self.generate):
+            raise VideoError(f"row {label!r}: {len(missing)} video(s) missing in {folder} (e.g. {videos[missing[0].name].name}); "
+                             "name them as the ground-truth videos, or run with generate=true")
+        if missing:
+            folder.mkdir(parents=True, exist_ok=True)
+            pipeline = self.pipeline_factory(list(row.get("overrides") or []))
+            for clip in tqdm(missing, desc=f"generate {label}", unit="video"):
+                with Stopwatch() as sw:
+                    pipeline.generate(clip.reference, clip.audio, videos[clip.name])
+                timing = {"frames": int(pipeline.timings.frames), "seconds": sw.seconds}
+                (folder / f"{clip.name}.fps.json").write_text(json.dumps(timing))
+        return videos
+
+    def score_row(self, row: Mapping[str, Any]) -> dict[str, float | None]:
+        """One table row: per-video metrics (cached) -> aggregated values keyed by table column."""
+        label = str(row["label"])
+        key = slug(row.get("name") or label) + "|" + str(row.get("folder") or "")
+        if key in self._rows:
+            return self._rows[key]
+        videos = self.row_videos(row)
+        per_video = {m: [] for m in ("lse", "pose", "cpbd", "csim", "beat_align", "fid", "fps")}
+        s = self.scorer
+        for clip in tqdm(self.clips, desc=f"score {label}", unit="video"):
+            video = videos[clip.name]
+            cache = MetricCache(video.with_suffix(".metrics.json"))
+            if "lse" in self.metrics:
+                per_video["lse"].append(cache.get("lse", s.section("lse"), lambda: s.lse(video)))
+            if "diversity" in self.metrics:
+                per_video["pose"].append(cache.get("pose", s.section("diversity"), lambda: s.pose(video)))
+            if "cpbd" in self.metrics:
+                per_video["cpbd"].append(cache.get("cpbd", s.section("cpbd"), lambda: s.cpbd(video)))
+            if "csim" in self.metrics:
+                per_video["csim"].append(cache.get("csim", s.section("csim"), lambda: s.csim(video, clip.reference)))
+            if "beat_align" in self.metrics:
+                per_video["beat_align"].append(cache.get("beat_align", s.section("beat_align"), lambda: s.beat_align(video)))
+            if "fid" in self.metrics:
+                dims = int(s.section("fid").get("dims", 2048))
+                gen = cache.get("fid_features", s.section("fid"), lambda: s.fid_features(video, video.with_suffix(f".fid{dims}.npy")))
+                real_cache = MetricCache(self.out / "inputs" / f"{clip.name}.metrics.json")
+                real = real_cache.get("fid_features", {**s.section("fid"), "seconds": self.seconds},
+                                      lambda: s.fid_features(clip.video, self.out / "inputs" / f"{clip.name}.real_fid{dims}.npy", self.seconds))
+                per_video["fid"].append((gen, real))
+            timing = video.with_name(f"{clip.name}.fps.json")
+            if timing.is_file():
+                per_video["fps"].append(json.loads(timing.read_text()))
+        self._rows[key] = aggregate(per_video, row, _cfg(_cfg(self.cfg, "diversity"), "statistic", "logits"))
+        return self._rows[key]
+
+    def tables(self) -> dict[str, tuple[str, str]]:
+        """Every configured table -> (markdown, csv); also written under output_dir/tables."""
+        out = {}
+        folder = self.out / "tables"
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = {}
+        for table in _plain(_cfg(self.cfg, "tables", [])):
+            columns = table.get("columns") or list(table_fmt.PAPER_COLUMNS)
+            rows = [(str(r["label"]), self.score_row(r)) for r in table["rows"]]
+            md = table_fmt.to_markdown(table["title"], rows, columns, table.get("first_column", "Method"))
+            text = table_fmt.to_csv(rows, columns, table.get("first_column", "Method"))
+            name = str(table["name"])
+            (folder / f"{name}.md").write_text(md)
+            (folder / f"{name}.csv").write_text(text)
+            summary[name] = {label: values for label, values in rows}
+            out[name] = (md, text)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+        return out
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values, dtype=np.float64)) if values else None
+
+
+def aggregate(per_video: Mapping[str, list], row: Mapping[str, Any], diversity_statistic: str = "logits") -> dict[str, float | None]:
+    """Per-video metric values -> the row's table values (means over videos; FID over all frames; FPS = frames / seconds)."""
+    from kdtalker.eval.fid import fid_from_features
+    from kdtalker.eval.hopenet import diversity
+
+    values: dict[str, float | None] = {}
+    if per_video["lse"]:
+        values["lse_c"] = _mean([v["conf"] for v in per_video["lse"]])
+        values["lse_d"] = _mean([v["min_dist"] for v in per_video["lse"]])
+    poses = [p for p in per_video["pose"] if p["std_logits"] is not None]
+    if poses:
+        logits = diversity([np.array(p["std_logits"]) for p in poses])
+        degrees = diversity([np.array(p["std_degrees"]) for p in poses])
+        values["diversity_logits"], values["diversity_degrees"] = logits["diversity"], degrees["diversity"]
+        if diversity_statistic not in ("logits", "degrees"):
+            raise ConfigError(f"diversity.statistic must be logits or degrees, got {diversity_statistic!r}")
+        values["diversity"] = values[f"diversity_{diversity_statistic}"]
+        for angle in ("yaw", "pitch", "roll"):
+            values[f"{angle}_std"] = logits[angle]
+    for name in ("cpbd", "csim", "beat_align"):
+        if per_video[name]:
+            values[name] = _mean(per_video[name])
+    if per_video["fid"]:
+        gen = np.concatenate([np.load(g) for g, _ in per_video["fid"]])
+        real = np.concatenate([np.load(r) for _, r in per_video["fid"]])
+        values["fid"] = fid_from_features(real, gen)
+    if row.get("fps") is not None:  # a peer method's published or separately measured speed
+        values["fps"] = float(row["fps"])
+    elif per_video["fps"]:
+        values["fps"] = frames_per_second(sum(t["frames"] for t in per_video["fps"]), sum(t["seconds"] for t in per_video["fps"]))
+    return values
+
+
+def run_evaluation(cfg: Any, pipeline_factory: Callable[[Sequence[str]], Any] | None = None) -> str:
+    """Run the protocol for every configured table; returns the markdown of all tables (also saved as .md/.csv)."""
+    tables = Evaluation(cfg, pipeline_factory).tables()
+    return "\n".join(md for md, _ in tables.values())
