@@ -194,7 +194,7 @@ def image_features(model: nn.Module, frames_rgb: np.ndarray, batch_size: int = 3
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(frames_rgb), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(frames_rgb[i:i + batch_size])).to(device).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(np.array(frames_rgb[i:i + batch_size])).to(device).permute(0, 3, 1, 2).float() / 255.0
         out.append(model(x, **kwargs).double().cpu().numpy())
     return np.concatenate(out, 0)
 
