@@ -53,7 +53,7 @@ def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25
     exp_mean = shared.normal(0.0, 0.01, (21, 3))
 
     rng = np.random.default_rng([seed, index])
-    mouth = np.maximum(_smooth(rng.normal(size=(frames, 1)), 1.5) * 2.5, 0.0)[:, 0]  # (T,) >= 0
+    mouth = np.maximum(_smooth(rng.normal(size=(frames, 1)), 0.6) * 1.5, 0.0)[:, 0]  # (T,) >= 0
     distractor = _smooth(rng.normal(size=(frames, 1)), 3.0)[:, 0] * 2.0
     gain = rng.uniform(0.8, 1.2)
     aud_feat = gain * mouth[:, None] * u + distractor[:, None] * v + rng.normal(0.0, 0.3, (frames, AUDIO_DIM))
