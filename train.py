@@ -1,28 +1,26 @@
 """Train the KDTalker denoiser: `python train.py [experiment=...] [data=synthetic] [train.max_steps=...]`.
 
-Resumes from the latest checkpoint in train.out_dir by default; multi-GPU with `torchrun --nproc_per_node=N train.py`.
+Resumes from the latest readable checkpoint in train.out_dir by default; multi-GPU with
+`torchrun --nproc_per_node=N train.py`. Settings: configs/train.yaml (--help lists them).
 """
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+from kdtalker.cli import run
+from kdtalker.training.config import TrainConfig
 
-from kdtalker.errors import KDTalkerError
-from kdtalker.training import train
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
-@hydra.main(config_path="configs", config_name="train", version_base=None)
-def main(cfg: DictConfig) -> None:
-    try:
-        result = train(cfg)
-    except KDTalkerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+def main(cfg) -> None:
+    """Train as configured and report the last checkpoint."""
+    from kdtalker.training import train
+
+    result = train(cfg)
     print(f"trained to step {result.step}; last checkpoint: {result.last_checkpoint}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main, CONFIGS, "train", TrainConfig, usage=__doc__)

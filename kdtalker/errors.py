@@ -23,5 +23,18 @@ class VideoError(KDTalkerError):
     """A video cannot be read or written."""
 
 
+class OutputError(KDTalkerError):
+    """An output cannot be written (a folder, no permission, disk full, a special file): nothing else can go on."""
+
+
 class ConfigError(KDTalkerError):
     """A configuration value is invalid."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread so that every clean-up runs (a BaseException, like
+    KeyboardInterrupt, so that no `except Exception` swallows it)."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum

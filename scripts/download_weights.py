@@ -14,11 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from kdtalker.checkpoints.files import CROP_FILES, NORM_FILE, WEIGHT_FILES  # noqa: E402
-from kdtalker.errors import KDTalkerError  # noqa: E402
-from kdtalker.fileio import atomic_path  # noqa: E402
+from kdtalker.checkpoints.files import CROP_FILES, NORM_FILE, WEIGHT_FILES
+from kdtalker.cli import guarded
+from kdtalker.errors import KDTalkerError
+from kdtalker.fileio import atomic_path
 
 LIVEPORTRAIT = "https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/"
 KDTALKER = "https://huggingface.co/ChaolongYang/KDTalker/resolve/main/"
@@ -62,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
     args = parser.parse_args(argv)
     root = Path(args.dir)
-    try:
+
+    def fetch_all() -> None:
         for relpath, url in sources(args.crop_models).items():
             target = root / relpath
             if target.is_file() and target.stat().st_size > 0:
@@ -75,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"fetching {target} <- {url}", flush=True)
             download(url, target, args.timeout)
-    except KDTalkerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+    guarded(fetch_all)
     print(f"all weights are in {root}")
     return 0
 

@@ -8,26 +8,19 @@ Settings: configs/evaluate.yaml. Tables are printed and saved under output_dir/t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+from kdtalker.cli import run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from kdtalker.errors import KDTalkerError  # noqa: E402
-from kdtalker.eval.protocol import run_evaluation  # noqa: E402
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    try:
-        print(run_evaluation(cfg))
-    except KDTalkerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+def main(cfg) -> None:
+    """Run the protocol and print the tables."""
+    from kdtalker.eval.protocol import run_evaluation
+
+    print(run_evaluation(cfg))
 
 
 if __name__ == "__main__":
-    main()
+    run(main, CONFIGS, "evaluate", usage=__doc__)

@@ -5,24 +5,24 @@ One .npz per clip with per-frame LivePortrait motion and Wav2Lip audio features 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
+from kdtalker.cli import run
+from kdtalker.data.config import ExtractConfig
 from kdtalker.data.extract import extract_folder, import_official
-from kdtalker.errors import ConfigError, KDTalkerError
+from kdtalker.errors import ConfigError
 
-CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def run(cfg: DictConfig) -> str:
+def extract(cfg: DictConfig) -> str:
     """Wire the config to extract_folder / import_official; returns the summary line."""
     if not cfg.out:
         raise ConfigError("give the shard folder: out=DIR")
     if cfg.mat_dir:
-        return import_official(cfg.mat_dir, cfg.out, overwrite=cfg.overwrite).summary()
+        return import_official(cfg.mat_dir, cfg.out, overwrite=cfg.overwrite).check_any_usable().summary()
     if not cfg.videos:
         raise ConfigError("give the folder of clips: videos=DIR (or mat_dir=DIR for official .mat files)")
     from kdtalker.audio import load_audio
@@ -34,20 +34,12 @@ def run(cfg: DictConfig) -> str:
     device = resolve_device(cfg.device)
     motion_fn = liveportrait_motion_fn(load_motion_extractor(cfg.motion_extractor, device))
     audio_fn = wav2lip_audio_fn(load_audio_encoder(cfg.wav2lip, device), cfg.fps, cfg.audio.batch_size)
-    report = extract_folder(cfg.videos, cfg.out, motion_fn, audio_fn, lambda p: load_audio(p, cfg.audio.sample_rate),
+    report = extract_folder(cfg.videos, cfg.out, motion_fn, audio_fn,
+                            lambda p: load_audio(p, cfg.audio.sample_rate, kind="video"),
                             fps=cfg.fps, size=cfg.size, min_frames=cfg.min_frames, batch_size=cfg.batch_size,
                             overwrite=cfg.overwrite)
-    return report.summary()
-
-
-@hydra.main(config_path=CONFIGS, config_name="extract", version_base=None)
-def main(cfg: DictConfig) -> None:
-    try:
-        print(run(cfg))
-    except KDTalkerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    return report.check_any_usable().summary()
 
 
 if __name__ == "__main__":
-    main()
+    run(lambda cfg: print(extract(cfg)), CONFIGS, "extract", ExtractConfig, usage=__doc__)

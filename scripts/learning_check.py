@@ -6,28 +6,22 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+from kdtalker.cli import run
+from kdtalker.training.config import LearningCheckConfig
 
-from kdtalker.errors import KDTalkerError
-from kdtalker.training.learning_check import learning_check
-
-CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@hydra.main(config_path=CONFIGS, config_name="learning_check", version_base=None)
-def main(cfg: DictConfig) -> None:
-    try:
-        check = learning_check(cfg)
-    except KDTalkerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+def main(cfg) -> None:
+    """Train, sample held-out clips, print the correlations."""
+    from kdtalker.training.learning_check import learning_check
+
+    check = learning_check(cfg)
     print(f"final training loss (mean of last 50 steps): {check.final_loss:.4f}")
     print(check.line())
 
 
 if __name__ == "__main__":
-    main()
+    run(main, CONFIGS, "learning_check", LearningCheckConfig, usage=__doc__)

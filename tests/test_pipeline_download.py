@@ -6,6 +6,8 @@ import importlib.util
 import urllib.error
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -28,7 +30,9 @@ def test_offline_download_fails_cleanly(tmp_path, monkeypatch, capsys):
     present = tmp_path / "liveportrait" / "base_models" / "appearance_feature_extractor.pth"
     present.parent.mkdir(parents=True)
     present.write_bytes(b"already here")
-    assert script.main(["--dir", str(tmp_path), "--timeout", "1"]) == 1
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--dir", str(tmp_path), "--timeout", "1"])
+    assert stop.value.code == 1
     err = capsys.readouterr()
     assert "present" in err.out and "appearance_feature_extractor.pth" in err.out
     assert "could not download" in err.err and "motion_extractor.pth" in err.err and "checkpoints/README.md" in err.err

@@ -16,7 +16,7 @@ import torch
 
 from kdtalker.audio import AudioEncoder
 from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm
-from kdtalker.errors import AudioError, ConfigError, ImageError, VideoError
+from kdtalker.errors import AudioError, ConfigError, ImageError, OutputError, VideoError
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
 from kdtalker.pipeline.pipeline import source_motion
 from kdtalker.pipeline.video import probe_video
@@ -27,7 +27,8 @@ EXAMPLE = REPO / "examples" / "astronaut.png"
 
 
 class RecordingRenderer:
-    """Renderer double: fixed source info, frames whose brightness follows x_d; records every batch size."""
+    """Renderer double: fixed source info, frames whose brightness follows x_d (over a fixed vertical shading, as
+    no real frame is one flat colour); records every batch size."""
 
     def __init__(self):
         self.batches: list[int] = []
@@ -57,7 +58,8 @@ class RecordingRenderer:
     def render(self, f_s, x_s, x_d):
         self.batches.append(x_d.shape[0])
         level = torch.sigmoid(x_d.mean(dim=(1, 2)))[:, None, None, None]
-        return level.expand(-1, 3, 512, 512).clone()
+        shading = torch.linspace(0.8, 1.0, 512)[None, None, :, None]
+        return (level * shading).expand(-1, 3, 512, 512).clone()
 
 
 @pytest.fixture()
@@ -148,7 +150,7 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
     sf.write(short, np.zeros(500, np.float32), 16000)
     with pytest.raises(AudioError, match="shorter than one video frame"):
         pipeline.generate(EXAMPLE, short, out)
-    with pytest.raises(VideoError, match="does not exist"):
+    with pytest.raises(OutputError, match="does not exist"):
         pipeline.generate(EXAMPLE, audio, tmp_path / "no" / "out.mp4")
     with pytest.raises(VideoError, match=".mp4"):
         pipeline.generate(EXAMPLE, audio, tmp_path / "out.avi")

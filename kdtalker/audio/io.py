@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -21,6 +20,7 @@ import soxr
 
 from kdtalker.audio.mel import SAMPLE_RATE
 from kdtalker.errors import AudioError
+from kdtalker.fileio import temp_dir
 
 
 def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
@@ -34,23 +34,30 @@ def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
     return data.T, rate
 
 
-def _decode_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+# What to tell the user, by what the file is meant to be: a speech recording, or a clip whose sound track is read.
+ADVICE = {
+    "speech": "give a speech recording (wav, mp3, flac, ogg or m4a)",
+    "video": "a training clip needs a readable sound track (re-encode it, e.g. H.264 + AAC in mp4)",
+}
+
+
+def _decode_ffmpeg(path: Path, advice: str = ADVICE["speech"]) -> tuple[np.ndarray, int]:
     """(C, N) float32 and the rate of the first audio stream via the imageio-ffmpeg binary (no resampling)."""
     try:
         exe = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:
         raise AudioError(f"{path} is not wav/flac/ogg/mp3 and no ffmpeg binary was found to decode it "
                          "(pip install imageio-ffmpeg, or convert the file to wav)") from exc
-    with tempfile.TemporaryDirectory(prefix="kdtalker_audio_") as tmp:
-        pcm = Path(tmp) / "decoded.wav"
+    with temp_dir("kdtalker_audio_") as tmp:
+        pcm = tmp / "decoded.wav"
         cmd = [exe, "-nostdin", "-v", "error", "-i", str(path),
                "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", "-rf64", "auto", "-y", str(pcm)]
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if proc.returncode != 0 or not pcm.is_file():
             detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"ffmpeg exit code {proc.returncode}"
             if "matches no streams" in proc.stderr:
-                raise AudioError(f"{path} has no audio track; give a speech recording (wav, mp3, flac, m4a, ...)")
-            raise AudioError(f"{path} could not be decoded as audio ({detail}); give a wav, mp3, flac, ogg or m4a file")
+                raise AudioError(f"{path} has no audio track; {advice}")
+            raise AudioError(f"{path} could not be decoded as audio ({detail}); {advice}")
         decoded = _decode_soundfile(pcm)
         if decoded is None:
             raise AudioError(f"{path} could not be decoded as audio (ffmpeg produced no readable PCM)")
@@ -69,22 +76,25 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.
     return np.ascontiguousarray(out[:size], dtype=np.float32)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, fps: float | None = 25.0) -> np.ndarray:
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, fps: float | None = 25.0,
+               kind: str = "speech") -> np.ndarray:
     """Any common audio/video file -> (N,) float32 mono at `sample_rate` (librosa.load semantics).
 
     With `fps` set, a recording shorter than one video frame (sample_rate / fps samples) is an AudioError.
+    `kind` ("speech" or "video") words the advice of the error messages.
     """
     path = Path(path)
+    advice = ADVICE[kind]
     if not path.exists():
-        raise AudioError(f"audio file {path} not found; check the path")
+        raise AudioError(f"{'audio' if kind == 'speech' else kind} file {path} not found; check the path")
     if not path.is_file():
-        raise AudioError(f"audio path {path} is not a file; give a wav, mp3, flac, ogg or m4a file")
+        raise AudioError(f"{path} is not a file; {advice}")
     decoded = _decode_soundfile(path)
     if decoded is None:
-        decoded = _decode_ffmpeg(path)
+        decoded = _decode_ffmpeg(path, advice)
     channels, rate = decoded
     if channels.shape[-1] == 0:
-        raise AudioError(f"{path} contains no audio samples (empty recording); give a recording with speech")
+        raise AudioError(f"{path} contains no audio samples (empty recording); {advice}")
     # librosa.to_mono: float32 mean over the channel axis of the (C, N) array.
     wav = np.mean(channels, axis=0) if channels.shape[0] > 1 else channels[0]
     if not np.all(np.isfinite(wav)):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,20 +10,15 @@ import torch
 from torch import nn
 
 from kdtalker.errors import CheckpointError
+from kdtalker.safeload import load_untrusted
 
 
 def load_torch_file(path: str | os.PathLike, what: str) -> Any:
-    """torch.load on CPU with one clear CheckpointError for a missing, truncated or foreign file."""
+    """Read a weight file on CPU without running anything in it; one clear CheckpointError for a bad file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what}: weight file {path} not found (see checkpoints/README.md for where to get it)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(
-            f"{what}: {path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}); "
-            "the file is truncated or not the right file - download it again"
-        ) from exc
+    return load_untrusted(path, what)
 
 
 def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

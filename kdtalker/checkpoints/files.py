@@ -8,16 +8,14 @@ right file goes. The real loading (strict, with shape checks) is done afterwards
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import torch
-
+from kdtalker.diffusion.motion import MotionNorm
 from kdtalker.errors import CheckpointError
+from kdtalker.safeload import load_untrusted, refuse_hostile
 
 README = "checkpoints/README.md"
 
@@ -71,7 +69,6 @@ WEIGHT_FILES: tuple[WeightFile, ...] = (
     WeightFile("KDTalker.pth", "KDTalker diffusion model", _KD, _starts("point_model.model.", "model")),
 )
 NORM_FILE = "norm.npz"
-NORM_KEYS = tuple(f"{k}_{s}" for k in ("scale", "yaw", "pitch", "roll", "t", "exp", "kp") for s in ("mean", "std"))
 
 # Optional: LivePortrait's face crop (insightface detector + 106 landmarks). LivePortrait's own landmark.onnx
 # (203 points) only feeds its eye/lip retargeting, which KDTalker does not use, so it is not needed.
@@ -82,17 +79,15 @@ CROP_FILES = {
 
 
 def _peek(path: Path) -> Any:
-    """Unpickle a torch zip checkpoint with memory-mapped storages (no tensor data is read); None for legacy files."""
+    """Safely unpickle a torch zip checkpoint with memory-mapped storages (no tensor data is read); None for legacy files."""
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as fh:
             magic = fh.read(2)
         if magic[:1] == b"\x80":  # a pre-1.6 pickle checkpoint: too costly to peek; its loader checks it
+            refuse_hostile(path, "weight file")  # but a hostile one is refused now (its globals are read, not run)
             return None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (unknown format); download it again")
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ModuleNotFoundError) as exc:
-        raise CheckpointError(f"{path} could not be read ({type(exc).__name__}: {exc}); the file is truncated or damaged - download it again") from exc
+    return load_untrusted(path, "weight file", mmap=True)
 
 
 def _identify(obj: Any) -> str | None:
@@ -125,23 +120,14 @@ def check_weight_file(root: Path, spec: WeightFile) -> Path:
 
 
 def check_norm_file(path: Path) -> Path:
-    """Check the official normalisation statistics norm.npz; return its path or raise CheckpointError."""
+    """Check the official normalisation statistics norm.npz (entries, sizes, finite positive stds) -> its path."""
     where = f"put the official norm.npz (shipped in this repository as checkpoints/norm.npz) at {path}; see {README}"
     if not path.is_file():
         raise CheckpointError(f"missing {path}: {where}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in NORM_KEYS if k not in data.files]
-            if not missing:
-                sizes = {k: data[k].size for k in NORM_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path} could not be read ({type(exc).__name__}: {exc}); it is truncated or not norm.npz: {where}") from exc
-    if missing:
-        raise CheckpointError(f"{path} is not KDTalker's norm.npz (no {', '.join(missing[:3])}): {where}")
-    expected = {"scale": 1, "yaw": 1, "pitch": 1, "roll": 1, "t": 3, "exp": 63, "kp": 63}
-    wrong = [k for k in NORM_KEYS if sizes[k] != expected[k.rsplit("_", 1)[0]]]
-    if wrong:
-        raise CheckpointError(f"{path} has statistics of the wrong size ({', '.join(wrong[:3])}): {where}")
+        MotionNorm.load(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}: {where}") from None
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,8 @@ from tqdm import tqdm
 
 from kdtalker.data.shards import MOTION_KEYS, Clip, read_shard, write_shard
 from kdtalker.data.video import read_frames
-from kdtalker.errors import KDTalkerError
+from kdtalker.errors import KDTalkerError, OutputError
+from kdtalker.fileio import describe_os_error
 
 # frames (B, 256, 256, 3) uint8 -> {key: (B, *MOTION_KEYS[key])}
 MotionFn = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -22,6 +24,8 @@ AudioFn = Callable[[np.ndarray], np.ndarray]
 LoadAudioFn = Callable[[Path], np.ndarray]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# Errors of the machine, not of a clip: every later clip would fail the same way, so the run stops.
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EMFILE, errno.ENFILE}
 
 
 @dataclass
@@ -36,6 +40,34 @@ class ExtractionReport:
         """One line for the end of a run."""
         return (f"{len(self.written)} clips extracted, {len(self.already_done)} already done, "
                 f"{len(self.skipped)} skipped")
+
+    def check_any_usable(self) -> "ExtractionReport":
+        """KDTalkerError when clips were found but none could be used: the same failure for all is no success."""
+        if self.skipped and not self.written and not self.already_done:
+            name, reason = next(iter(self.skipped.items()))
+            raise KDTalkerError(f"none of the {len(self.skipped)} clips could be used ({self.summary()}); "
+                                f"the first, {name}: {reason}")
+        return self
+
+
+def shard_is_complete(path: Path) -> bool:
+    """Whether an existing shard reads back whole (a truncated or damaged one is redone)."""
+    try:
+        read_shard(path)
+    except KDTalkerError:
+        return False
+    return True
+
+
+def _write(target: Path, clip: Clip) -> None:
+    """write_shard; an OS-level failure (disk full, permission) stops the whole run with one message."""
+    try:
+        write_shard(target, clip)
+    except OSError as exc:
+        raise OutputError(f"cannot write the shard {target}: {describe_os_error(exc)}; extraction stopped "
+                          "(finished shards are kept; run again to continue)") from None
+    except OutputError as exc:
+        raise OutputError(f"{exc}; extraction stopped (finished shards are kept; run again to continue)") from None
 
 
 def clip_name(path: Path, root: Path) -> str:
@@ -109,12 +141,19 @@ def extract_folder(
         name = clip_name(video, video_dir)
         target = out_dir / f"{name}.npz"
         if target.exists() and not overwrite:
-            report.already_done.append(name)
-            continue
+            if shard_is_complete(target):
+                report.already_done.append(name)
+                continue
+            log(f"redo {video}: its shard {target} is truncated or damaged")
         try:
             with torch.inference_mode():
                 clip = extract_clip(video, motion_fn, audio_fn, load_audio, fps, size, min_frames, batch_size)
-            write_shard(target, clip)
+        except OSError as exc:
+            if exc.errno in FATAL_ERRNOS:
+                raise OutputError(f"extraction stopped at {video}: {describe_os_error(exc)}") from None
+            report.skipped[name] = f"unreadable video ({describe_os_error(exc)})"
+            log(f"skip {video}: {report.skipped[name]}")
+            continue
         except KDTalkerError as exc:
             report.skipped[name] = str(exc)
             log(f"skip {video}: {exc}")
@@ -122,6 +161,14 @@ def extract_folder(
         except Exception as exc:  # a broken file can trip a decoder in unforeseen ways; the rest must go on
             report.skipped[name] = f"{type(exc).__name__}: {exc}"
             log(f"skip {video}: unexpected error {type(exc).__name__}: {exc}")
+            continue
+        try:
+            _write(target, clip)
+        except OutputError:
+            raise
+        except KDTalkerError as exc:  # the clip's own values (NaN motion, ...) are unusable
+            report.skipped[name] = str(exc)
+            log(f"skip {video}: {exc}")
             continue
         report.written.append(name)
     return report
@@ -145,10 +192,14 @@ def import_official(
     for mat in tqdm(mats, desc="import", unit="clip"):
         target = out_dir / f"{mat.stem}.npz"
         if target.exists() and not overwrite:
-            report.already_done.append(mat.stem)
-            continue
+            if shard_is_complete(target):
+                report.already_done.append(mat.stem)
+                continue
+            log(f"redo {mat}: its shard {target} is truncated or damaged")
         try:
-            write_shard(target, read_shard(mat))
+            _write(target, read_shard(mat))
+        except OutputError:
+            raise
         except KDTalkerError as exc:
             report.skipped[mat.stem] = str(exc)
             log(f"skip {mat}: {exc}")

@@ -80,6 +80,14 @@ class MotionNorm:
                         "or has the wrong size"
                     )
                 stats[key] = arrays[key].reshape(size).astype(np.float32)
+                values = stats[key]
+                bad = ~np.isfinite(values) if kind == "mean" else ~(np.isfinite(values) & (values > 0))
+                if bad.any():
+                    raise CheckpointError(
+                        f"{path} is broken: {key} holds {'non-finite' if kind == 'mean' else 'zero, negative or non-finite'} "
+                        f"values (at {np.flatnonzero(bad)[:5].tolist()}); normalising by it would give NaN motion - "
+                        "use the official norm.npz or recompute it with scripts/compute_norm.py"
+                    )
         motion_names = [name for name, _, _ in MOTION_LAYOUT]
         extra = {k: v for k, v in arrays.items() if k not in stats}
         return cls(

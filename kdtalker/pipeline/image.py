@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -22,19 +23,22 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"source image {path} not found")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL warns above ~89 MP; our own limit (MAX_PIXELS) decides, with a message that says so.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(
-                        f"source image {path} is {img.width}x{img.height} = {img.width * img.height / 1e6:.0f} MP; "
-                        f"use an image of at most {MAX_PIXELS // 1_000_000} MP (downscale it first)"
-                    )
+                _check_pixels(path, img.width, img.height)
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 rgb = to_rgb8(img)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
+        # PIL refuses to even open images above twice its own limit (~179 MP): the size is in its message.
+        numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
+        pixels = f" ({numbers[0] / 1e6:.0f} MP)" if numbers else ""
+        raise ImageError(f"source image {path} has too many pixels{pixels}; the limit is "
+                         f"{MAX_PIXELS // 1_000_000} MP - downscale it first") from None
+    except UnidentifiedImageError as exc:
         raise ImageError(f"source image {path} could not be read as an image ({exc}); use a PNG or JPEG file") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"source image {path} is damaged or truncated ({type(exc).__name__}: {exc})") from exc
@@ -45,6 +49,14 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             "with the face at least about 80 pixels wide"
         )
     return rgb
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"source image {path} has too many pixels: {width}x{height} = {width * height / 1e6:.0f} MP; the limit is "
+            f"{MAX_PIXELS // 1_000_000} MP - downscale it first"
+        )
 
 
 def to_rgb8(img: Image.Image) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -25,9 +26,10 @@ import torch
 from tqdm import tqdm
 
 from kdtalker.checkpoints.files import NORM_FILE, check_checkpoint_dir, crop_model_files
+from kdtalker.config import describe_type
 from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.errors import ConfigError, KDTalkerError, VideoError
-from kdtalker.fileio import atomic_path
+from kdtalker.fileio import atomic_path, check_output_path
 from kdtalker.pipeline.face import FaceCrop, crop_face
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.paste import PasteBack
@@ -57,7 +59,17 @@ class Controls:
     crf: int = 18  # H.264 quality (lower = better, bigger)
 
     def validate(self) -> "Controls":
-        """ConfigError for an out-of-range value; returns self."""
+        """ConfigError for a value of the wrong type or out of range; returns self."""
+        for name, kind in typing.get_type_hints(Controls).items():
+            value = getattr(self, name)
+            # bool is an int in Python, and a whole float is no step count: only the exact kind is accepted,
+            # except ints for floats.
+            ok = (isinstance(value, bool) if kind is bool else
+                  isinstance(value, int) and not isinstance(value, bool) if kind is int else
+                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+                  isinstance(value, kind))
+            if not ok:
+                raise ConfigError(f"{name}={value!r} is not valid: {name} takes {describe_type(Controls, name)}")
         checks = [
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.smoothing >= 0, f"smoothing must be >= 0, got {self.smoothing}"),
@@ -188,8 +200,7 @@ class TalkingHeadPipeline:
         output = Path(output)
         if output.suffix.lower() != ".mp4":
             raise VideoError(f"output {output} must be an .mp4 file")
-        if not output.parent.is_dir():
-            raise VideoError(f"cannot write {output}: the folder {output.parent} does not exist (create it first)")
+        check_output_path(output, "the video")  # a folder, a read-only place or /proc fails now, not after rendering
         self.timings = Timings(load=self.timings.load)
 
         # The cheap input checks come first: a wrong path fails at once, not after loading the models.
@@ -214,6 +225,12 @@ class TalkingHeadPipeline:
             with self._stage("sampling"):
                 motion = self.sample(source_info, features, ctl)
                 x_d = self.driving_keypoints(source_info, motion, ctl)
+                if not torch.isfinite(x_d).all():
+                    raise KDTalkerError(
+                        f"the driving keypoints hold NaN or infinite values: {self.checkpoint_dir / 'KDTalker.pth'} "
+                        f"or {self.checkpoint_dir / NORM_FILE} is broken (or does not belong to the other); "
+                        "download both again"
+                    )
             self._render_to_file(renderer, f_s, x_s, x_d, face, image, wav, output, ctl)
         self.timings.frames = num_frames
         return output
@@ -278,6 +295,7 @@ class TalkingHeadPipeline:
                         if ctl.stitching:
                             batch = renderer.stitch(x_s, batch)
                         frames = renderer.render(f_s, x_s, batch)
+                        check_frames(frames, start, self.checkpoint_dir)
                         # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding).
                         frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                     with self._stage("writing"):
@@ -297,6 +315,20 @@ class TalkingHeadPipeline:
             yield
         finally:
             setattr(self.timings, name, getattr(self.timings, name) + time.perf_counter() - start)
+
+
+def check_frames(frames: torch.Tensor, first: int, checkpoint_dir: Path) -> None:
+    """KDTalkerError when rendered frames (B, 3, H, W) hold NaN/inf or one flat colour: broken weights or stats."""
+    flat = frames.flatten(1)
+    bad_values = ~torch.isfinite(flat).all(dim=1)
+    constant = (flat.amax(dim=1) - flat.amin(dim=1)) == 0
+    for index, (nan, flat_colour) in enumerate(zip(bad_values.tolist(), constant.tolist())):
+        if nan or flat_colour:
+            what = "holds NaN or infinite values" if nan else "is a single flat colour"
+            raise KDTalkerError(
+                f"rendered frame {first + index} {what}: the LivePortrait weights under "
+                f"{checkpoint_dir / 'liveportrait'} (or {checkpoint_dir / NORM_FILE}) are broken; download them again"
+            )
 
 
 def source_motion(info: Mapping[str, torch.Tensor]) -> torch.Tensor:

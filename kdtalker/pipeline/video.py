@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from kdtalker.errors import VideoError
+from kdtalker.fileio import temp_dir
 
 
 def ffmpeg_exe() -> str:
@@ -38,12 +39,13 @@ class VideoWriter:
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, fps
         self.num_frames = 0
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="kdtalker_video_")
-        self._log = open(Path(self._tmpdir.name) / "ffmpeg.log", "w+b")
+        self._tmpdir = contextlib.ExitStack()  # closing it (idempotent) removes the folder
+        folder = self._tmpdir.enter_context(temp_dir("kdtalker_video_"))
+        self._log = open(folder / "ffmpeg.log", "w+b")
         cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "pipe:0"]
         if audio is not None:
-            wav = Path(self._tmpdir.name) / "audio.wav"
+            wav = folder / "audio.wav"
             sf.write(wav, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16")
             cmd += ["-i", str(wav)]
         cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-r", f"{fps}"]
@@ -116,7 +118,7 @@ class VideoWriter:
                 pass
         if not self._log.closed:
             self._log.close()
-        self._tmpdir.cleanup()
+        self._tmpdir.close()
 
     def _proc_stdin_open(self) -> bool:
         proc = getattr(self, "_proc", None)

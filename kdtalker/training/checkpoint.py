@@ -14,7 +14,7 @@ import torch
 
 from kdtalker.checkpoints.common import load_torch_file
 
-CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pth$")
+CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pth")
 
 
 def checkpoint_path(out_dir: str | os.PathLike, step: int) -> Path:
@@ -22,13 +22,19 @@ def checkpoint_path(out_dir: str | os.PathLike, step: int) -> Path:
     return Path(out_dir) / f"checkpoint-{step:06d}.pth"
 
 
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint-*.pth with the highest step in `out_dir`, or None."""
+def checkpoints_newest_first(out_dir: str | os.PathLike) -> list[Path]:
+    """Every checkpoint-*.pth in `out_dir`, highest step first (temporary .part files are not checkpoints)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := CHECKPOINT_PATTERN.search(p.name))]
-    return max(found)[1] if found else None
+        return []
+    found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := CHECKPOINT_PATTERN.fullmatch(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint-*.pth with the highest step in `out_dir`, or None."""
+    found = checkpoints_newest_first(out_dir)
+    return found[0] if found else None
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from kdtalker.checkpoints.kdtalker import kdtalker_state_dict
 from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.synthetic import lip_channels
-from kdtalker.errors import ConfigError, KDTalkerError
-from kdtalker.training.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, rng_state, set_rng_state
+from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError
+from kdtalker.training.checkpoint import (checkpoint_path, checkpoints_newest_first, load_checkpoint, rng_state,
+                                          set_rng_state)
 from kdtalker.training.distributed import DistInfo, ResumableSampler, cleanup_distributed, setup_distributed
 from kdtalker.training.ema import EMA
 from kdtalker.training.optim import build_optimizer, cosine_with_warmup
@@ -69,16 +70,51 @@ def load_model_state(model: torch.nn.Module, ckpt: Any, source: str) -> None:
     load_state_strict(model, kdtalker_state_dict(ckpt, source), "KDTalker denoiser", source)
 
 
-def _resolve_resume(train_cfg: DictConfig, out_dir: Path) -> Path | None:
+TRAINING_STATE = ("model", "optimizer", "scheduler", "step")
+
+
+def _missing_state(ckpt: Any) -> list[str]:
+    return [k for k in TRAINING_STATE if not isinstance(ckpt, dict) or k not in ckpt]
+
+
+def _resolve_resume(train_cfg: DictConfig, out_dir: Path, log=tqdm.write) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from and its contents: train.resume's file, or with `auto` the newest readable one."""
     resume = train_cfg.get("resume")
     if resume in (None, False, "none", "null"):
         return None
     if resume == "auto":
-        return latest_checkpoint(out_dir)
+        candidates = checkpoints_newest_first(out_dir)
+        skipped = []
+        for path in candidates:
+            try:
+                ckpt = load_checkpoint(path)
+            except CheckpointError as exc:
+                reason = str(exc)
+            else:
+                missing = _missing_state(ckpt)
+                if not missing:
+                    if skipped:
+                        log(f"resume: using {path.name}; skipped " + "; ".join(skipped))
+                    return path, ckpt
+                reason = f"it has no {', '.join(missing)} entry"
+            skipped.append(f"{path.name} ({reason.split(' (')[0].split('; ')[0]})")
+        if skipped:
+            raise CheckpointError(
+                f"none of the {len(skipped)} checkpoints in {out_dir} can be resumed from: {'; '.join(skipped)}; "
+                "delete them, or start afresh in another train.out_dir (or train.resume=null)"
+            )
+        return None
     path = Path(str(resume))
     if not path.is_file():
-        raise KDTalkerError(f"train.resume={resume}: no such checkpoint file")
-    return path
+        raise ConfigError(f"train.resume={resume}: no such checkpoint file")
+    ckpt = load_checkpoint(path)
+    missing = _missing_state(ckpt)
+    if missing:
+        raise ConfigError(
+            f"train.resume={resume} holds no training state (no {', '.join(missing)}): it is a model-only file; to "
+            f"start training from its weights use train.init_from={resume} train.resume=null"
+        )
+    return path, ckpt
 
 
 def train(cfg: DictConfig) -> TrainResult:
@@ -143,9 +179,9 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     generator = torch.Generator(device=device).manual_seed(seed * 1000 + info.rank)
 
     step, best_val = 0, None
-    resume = _resolve_resume(tc, out_dir)
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
+    found = _resolve_resume(tc, out_dir, log=tqdm.write if info.is_main else (lambda line: None))
+    if found is not None:
+        resume, ckpt = found
         load_model_state(model, ckpt, str(resume))
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_schedule.load_state_dict(ckpt["scheduler"])
@@ -226,7 +262,10 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         sampler.skip = done_in_epoch * local_batch
-        for batch in DataLoader(train_set, **loader_kwargs):
+        # The loader draws its workers' base seed from its own generator, a function of (seed, epoch): drawn from
+        # the global RNG it would leave that one draw ahead of the saved state after a mid-epoch resume.
+        loader_rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        for batch in DataLoader(train_set, generator=loader_rng, **loader_kwargs):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with _autocast(device, amp_dtype):
                 out = _diffusion_loss(net, scheduler, batch, float(tc.audio_noise_prob), generator)

@@ -1,0 +1,136 @@
+"""The one way entry scripts run: Hydra overrides in, one `error: ...` line and exit 1 for anything a user causes.
+
+    run(main, config_dir, "inference", schema=InferenceConfig)
+
+- The config is composed with Hydra's compose API from `key=value` overrides (`--help` prints the defaults);
+  a bad override, a mistyped key or a value of the wrong type ends with one line naming it.
+- KDTalkerError and OSError (disk full, permission denied, ...) end with one line and exit 1.
+- SIGINT (Ctrl-C) and SIGTERM (a scheduler, `timeout`, a container stop) raise inside the run, so every clean-up
+  (atomic writes, temporary folders, the ffmpeg child) runs; the run ends with `error: interrupted` and exit
+  130 / 143. A second signal during the clean-up is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+from kdtalker.errors import KDTalkerError, Terminated
+from kdtalker.fileio import describe_os_error
+
+EXIT_ERROR = 1
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    _ignore_signals()
+    raise Terminated(signum)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    _ignore_signals()
+    raise KeyboardInterrupt
+
+
+def _ignore_signals() -> None:
+    """During the clean-up after the first signal, further ones must not cut it short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt, both raised in the main thread."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print `error: message` as one line on stderr and exit with `code`."""
+    text = " ".join(str(message).split())
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def guarded(body: Callable[[], Any]) -> Any:
+    """Run `body` with signal handlers installed; user errors, OS errors and signals become one line + exit code."""
+    install_signal_handlers()
+    try:
+        return body()
+    except KDTalkerError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(describe_os_error(exc))
+    except MemoryError:
+        fail("out of memory; use a shorter input, a smaller batch_size, or a machine with more memory")
+    except Terminated as exc:
+        fail("interrupted (SIGTERM)" if exc.signum == signal.SIGTERM else "interrupted", EXIT_SIGTERM)
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def compose_config(config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str],
+                   schema: type | None = None) -> Any:
+    """Hydra config `config_name` from `config_dir` with `overrides`, typed by `schema`; ConfigError otherwise."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from kdtalker.config import config_error, typed_config
+    from kdtalker.errors import ConfigError
+
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+    except HydraException as exc:
+        raise ConfigError(_hydra_message(exc, overrides)) from None
+    except OmegaConfBaseException as exc:
+        raise config_error(exc, schema) from None
+    return typed_config(cfg, schema) if schema is not None else cfg
+
+
+def _hydra_message(exc: Exception, overrides: Sequence[str]) -> str:
+    """Hydra's multi-line override errors as one line: what failed and the hint, without the internals."""
+    text = str(exc).split("Config search path:")[0]
+    lines = [s.strip() for s in text.splitlines() if s.strip()]
+    internals = ("full_key:", "object_type=", "reference_type=", "Set the environment", "See https://hydra.cc")
+    keep = [s for s in lines if not s.startswith(internals)]
+    if lines and lines[0].startswith("mismatched input"):
+        keep = [f"cannot parse the overrides {' '.join(overrides)} ({lines[0]}); write them as key=value"]
+    message = " ".join(keep).replace("Available options in", "; available options in").replace(": ;", ";")
+    return message.replace(" ;", ";") or type(exc).__name__
+
+
+def run(main: Callable[[Any], Any], config_dir: str | os.PathLike, config_name: str, schema: type | None = None,
+        argv: Sequence[str] | None = None, usage: str = "") -> Any:
+    """Compose the config from argv (`key=value` overrides) and call main(cfg), with all errors as one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        from omegaconf import OmegaConf
+
+        cfg = guarded(lambda: compose_config(config_dir, config_name, [a for a in args if a not in ("-h", "--help")]))
+        print((usage.strip() + "\n\n" if usage else "") + "Overrides: key=value (Hydra syntax). Defaults:\n")
+        print(OmegaConf.to_yaml(cfg))
+        return None
+    bad = [a for a in args if a.startswith("-")]
+    if bad:
+        fail(f"unknown option {bad[0]}; settings are key=value overrides (see --help)")
+
+    def body() -> Any:
+        from omegaconf.errors import OmegaConfBaseException
+
+        from kdtalker.config import config_error
+
+        cfg = compose_config(config_dir, config_name, args, schema)
+        try:
+            return main(cfg)
+        except OmegaConfBaseException as exc:  # a value read later (an interpolation) that does not convert
+            raise config_error(exc, schema) from None
+
+    return guarded(body)

@@ -1,0 +1,50 @@
+"""Types of the inference config's keys (configs/inference.yaml holds their values and defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class CropConfig:
+    """configs/crop/*.yaml"""
+
+    method: str = MISSING
+    scale: float = MISSING
+    face_index: int = MISSING
+    predictor_path: Optional[str] = MISSING
+
+
+@dataclass
+class KalmanConfig:
+    """The `kalman` node: official pykalman covariances."""
+
+    transition_cov: float = MISSING
+    observation_cov: float = MISSING
+
+
+@dataclass
+class InferenceConfig:
+    """The top level of configs/inference.yaml; the audio/renderer/model/diffusion groups are built by _target_."""
+
+    source_image: Optional[str] = MISSING
+    driven_audio: Optional[str] = MISSING
+    output: Optional[str] = MISSING
+    checkpoint_dir: str = MISSING
+    device: str = MISSING
+    dtype: str = MISSING
+    seed: int = MISSING
+    steps: int = MISSING
+    smoothing: float = MISSING
+    head_motion_scale: float = MISSING
+    motion_mode: str = MISSING
+    stitching: bool = MISSING
+    paste_back: bool = MISSING
+    batch_size: int = MISSING
+    fps: float = MISSING
+    crf: int = MISSING
+    kalman: KalmanConfig = field(default_factory=KalmanConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
