@@ -55,7 +55,9 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"cannot write {what} {path}: {describe_os_error(exc)}; choose another folder") from None
+        reason = describe_os_error(OSError(exc.errno, exc.strerror))  # the probe's own name would only confuse
+        raise OutputError(f"cannot write {what} {path}: the folder {folder} does not accept new files ({reason}); "
+                          "choose another folder") from None
     return path
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -88,6 +91,37 @@ def test_inference_writes_the_video(fixture_checkpoints, tmp_path):
     assert info["audio_codec"] == "aac"
     assert abs(info["audio_duration"] - frames / 25) < 0.03
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~umask  # as open() would create it
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_render_leaves_nothing(signum, code, fixture_checkpoints, tmp_path):
+    # Stopped while rendering (the atomic temp file exists): no .part, no temp folder, one line, 128 + signal.
+    audio = short_speech(tmp_path / "speech.wav", 0.4)
+    output = tmp_path / "out.mp4"
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore", TMPDIR=str(private_tmp))
+    proc = subprocess.Popen([sys.executable, str(REPO / "inference.py"), f"source_image={REPO / 'examples' / 'astronaut.png'}",
+                             f"driven_audio={audio}", f"output={output}", f"checkpoint_dir={fixture_checkpoints}",
+                             "steps=1", "device=cpu", "batch_size=1"], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    # Rendering has begun once the output's temporary sibling and the writer's temporary folder exist.
+    while not (any(p.name.endswith(".part") for p in tmp_path.iterdir())
+               and any(p.name.startswith("kdtalker_video_") for p in private_tmp.iterdir())):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "error: interrupted (SIGTERM)" if signum == signal.SIGTERM else "error: interrupted"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav", "tmp"]  # no .part, no output
+    assert list(private_tmp.iterdir()) == []
 
 
 def test_bad_inputs_give_one_message_and_no_output(tmp_path):

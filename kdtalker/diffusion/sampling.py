@@ -28,6 +28,11 @@ StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 Generators = torch.Generator | list[torch.Generator] | None
 
 
+def _quiet(progress: bool) -> dict[str, bool]:
+    """tqdm keywords: off when not wanted, else tqdm's defaults (so that TQDM_DISABLE=1 still silences it)."""
+    return {} if progress else {"disable": True}
+
+
 def initial_noise(
     batch: int, frames: int, motion_dim: int, generator: Generators, device: torch.device
 ) -> torch.Tensor:
@@ -75,7 +80,7 @@ def sample_window(
     dtype = model.input_projection.weight.dtype
     x = x_T.to(dtype)
     audio_mod = model.audio_modulation(model.context(audio.to(dtype)))
-    for i, t in enumerate(tqdm(timesteps.tolist(), desc="denoising", disable=not progress, leave=False)):
+    for i, t in enumerate(tqdm(timesteps.tolist(), desc="denoising", leave=False, **_quiet(progress))):
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         eps = model.denoise(model.tokens(x, ref, ori), model.time_modulation(t_batch) + audio_mod)
         eps = eps[:, model.num_ref_tokens :]
@@ -142,7 +147,7 @@ def sample_motion(
     ori = None if ori is None else ori.to(device, dtype).expand(batch, -1)
     starts = list(range(0, padded.shape[1] - 1, window))
     outputs = [ref[:, None]]
-    for k, start in enumerate(tqdm(starts, desc="sampling motion windows", disable=not progress)):
+    for k, start in enumerate(tqdm(starts, desc="sampling motion windows", **_quiet(progress))):
         chunk = padded[:, start : start + window]
         if noise is not None:
             x_T = noise[:, k].to(device, dtype)

@@ -253,7 +253,8 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
 
     loader_kwargs = dict(batch_size=local_batch, sampler=sampler, drop_last=True, num_workers=int(tc.num_workers),
                          pin_memory=device.type == "cuda")
-    bar = tqdm(total=int(tc.max_steps), initial=step, desc="train", unit="step", disable=not info.is_main)
+    bar = tqdm(total=int(tc.max_steps), initial=step, desc="train", unit="step",
+               **({} if info.is_main else {"disable": True}))  # TQDM_DISABLE=1 still silences it
     running: dict[str, float] = {}
     model.train()
     while step < tc.max_steps:

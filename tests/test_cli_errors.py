@@ -1,0 +1,229 @@
+"""Every user error through the command line: one `error: ...` line, exit 1, nothing written.
+
+Typed config values, Hydra override mistakes, unwritable outputs, broken statistics, a huge image, model-only
+or truncated checkpoints for training, and a full disk during extraction.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import savemat
+
+from kdtalker.safeload import load_untrusted
+from test_pipeline_checkpoints import make_fake_checkpoints
+from test_safe_loading import one_error_line, run_script
+from test_train_resume import TINY
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = REPO / "examples" / "astronaut.png"
+AUDIO = REPO / "examples" / "speech.wav"
+
+
+@pytest.fixture(scope="module")
+def fake_checkpoints(tmp_path_factory) -> Path:
+    return make_fake_checkpoints(tmp_path_factory.mktemp("ckpt"))
+
+
+def inference(*overrides: str, **values) -> subprocess.CompletedProcess:
+    base = {"source_image": IMAGE, "driven_audio": AUDIO, "device": "cpu", "steps": 1}
+    base.update(values)
+    return run_script("inference.py", *(f"{k}={v}" for k, v in base.items()), *overrides)
+
+
+MISTYPED = [
+    ("steps=abc", ["steps='abc'", "a whole number"]),
+    ("steps=2.7", ["steps=2.7", "a whole number"]),
+    ("seed=1.5", ["seed=1.5", "a whole number"]),
+    ("stitching=no", ["stitching='no'", "true or false"]),
+    ("paste_back=off", ["paste_back='off'", "true or false"]),
+    ("smoothing=lots", ["smoothing='lots'", "a number"]),
+    ("crop.face_index=first", ["crop.face_index='first'", "a whole number"]),
+    ("foo=1", ["foo", "+foo=1"]),
+    ("crop=nope", ["crop/nope", "dlib", "insightface"]),
+    ("steps=1=2", ["cannot parse", "key=value"]),
+]
+
+
+def test_mistyped_values_through_the_command_line(tmp_path, fake_checkpoints):
+    for override, words in MISTYPED[::3]:
+        result = inference(override, output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints)
+        assert result.returncode == 1
+        line = one_error_line(result)
+        assert all(w in line for w in words), line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override, words", MISTYPED)
+def test_mistyped_values_are_one_line(override, words, capsys):
+    # The same runner as the scripts' (kdtalker.cli.run), in process: the model is never reached.
+    from kdtalker.cli import run
+    from kdtalker.pipeline.config import InferenceConfig
+
+    reached = []
+    with pytest.raises(SystemExit) as stop:
+        run(reached.append, REPO / "configs", "inference", InferenceConfig, argv=[override])
+    assert stop.value.code == 1 and reached == []
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
+
+
+def test_training_and_extraction_values_are_typed(tmp_path):
+    for script, override, words in [("train.py", "train.max_steps=abc", ["train.max_steps", "a whole number"]),
+                                    ("train.py", "train.ema.enabled=no", ["train.ema.enabled", "true or false"]),
+                                    ("scripts/extract.py", "overwrite=yes", ["overwrite", "true or false"])]:
+        result = run_script(script, override, f"out={tmp_path / 'o'}" if "extract" in script else "device=cpu",
+                            cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        line = one_error_line(result)
+        assert all(w in line for w in words), line
+
+
+def test_unwritable_outputs_fail_before_any_work(tmp_path, fake_checkpoints):
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "file").write_text("x")
+    targets = {tmp_path / "folder.mp4": "existing folder", Path("/proc/out.mp4"): "does not accept new files",
+               tmp_path / "file" / "out.mp4": "not a folder", tmp_path / "missing" / "out.mp4": "does not exist"}
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    if not os.access(readonly, os.W_OK):  # root may write anywhere; /proc above refuses even root
+        targets[readonly / "out.mp4"] = "Permission denied"
+    for output, words in targets.items():
+        result = inference(output=output, checkpoint_dir=fake_checkpoints)
+        assert result.returncode == 1
+        line = one_error_line(result)
+        assert words in line and str(output) in line, line
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert list(readonly.iterdir()) == []
+
+
+@pytest.mark.parametrize("entry, value, words", [
+    ("yaw_std", 0.0, "yaw_std holds zero"), ("exp_std", np.nan, "exp_std holds zero, negative or non-finite"),
+    ("t_mean", np.inf, "t_mean holds non-finite"),
+])
+def test_broken_norm_statistics_are_refused(entry, value, words, tmp_path, fake_checkpoints):
+    root = tmp_path / "ckpt"
+    shutil.copytree(fake_checkpoints, root)
+    stats = dict(np.load(root / "norm.npz"))
+    stats[entry] = stats[entry].copy()
+    stats[entry].flat[0] = value
+    np.savez(root / "norm.npz", **stats)
+    result = inference(output=tmp_path / "out.mp4", checkpoint_dir=root)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert words in line and "norm.npz" in line, line
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_huge_image_names_the_pixel_limit(tmp_path, fake_checkpoints):
+    from PIL import Image
+
+    Image.new("L", (12000, 12000)).save(tmp_path / "huge.png")
+    result = inference(source_image=tmp_path / "huge.png", output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "too many pixels" in line and "12000x12000" in line and "100 MP" in line, line
+
+
+def test_training_resume_falls_back_and_explains(tmp_path):
+    def train(*overrides):
+        return run_script("train.py", *TINY, f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'run'}",
+                          "train.val_every=0", "train.ckpt_every=1", *overrides, cwd=tmp_path)
+
+    assert train("train.max_steps=2").returncode == 0
+    latest = tmp_path / "run" / "checkpoint-000002.pth"
+    latest.write_bytes(latest.read_bytes()[:5000])  # a run killed while copying, a disk that filled up, ...
+    resumed = train("train.max_steps=3")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    out = resumed.stdout + resumed.stderr
+    assert "skipped checkpoint-000002.pth" in out and "resumed from" in out and "checkpoint-000001.pth at step 1" in out
+
+    model_only = tmp_path / "model_only.pth"
+    torch.save({"model": load_untrusted(tmp_path / "run" / "checkpoint-000003.pth", "test")["model"]}, model_only)
+    result = train(f"train.resume={model_only}", "train.max_steps=4")
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "model-only" in line and f"train.init_from={model_only}" in line, line
+    started = train(f"train.init_from={model_only}", "train.resume=null", f"train.out_dir={tmp_path / 'fresh'}",
+                    "train.max_steps=1")
+    assert started.returncode == 0, started.stderr[-2000:]
+
+
+def _limit_file_size():
+    # Files over 64 KiB cannot be written: the shard write fails as on a full disk (EFBIG instead of ENOSPC).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_extraction_stops_when_the_disk_is_full(tmp_path):
+    mats = tmp_path / "mats"
+    mats.mkdir()
+    t = 60  # ~170 KB per shard
+    for name in ("a", "b", "c"):
+        savemat(mats / f"{name}.mat", {"yaw": np.zeros((t, 1)), "pitch": np.zeros((t, 1)), "roll": np.zeros((t, 1)),
+                                       "t": np.zeros((t, 3)), "exp": np.zeros((t, 21, 3)), "scale": np.ones((t, 1)),
+                                       "kp": np.zeros((t, 21, 3)), "aud_feat": np.zeros((t + 1, 512))})
+    env = dict(os.environ, TQDM_DISABLE="1")
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "extract.py"), f"mat_dir={mats}",
+                             f"out={tmp_path / 'shards'}"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=_limit_file_size, timeout=300)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "a.npz" in line and "extraction stopped" in line and "too large" in line, line
+    assert list((tmp_path / "shards").iterdir()) == []  # no partial shard, no temporary file
+
+
+def test_umask_decides_output_modes(tmp_path):
+    from kdtalker.data import write_shard
+    from kdtalker.data.shards import MOTION_KEYS, Clip
+    from kdtalker.fileio import atomic_path
+
+    clip = Clip({k: np.zeros((3, *s), np.float32) for k, s in MOTION_KEYS.items()}, np.zeros((4, 512), np.float32))
+    old = os.umask(0o022)
+    try:
+        for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+            os.umask(mask)
+            target = tmp_path / f"clip{mask:o}.npz"
+            write_shard(target, clip)
+            assert stat.S_IMODE(target.stat().st_mode) == mode
+        os.umask(0o077)
+        existing = tmp_path / "existing.pth"
+        existing.write_bytes(b"old")
+        existing.chmod(0o640)
+        with atomic_path(existing) as tmp:
+            torch.save({"x": 1}, tmp)
+        assert stat.S_IMODE(existing.stat().st_mode) == 0o640  # an existing file keeps its mode
+    finally:
+        os.umask(old)
+
+
+def test_stale_parts_of_dead_runs_are_removed(tmp_path):
+    from kdtalker.fileio import atomic_path, temp_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.mp4.{dead.pid}.0123abcd.part"
+    stale.write_bytes(b"half a video")
+    mine = tmp_path / f".other.pth.{os.getpid()}.0123abcd.part"  # a live run's file is left alone
+    mine.write_bytes(b"in progress")
+    with atomic_path(tmp_path / "new.npz") as tmp:
+        tmp.write_bytes(b"done")
+    assert not stale.exists() and mine.exists() and (tmp_path / "new.npz").read_bytes() == b"done"
+
+    import tempfile
+    left = Path(tempfile.gettempdir()) / f"kdtalker_test_{dead.pid}_x"
+    left.mkdir(exist_ok=True)
+    with temp_dir("kdtalker_test_") as folder:
+        assert folder.is_dir() and str(os.getpid()) in folder.name
+    assert not left.exists() and not folder.exists()
