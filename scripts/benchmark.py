@@ -9,6 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from kdtalker.cli import guarded  # noqa: E402
+
 SUBCOMMANDS = {
     "renderer": "benchmarks.renderer",
     "sampler": "benchmarks.sampler",
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         modules[name] = module
         module.add_arguments(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0]))
     args = parser.parse_args(argv)
-    modules[args.command].run(args)
+    guarded(lambda: modules[args.command].run(args))
 
 
 if __name__ == "__main__":

@@ -144,8 +144,13 @@ def test_training_resume_falls_back_and_explains(tmp_path):
     assert train("train.max_steps=2").returncode == 0
     latest = tmp_path / "run" / "checkpoint-000002.pth"
     latest.write_bytes(latest.read_bytes()[:5000])  # a run killed while copying, a disk that filled up, ...
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "run" / f".checkpoint-000003.pth.{dead.pid}.0badc0de.part"  # left by a SIGKILLed save
+    stale.write_bytes(b"")
     resumed = train("train.max_steps=3")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not stale.exists() and (tmp_path / "run" / "config.yaml").is_file()
     out = resumed.stdout + resumed.stderr
     assert "skipped checkpoint-000002.pth" in out and "resumed from" in out and "checkpoint-000001.pth at step 1" in out
 

@@ -108,6 +108,37 @@ def test_extract_folder_skips_bad_clips_and_resumes(clips, extractors, tmp_path)
     np.testing.assert_array_equal(read_shard(out / "a.npz").motion["exp"], clip.motion["exp"])
 
 
+def test_damaged_shards_are_redone_and_disk_errors_stop(clips, extractors, tmp_path, monkeypatch):
+    import errno
+
+    import kdtalker.data.extract as extract
+    from kdtalker.errors import OutputError
+
+    motion_fn, audio_fn = extractors
+    out = tmp_path / "shards"
+    as_video = lambda p: load_audio(p, kind="video")  # noqa: E731 - what scripts/extract.py passes
+    lines: list[str] = []
+    first = extract_folder(clips, out, motion_fn, audio_fn, as_video, min_frames=8, batch_size=5, log=lines.append)
+    assert "training clip needs a readable sound track" in first.skipped["silent"]  # worded for a video
+    assert "speech recording" not in first.skipped["silent"]
+    whole = (out / "b.npz").read_bytes()
+    (out / "b.npz").write_bytes(whole[: len(whole) // 2])  # a shard cut short (killed copy, full disk, ...)
+    lines.clear()
+    again = extract_folder(clips, out, motion_fn, audio_fn, as_video, min_frames=8, batch_size=5, log=lines.append)
+    assert again.written == ["b"] and sorted(again.already_done) == ["a", "id01__a"]
+    assert any(line.startswith("redo ") and "b.npz" in line for line in lines)
+    assert (out / "b.npz").read_bytes() == whole
+
+    def disk_full(path, clip):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(extract, "write_shard", disk_full)
+    with pytest.raises(OutputError, match="disk is full.*extraction stopped"):
+        extract_folder(clips, tmp_path / "more", motion_fn, audio_fn, as_video, min_frames=8, batch_size=5,
+                       log=lines.append)
+    assert list((tmp_path / "more").iterdir()) == []
+
+
 def test_killed_write_leaves_no_shard(tmp_path, monkeypatch):
     clip = Clip({k: np.zeros((5, *s), np.float32) for k, s in
                  {"scale": (1,), "pitch": (1,), "yaw": (1,), "roll": (1,), "t": (3,), "exp": (21, 3), "kp": (21, 3)}.items()},

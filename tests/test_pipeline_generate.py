@@ -16,7 +16,7 @@ import torch
 
 from kdtalker.audio import AudioEncoder
 from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm
-from kdtalker.errors import AudioError, ConfigError, ImageError, OutputError, VideoError
+from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, OutputError, VideoError
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
 from kdtalker.pipeline.pipeline import source_motion
 from kdtalker.pipeline.video import probe_video
@@ -169,6 +169,38 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
     with pytest.raises(RuntimeError):
         pipeline.generate(EXAMPLE, audio, out, batch_size=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "flat.png", "garbage.wav", "short.wav"]  # no video, no temp file
+
+
+@pytest.mark.parametrize("broken", ["nan_frame", "flat_frame", "nan_motion"])
+def test_broken_weights_or_stats_stop_the_run(broken, pipeline, tmp_path):
+    # What broken weights or statistics produce: NaN or one-colour frames, NaN keypoints. Nothing is written.
+    class Broken(RecordingRenderer):
+        def render(self, f_s, x_s, x_d):
+            frames = super().render(f_s, x_s, x_d)
+            if broken == "nan_frame" and len(self.batches) == 2:
+                frames[0, 1, 100, 200] = float("nan")
+            if broken == "flat_frame" and len(self.batches) == 2:
+                frames[1] = 0.5
+            return frames
+
+    pipeline._models["renderer"] = Broken()
+    if broken == "nan_motion":
+        pipeline._models["norm"].std[10] = np.inf  # as if the statistics had been tampered with after loading
+    audio = speech(tmp_path / "a.wav", 0.4)
+    words = {"nan_frame": "rendered frame 4 holds NaN", "flat_frame": "rendered frame 5 is a single flat colour",
+             "nan_motion": "sampled motion holds NaN"}[broken]
+    with pytest.raises(KDTalkerError, match=words):
+        pipeline.generate(EXAMPLE, audio, tmp_path / "out.mp4", batch_size=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt"]
+
+
+def test_python_api_controls_are_typed(pipeline, tmp_path):
+    audio = speech(tmp_path / "a.wav", 0.2)
+    for control, words in [({"steps": "abc"}, "steps='abc' is not valid: steps takes a whole number"),
+                           ({"stitching": "no"}, "stitching takes true or false"),
+                           ({"seed": 1.5}, "seed takes a whole number"), ({"fps": "fast"}, "fps takes a number")]:
+        with pytest.raises(ConfigError, match=words):
+            pipeline.generate(EXAMPLE, audio, tmp_path / "out.mp4", **control)
 
 
 def test_dtype_and_device_checks(tmp_path):

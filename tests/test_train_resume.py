@@ -55,6 +55,12 @@ def test_killed_run_resumes_exactly(tmp_path):
     for key, value in ckpt_full["model_ema"].items():
         assert torch.equal(value, ckpt_resumed["model_ema"][key]), key
     assert ckpt_full["scheduler"] == ckpt_resumed["scheduler"]
+    # The saved random state is the one the run continues from (no DataLoader draw from the global RNG).
+    for saved_full, saved_resumed in zip(ckpt_full["rng"], ckpt_resumed["rng"]):
+        assert torch.equal(saved_full["torch"], saved_resumed["torch"])
+        assert torch.equal(saved_full["generator"], saved_resumed["generator"])
+        assert saved_full["python"] == saved_resumed["python"]
+        assert (saved_full["numpy"][1] == saved_resumed["numpy"][1]).all()
     assert ckpt_full["step"] == ckpt_resumed["step"] == 7 and ckpt_resumed["epoch"] == 2
     assert (tmp_path / "killed" / "tb").is_dir()
 

@@ -226,11 +226,7 @@ class TalkingHeadPipeline:
                 motion = self.sample(source_info, features, ctl)
                 x_d = self.driving_keypoints(source_info, motion, ctl)
                 if not torch.isfinite(x_d).all():
-                    raise KDTalkerError(
-                        f"the driving keypoints hold NaN or infinite values: {self.checkpoint_dir / 'KDTalker.pth'} "
-                        f"or {self.checkpoint_dir / NORM_FILE} is broken (or does not belong to the other); "
-                        "download both again"
-                    )
+                    raise self._broken_motion("driving keypoints")
             self._render_to_file(renderer, f_s, x_s, x_d, face, image, wav, output, ctl)
         self.timings.frames = num_frames
         return output
@@ -261,6 +257,8 @@ class TalkingHeadPipeline:
         if motion.shape[0] != num_frames:
             raise KDTalkerError(f"the sampler returned {motion.shape[0]} frames for {num_frames} audio frames")
         motion = norm.denormalize(motion).float()
+        if not torch.isfinite(motion).all():
+            raise self._broken_motion("sampled motion")
 
         if ctl.smoothing > 0:
             # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
@@ -307,6 +305,12 @@ class TalkingHeadPipeline:
             except BaseException:
                 writer.abort()
                 raise
+
+    def _broken_motion(self, what: str) -> KDTalkerError:
+        return KDTalkerError(
+            f"the {what} holds NaN or infinite values: {self.checkpoint_dir / 'KDTalker.pth'} or "
+            f"{self.checkpoint_dir / NORM_FILE} is broken (or they do not belong together); download both again"
+        )
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:

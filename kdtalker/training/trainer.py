@@ -23,6 +23,7 @@ from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.synthetic import lip_channels
 from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError
+from kdtalker.fileio import atomic_path
 from kdtalker.training.checkpoint import (checkpoint_path, checkpoints_newest_first, load_checkpoint, rng_state,
                                           set_rng_state)
 from kdtalker.training.distributed import DistInfo, ResumableSampler, cleanup_distributed, setup_distributed
@@ -206,6 +207,8 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     writer = None
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "config.yaml") as tmp:  # the run's resolved settings, next to its checkpoints
+            OmegaConf.save(cfg, tmp, resolve=True)
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
