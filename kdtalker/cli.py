@@ -23,7 +23,6 @@ from kdtalker.fileio import describe_os_error
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 128 + signal.SIGINT
-EXIT_SIGTERM = 128 + signal.SIGTERM
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
@@ -67,7 +66,7 @@ def guarded(body: Callable[[], Any]) -> Any:
     except MemoryError:
         fail("out of memory; use a shorter input, a smaller batch_size, or a machine with more memory")
     except Terminated as exc:
-        fail("interrupted (SIGTERM)" if exc.signum == signal.SIGTERM else "interrupted", EXIT_SIGTERM)
+        fail("interrupted", 128 + exc.signum)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_SIGINT)
     finally:

@@ -53,7 +53,10 @@ class VideoWriter:
             cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
         cmd += ["-movflags", "+faststart", "-f", "mp4", str(self.path)]
         try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+            # Its own session: a Ctrl-C in the terminal reaches only us, and we stop ffmpeg as part of the clean-up
+            # (otherwise it could die first and the interrupt would read as an ffmpeg failure).
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
+                                          start_new_session=True)
         except OSError as exc:
             self._cleanup()
             raise VideoError(f"could not start ffmpeg ({exc})") from exc
