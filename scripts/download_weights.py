@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from kdtalker.checkpoints.files import CROP_FILES, NORM_FILE, WEIGHT_FILES
+from kdtalker.pipeline.weights import CROP_FILES, NORM_FILE, WEIGHT_FILES
 from kdtalker.cli import guarded
 from kdtalker.errors import KDTalkerError
 from kdtalker.fileio import atomic_path

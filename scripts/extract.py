@@ -26,8 +26,8 @@ def extract(cfg: DictConfig) -> str:
     if not cfg.videos:
         raise ConfigError("give the folder of clips: videos=DIR (or mat_dir=DIR for official .mat files)")
     from kdtalker.audio import load_audio
-    from kdtalker.checkpoints.liveportrait import load_motion_extractor
-    from kdtalker.checkpoints.wav2lip import load_audio_encoder
+    from kdtalker.renderer.checkpoints import load_motion_extractor
+    from kdtalker.audio.checkpoint import load_audio_encoder
     from kdtalker.data.extractors import liveportrait_motion_fn, wav2lip_audio_fn
     from kdtalker.device import resolve_device
 

@@ -8,7 +8,7 @@ import torch
 
 from fixture_weights import fixture_state_dict
 from kdtalker.audio import AudioEncoder, audio_features, audio_windows
-from kdtalker.checkpoints.wav2lip import load_audio_encoder
+from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.errors import AudioError, CheckpointError
 
 SPEC = "spec_wav2lip_audio_encoder.json"

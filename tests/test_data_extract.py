@@ -13,8 +13,8 @@ import torch
 from scipy.io import savemat
 
 from fixture_weights import fixture_state_dict
-from kdtalker.checkpoints.liveportrait import load_motion_extractor
-from kdtalker.checkpoints.wav2lip import load_audio_encoder
+from kdtalker.renderer.checkpoints import load_motion_extractor
+from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.audio import load_audio
 from kdtalker.data import read_shard, write_shard
 from kdtalker.data.extract import extract_folder, import_official

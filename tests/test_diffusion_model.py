@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.checkpoints.kdtalker import KEY_PREFIX, load_kdtalker, save_kdtalker
+from kdtalker.diffusion import load_kdtalker, save_kdtalker
+from kdtalker.diffusion.checkpoint import KEY_PREFIX
 from kdtalker.diffusion import Denoiser
 from kdtalker.diffusion.denoiser import relative_position_buckets
 from kdtalker.errors import CheckpointError, ConfigError

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kdtalker.checkpoints.evaluation import load_arcface
+from kdtalker.eval.weights import load_arcface
 from kdtalker.errors import CheckpointError
 from kdtalker.eval.csim import ARCFACE_TEMPLATE, align_face, cosine_similarity, csim, five_points
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from test_eval_support import deep_fixture_weights
-from kdtalker.checkpoints.evaluation import load_inception
+from kdtalker.eval.weights import load_inception
 from kdtalker.errors import CheckpointError
 from kdtalker.eval.fid import FIDInceptionV3, fid_from_features, frechet_distance, image_features
 

@@ -6,7 +6,7 @@ import torch
 
 from fixture_weights import fixture_state_dict
 from test_eval_support import deep_fixture_weights, own_spec
-from kdtalker.checkpoints.evaluation import load_hopenet
+from kdtalker.eval.weights import load_hopenet
 from kdtalker.errors import CheckpointError
 from kdtalker.eval.hopenet import (
     Hopenet, diversity, expand_box, logits_to_degrees, pose_std, pose_std_degrees, preprocess, video_pose_logits,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdtalker.checkpoints.files import CROP_FILES, WEIGHT_FILES, check_checkpoint_dir, crop_model_files
+from kdtalker.pipeline.weights import CROP_FILES, WEIGHT_FILES, check_checkpoint_dir, crop_model_files
 from kdtalker.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdtalker.checkpoints import liveportrait as ckpt
+from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.errors import CheckpointError
 from kdtalker.renderer import LivePortraitRenderer
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.checkpoints.common import load_torch_file
-from kdtalker.checkpoints.evaluation import load_hopenet, load_inception, load_syncnet
-from kdtalker.checkpoints.files import WEIGHT_FILES, check_checkpoint_dir, check_weight_file
-from kdtalker.checkpoints.kdtalker import load_kdtalker
+from kdtalker.weights import load_torch_file
+from kdtalker.eval.weights import load_hopenet, load_inception, load_syncnet
+from kdtalker.pipeline.weights import WEIGHT_FILES, check_checkpoint_dir, check_weight_file
+from kdtalker.diffusion import load_kdtalker
 from kdtalker.errors import CheckpointError
 from kdtalker.safeload import ForeignObject, load_untrusted, pickle_globals
 from test_pipeline_checkpoints import FAKE_CONTENTS, make_fake_checkpoints

@@ -66,7 +66,7 @@ def test_killed_run_resumes_exactly(tmp_path):
 
 
 def test_checkpoint_layout_loads_for_inference(tmp_path):
-    from kdtalker.checkpoints.kdtalker import load_kdtalker
+    from kdtalker.diffusion import load_kdtalker
 
     result = train(tiny_cfg(tmp_path, "run", "train.max_steps=2", "train.ckpt_every=1", "train.val_every=0"))
     ckpt = load_checkpoint(result.last_checkpoint)

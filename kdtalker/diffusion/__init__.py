@@ -1,6 +1,7 @@
 """Keypoint diffusion: motion layout and normalisation, the denoiser, noise schedulers, loss and sampling."""
 
-from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.diffusion.checkpoint import kdtalker_state_dict
+from kdtalker.diffusion.denoiser import Denoiser, load_kdtalker, save_kdtalker
 from kdtalker.diffusion.loss import augment_context, diffusion_loss
 from kdtalker.diffusion.motion import MOTION_DIM, MOTION_LAYOUT, MotionNorm, pack_motion, unpack_motion
 from kdtalker.diffusion.sampling import initial_noise, padded_audio, sample_motion, sample_window
@@ -18,9 +19,12 @@ __all__ = [
     "augment_context",
     "diffusion_loss",
     "initial_noise",
+    "kdtalker_state_dict",
+    "load_kdtalker",
     "pack_motion",
     "padded_audio",
     "sample_motion",
     "sample_window",
+    "save_kdtalker",
     "unpack_motion",
 ]

@@ -12,13 +12,19 @@ loads strictly; a few of them (`fn.fn`, `mlp.1`, `time_mlp.1/3`) are therefore d
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdtalker.device import resolve_device
+from kdtalker.diffusion.checkpoint import WHAT, kdtalker_state_dict, official_layout, read_checkpoint, write_checkpoint
 from kdtalker.errors import ConfigError
+from kdtalker.weights import load_state_strict
 
 ATTENTION_KINDS = ("rope", "plain", "none")
 
@@ -323,3 +329,37 @@ class Denoiser(nn.Module):
         if x.shape[1] != audio.shape[1]:
             raise ValueError(f"x has {x.shape[1]} frames but the audio context has {audio.shape[1]}")
         return self.denoise(x, self.time_modulation(t) + self.audio_modulation(audio))
+
+    # Weights ----------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu",
+                        ema: bool = False, **model_kwargs: Any) -> "Denoiser":
+        """KDTalker.pth (path or loaded dict) -> Denoiser in eval mode on `device`, loaded strictly.
+
+        ema=True takes the 'model_ema' weights (an error when the file has none; the released training code keeps
+        EMA off, and the official inference uses 'model'). model_kwargs configure a non-official architecture.
+        """
+        ckpt, source = read_checkpoint(path_or_dict)
+        model = cls(**model_kwargs)
+        load_state_strict(model, kdtalker_state_dict(ckpt, source, ema), WHAT, source)
+        return model.to(resolve_device(device)).eval()
+
+    def save_pretrained(self, path: str | os.PathLike, ema_model: "Denoiser | None" = None, **extra: Any) -> Path:
+        """Write the official layout {'model': {'point_model.model.' + key}, 'model_ema': ..., **extra} atomically.
+
+        `ema_model` is stored the same way under 'model_ema' ({} otherwise, as the official file); extra entries
+        (optimizer, scheduler, epoch, step, cfg, ...) are saved as given.
+        """
+        ema_state = ema_model.state_dict() if ema_model is not None else None
+        return write_checkpoint(official_layout(self.state_dict(), ema_state, **extra), path)
+
+
+def load_kdtalker(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu",
+                  ema: bool = False, **model_kwargs: Any) -> Denoiser:
+    """Denoiser.from_pretrained, by the name of the file it reads."""
+    return Denoiser.from_pretrained(path_or_dict, device, ema, **model_kwargs)
+
+
+def save_kdtalker(model: Denoiser, path: str | os.PathLike, ema_model: Denoiser | None = None, **extra: Any) -> Path:
+    """model.save_pretrained, by the name of the file it writes."""
+    return model.save_pretrained(path, ema_model, **extra)

@@ -123,19 +123,19 @@ class Scorer:
 
     @cached_property
     def syncnet(self):
-        from kdtalker.checkpoints.evaluation import load_syncnet
+        from kdtalker.eval.weights import load_syncnet
 
         return load_syncnet(self.weights("syncnet") or "syncnet_v2.model", self.device)
 
     @cached_property
     def hopenet(self):
-        from kdtalker.checkpoints.evaluation import load_hopenet
+        from kdtalker.eval.weights import load_hopenet
 
         return load_hopenet(self.weights("hopenet") or "hopenet_robust_alpha1.pkl", self.device)
 
     @cached_property
     def pose_detector(self):
-        from kdtalker.checkpoints.evaluation import mmod_detector_path
+        from kdtalker.eval.weights import mmod_detector_path
         from kdtalker.eval.hopenet import hog_detector, mmod_detector
 
         kind = self.section("diversity").get("detector", "mmod")
@@ -147,13 +147,13 @@ class Scorer:
 
     @cached_property
     def inception(self):
-        from kdtalker.checkpoints.evaluation import load_inception
+        from kdtalker.eval.weights import load_inception
 
         return load_inception(self.weights("inception") or "pt_inception-2015-12-05-6726825d.pth", self.device)
 
     @cached_property
     def arcface(self):
-        from kdtalker.checkpoints.evaluation import load_arcface
+        from kdtalker.eval.weights import load_arcface
 
         return load_arcface(self.weights("arcface") or "arcface.onnx", self.device)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kdtalker.checkpoints.files import NORM_FILE, check_checkpoint_dir, crop_model_files
+from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
 from kdtalker.config import describe_type
 from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.errors import ConfigError, KDTalkerError, VideoError
@@ -169,8 +169,8 @@ class TalkingHeadPipeline:
         """Load every model once: renderer, audio encoder, denoiser, scheduler, normalisation statistics."""
         if self._models is not None:
             return self._models
-        from kdtalker.checkpoints.kdtalker import load_kdtalker
-        from kdtalker.checkpoints.wav2lip import load_audio_encoder
+        from kdtalker.diffusion import load_kdtalker
+        from kdtalker.audio.checkpoint import load_audio_encoder
         from kdtalker.diffusion import DDIMScheduler, MotionNorm
         from kdtalker.renderer import LivePortraitRenderer
 

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.errors import ImageError
+from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
 from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
 from kdtalker.renderer.layers import fold_all_batchnorms
@@ -55,9 +57,6 @@ class LivePortraitRenderer(nn.Module):
         fold_batchnorm: bool = True,
     ) -> "LivePortraitRenderer":
         """Load the official files under `liveportrait_dir` (base_models/*.pth, retargeting_models/*.pth)."""
-        from kdtalker.checkpoints import liveportrait as ckpt
-        from kdtalker.device import resolve_device, resolve_dtype
-
         device, dtype = resolve_device(device), resolve_dtype(dtype)
         configs = configs or {}
         files = ckpt.liveportrait_files(liveportrait_dir)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdtalker.checkpoints.common import load_torch_file
+from kdtalker.weights import load_torch_file
 
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pth")
 

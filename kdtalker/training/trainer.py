@@ -17,8 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from kdtalker.checkpoints.common import load_state_strict
-from kdtalker.checkpoints.kdtalker import kdtalker_state_dict
+from kdtalker.weights import load_state_strict
+from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.synthetic import lip_channels
@@ -216,13 +216,11 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     result = TrainResult(step, [], model, out_dir)
 
     def save() -> Path | None:
-        from kdtalker.checkpoints.kdtalker import save_kdtalker
-
         states = info.gather(rng_state(generator))
         path = None
         if info.is_main:
-            path = save_kdtalker(
-                model, checkpoint_path(out_dir, step),
+            path = model.save_pretrained(
+                checkpoint_path(out_dir, step),
                 ema_model=ema.averaged_model(model) if ema is not None else None,
                 optimizer=optimizer.state_dict(),
                 scheduler=lr_schedule.state_dict(),

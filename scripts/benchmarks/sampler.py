@@ -33,7 +33,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from kdtalker.checkpoints.kdtalker import load_kdtalker
+    from kdtalker.diffusion import load_kdtalker
     from kdtalker.device import resolve_device
     from kdtalker.diffusion import DDIMScheduler, Denoiser, sample_motion
 

@@ -25,7 +25,7 @@ from kdtalker.audio import (
     window_indices,
     window_starts,
 )
-from kdtalker.checkpoints.wav2lip import load_audio_encoder
+from kdtalker.audio.checkpoint import load_audio_encoder
 
 ENCODER_SPEC = "spec_wav2lip_audio_encoder.json"
 CASES = ["a16", "s16", "b44"]

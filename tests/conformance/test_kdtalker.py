@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.checkpoints.kdtalker import load_kdtalker, save_kdtalker
+from kdtalker.diffusion import load_kdtalker, save_kdtalker
 from kdtalker.diffusion import DDIMScheduler, DDPMScheduler, MotionNorm, diffusion_loss, pack_motion, unpack_motion
 from kdtalker.diffusion.denoiser import relative_position_buckets
 from kdtalker.diffusion.sampling import padded_audio, sample_motion, sample_window

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.checkpoints import liveportrait as ckpt
+from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer import LivePortraitRenderer, headpose_to_degrees, rotation_matrix, transform_keypoints
 from kdtalker.renderer.stitching import apply_stitching, ratio_input, retarget_eye, retarget_lip, stitching_input
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.checkpoints.evaluation import load_syncnet
+from kdtalker.eval.weights import load_syncnet
 from kdtalker.errors import CheckpointError
 from kdtalker.eval.mfcc import mfcc
 from kdtalker.eval.syncnet import (

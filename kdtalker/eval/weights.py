@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from kdtalker.checkpoints.common import load_state_strict, load_torch_file
+from kdtalker.weights import load_state_strict, load_torch_file
 from kdtalker.device import resolve_device
 from kdtalker.errors import CheckpointError
 
@@ -57,7 +57,7 @@ def load_syncnet(path_or_dict: str | os.PathLike | Mapping[str, Any], device: st
 
 def load_hopenet(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"):
     """Official Hopenet snapshot (torchvision resnet50 keys + fc_yaw/fc_pitch/fc_roll [+ fc_finetune]) -> Hopenet, eval mode."""
-    from kdtalker.checkpoints.common import strip_prefix
+    from kdtalker.weights import strip_prefix
     from kdtalker.eval.hopenet import Hopenet
 
     state, source = _state(path_or_dict, "hopenet")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from kdtalker.audio.encoder import AudioEncoder
-from kdtalker.checkpoints.common import load_state_strict, load_torch_file
+from kdtalker.weights import load_state_strict, load_torch_file
 from kdtalker.device import resolve_device
 from kdtalker.errors import CheckpointError
 

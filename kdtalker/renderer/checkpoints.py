@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from kdtalker.checkpoints.common import load_state_strict, load_torch_file, strip_prefix
+from kdtalker.weights import load_state_strict, load_torch_file, strip_prefix
 from kdtalker.errors import CheckpointError
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
 from kdtalker.renderer.motion_extractor import MotionExtractor

@@ -1,4 +1,7 @@
-"""The official KDTalker.pth: {'model': state dict under 'point_model.model.', 'model_ema': {} or EMA state, ...}."""
+"""The official KDTalker.pth layout: {'model': state dict under 'point_model.model.', 'model_ema': {} or EMA state, ...}.
+
+Key maps only; loading onto the model is `Denoiser.from_pretrained` / `save_pretrained`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,7 @@ from typing import Any
 
 import torch
 
-from kdtalker.checkpoints.common import load_state_strict, load_torch_file, strip_prefix
-from kdtalker.device import resolve_device
-from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.weights import load_torch_file, strip_prefix
 from kdtalker.errors import CheckpointError
 from kdtalker.fileio import atomic_path
 
@@ -63,45 +64,27 @@ def kdtalker_state_dict(ckpt: Any, source: str = "the checkpoint", ema: bool = F
     return strip_prefix(state, KEY_PREFIX)
 
 
-def load_kdtalker(
-    path_or_dict: str | os.PathLike | Mapping[str, Any],
-    device: str | torch.device = "cpu",
-    ema: bool = False,
-    **model_kwargs: Any,
-) -> Denoiser:
-    """KDTalker.pth (path or loaded dict) -> Denoiser in eval mode on `device`, loaded strictly.
-
-    ema=True takes the 'model_ema' weights (an error when the file has none; the released training code keeps
-    EMA off, and the official inference uses 'model'). model_kwargs configure a non-official architecture.
-    """
+def read_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """A KDTalker.pth path (read safely) or an already-loaded dict -> (checkpoint dict, its name for messages)."""
     if isinstance(path_or_dict, Mapping):
-        source, ckpt = "the given checkpoint dict", path_or_dict
-    elif not isinstance(path_or_dict, (str, os.PathLike)):
+        return path_or_dict, "the given checkpoint dict"
+    if not isinstance(path_or_dict, (str, os.PathLike)):
         raise CheckpointError(f"{WHAT}: expected a file path or a checkpoint dict, got {type(path_or_dict).__name__}")
-    else:
-        source = str(Path(path_or_dict))
-        ckpt = load_torch_file(path_or_dict, WHAT)
-    model = Denoiser(**model_kwargs)
-    load_state_strict(model, kdtalker_state_dict(ckpt, source, ema), WHAT, source)
-    return model.to(resolve_device(device)).eval()
+    return load_torch_file(path_or_dict, WHAT), str(Path(path_or_dict))
 
 
-def save_kdtalker(
-    model: Denoiser,
-    path: str | os.PathLike,
-    ema_model: Denoiser | None = None,
-    **extra: Any,
-) -> Path:
-    """Write `model` in the official layout {'model': {'point_model.model.' + key: tensor}, 'model_ema': ...}.
+def official_layout(state: Mapping[str, torch.Tensor], ema_state: Mapping[str, torch.Tensor] | None = None,
+                    **extra: Any) -> dict[str, Any]:
+    """Denoiser state dict(s) -> the official checkpoint dict {'model': {'point_model.model.' + key}, 'model_ema'}."""
+    def prefixed(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {KEY_PREFIX + k: v.detach().cpu().clone() for k, v in sd.items()}
 
-    `ema_model` (optional) is stored the same way under 'model_ema' ({} otherwise, as the official file); extra
-    entries (optimizer, scheduler, epoch, step, cfg, ...) are saved as given. Written atomically.
-    """
-    def prefixed(m: Denoiser) -> dict[str, torch.Tensor]:
-        return {KEY_PREFIX + k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+    return {"model": prefixed(state), "model_ema": prefixed(ema_state) if ema_state is not None else {}, **extra}
 
-    ckpt = {"model": prefixed(model), "model_ema": prefixed(ema_model) if ema_model is not None else {}, **extra}
+
+def write_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """torch.save `ckpt` to `path` atomically (a killed run leaves no partial file)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        torch.save(dict(ckpt), tmp)
     return path
