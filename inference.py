@@ -22,12 +22,17 @@ def main(cfg) -> None:
 
     for key in ("source_image", "driven_audio", "output"):
         if not cfg.get(key):
-            raise ConfigError(f"{key}=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav output=out.mp4")
+            raise ConfigError(
+                f"{key}=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav "
+                "output=out.mp4"
+            )
     pipeline = TalkingHeadPipeline.from_config(cfg)
     output = pipeline.generate(cfg.source_image, cfg.driven_audio, cfg.output)
     t = pipeline.timings
-    print(f"wrote {output}: {t.frames} frames; seconds: load {t.load:.1f}, crop {t.crop:.1f}, audio {t.audio:.1f}, "
-          f"sampling {t.sampling:.1f}, rendering {t.rendering:.1f}, writing {t.writing:.1f}")
+    print(
+        f"wrote {output}: {t.frames} frames; seconds: load {t.load:.1f}, crop {t.crop:.1f}, audio {t.audio:.1f}, "
+        f"sampling {t.sampling:.1f}, rendering {t.rendering:.1f}, writing {t.writing:.1f}"
+    )
 
 
 if __name__ == "__main__":

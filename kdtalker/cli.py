@@ -18,7 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-from kdtalker.errors import KDTalkerError, Terminated
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from kdtalker.config import config_error, typed_config
+from kdtalker.errors import ConfigError, KDTalkerError, Terminated
 from kdtalker.fileio import describe_os_error
 
 EXIT_ERROR = 1
@@ -74,15 +80,10 @@ def guarded(body: Callable[[], Any]) -> Any:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def compose_config(config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str],
-                   schema: type | None = None) -> Any:
+def compose_config(
+    config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str], schema: type | None = None
+) -> Any:
     """Hydra config `config_name` from `config_dir` with `overrides`, typed by `schema`; ConfigError otherwise."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from kdtalker.config import config_error, typed_config
-    from kdtalker.errors import ConfigError
 
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
@@ -106,13 +107,17 @@ def _hydra_message(exc: Exception, overrides: Sequence[str]) -> str:
     return message.replace(" ;", ";") or type(exc).__name__
 
 
-def run(main: Callable[[Any], Any], config_dir: str | os.PathLike, config_name: str, schema: type | None = None,
-        argv: Sequence[str] | None = None, usage: str = "") -> Any:
+def run(
+    main: Callable[[Any], Any],
+    config_dir: str | os.PathLike,
+    config_name: str,
+    schema: type | None = None,
+    argv: Sequence[str] | None = None,
+    usage: str = "",
+) -> Any:
     """Compose the config from argv (`key=value` overrides) and call main(cfg), with all errors as one line."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
-        from omegaconf import OmegaConf
-
         cfg = guarded(lambda: compose_config(config_dir, config_name, [a for a in args if a not in ("-h", "--help")]))
         print((usage.strip() + "\n\n" if usage else "") + "Overrides: key=value (Hydra syntax). Defaults:\n")
         print(OmegaConf.to_yaml(cfg))
@@ -122,10 +127,6 @@ def run(main: Callable[[Any], Any], config_dir: str | os.PathLike, config_name: 
         fail(f"unknown option {bad[0]}; settings are key=value overrides (see --help)")
 
     def body() -> Any:
-        from omegaconf.errors import OmegaConfBaseException
-
-        from kdtalker.config import config_error
-
         cfg = compose_config(config_dir, config_name, args, schema)
         try:
             return main(cfg)

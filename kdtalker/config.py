@@ -81,7 +81,9 @@ def config_error(exc: OmegaConfBaseException, schema: type | None = None) -> Con
     if key and schema is not None and _field_type(schema, key) is not None:
         if "interpolation" in message:
             return ConfigError(f"{key}: {message}; {key} takes {describe_type(schema, key)}")
-        return ConfigError(f"{key}={getattr(exc, 'value', '?')!r} is not valid: {key} takes {describe_type(schema, key)}")
+        return ConfigError(
+            f"{key}={getattr(exc, 'value', '?')!r} is not valid: {key} takes {describe_type(schema, key)}"
+        )
     return ConfigError(f"{key}: {message}" if key else message)
 
 

@@ -20,7 +20,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     except RuntimeError as exc:
         raise ConfigError(f"device={name!r} is not a device name (use auto, cpu, cuda or cuda:N)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} was asked for but CUDA is not available here; use device=cpu or device=auto")
+        raise ConfigError(
+            f"device={name!r} was asked for but CUDA is not available here; use device=cpu or device=auto"
+        )
     return device
 
 

@@ -56,8 +56,10 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
         os.unlink(probe)
     except OSError as exc:
         reason = describe_os_error(OSError(exc.errno, exc.strerror))  # the probe's own name would only confuse
-        raise OutputError(f"cannot write {what} {path}: the folder {folder} does not accept new files ({reason}); "
-                          "choose another folder") from None
+        raise OutputError(
+            f"cannot write {what} {path}: the folder {folder} does not accept new files ({reason}); "
+            "choose another folder"
+        ) from None
     return path
 
 
@@ -77,7 +79,7 @@ def _owner_pid(name: str, prefix: str) -> int | None:
     """The pid in a temp folder name made by `temp_dir` ('<prefix><pid>_<random>'), or None."""
     if not name.startswith(prefix):
         return None
-    head = name[len(prefix):].split("_", 1)[0]
+    head = name[len(prefix) :].split("_", 1)[0]
     return int(head) if head.isdigit() else None
 
 

@@ -62,18 +62,56 @@ _ALLOWED_NAMES = frozenset(name for _, name in ALLOWED_GLOBALS)
 
 # Globals no weight file has a reason to name: a file naming one is refused outright, with that reason (it would
 # load inertly anyway, except os/sys/posix/nt, which torch's unpickler itself refuses).
-HOSTILE_MODULES = frozenset({"os", "sys", "posix", "nt", "subprocess", "commands", "runpy", "importlib", "shutil",
-                             "socket", "pty", "ctypes", "code", "pickle", "marshal", "types", "webbrowser", "pdb"})
-HOSTILE_BUILTINS = frozenset({"eval", "exec", "compile", "__import__", "open", "getattr", "setattr", "delattr",
-                              "breakpoint", "input", "globals", "locals", "vars"})
+HOSTILE_MODULES = frozenset(
+    {
+        "os",
+        "sys",
+        "posix",
+        "nt",
+        "subprocess",
+        "commands",
+        "runpy",
+        "importlib",
+        "shutil",
+        "socket",
+        "pty",
+        "ctypes",
+        "code",
+        "pickle",
+        "marshal",
+        "types",
+        "webbrowser",
+        "pdb",
+    }
+)
+HOSTILE_BUILTINS = frozenset(
+    {
+        "eval",
+        "exec",
+        "compile",
+        "__import__",
+        "open",
+        "getattr",
+        "setattr",
+        "delattr",
+        "breakpoint",
+        "input",
+        "globals",
+        "locals",
+        "vars",
+    }
+)
 
 
 def hostile_globals(names: set[str]) -> list[str]:
     """The names among `names` that call into the system, the interpreter or the import machinery."""
+
     def hostile(full: str) -> bool:
         module, _, name = full.rpartition(".")
-        return (module.split(".")[0] in HOSTILE_MODULES
-                or (module in ("builtins", "__builtin__") and name in HOSTILE_BUILTINS))
+        return module.split(".")[0] in HOSTILE_MODULES or (
+            module in ("builtins", "__builtin__") and name in HOSTILE_BUILTINS
+        )
+
     return sorted(n for n in names if hostile(n))
 
 
@@ -91,8 +129,10 @@ def refuse_hostile(path: str | os.PathLike, what: str, names: set[str] | None = 
     return names
 
 
-_NAME_MAPPINGS = ((_compat_pickle.NAME_MAPPING, _compat_pickle.IMPORT_MAPPING),
-                  (getattr(torch._utils, "NAME_MAPPING", {}), getattr(torch._utils, "IMPORT_MAPPING", {})))
+_NAME_MAPPINGS = (
+    (_compat_pickle.NAME_MAPPING, _compat_pickle.IMPORT_MAPPING),
+    (getattr(torch._utils, "NAME_MAPPING", {}), getattr(torch._utils, "IMPORT_MAPPING", {})),
+)
 
 
 class ForeignObject:
@@ -177,10 +217,21 @@ def load_untrusted(path: str | os.PathLike, what: str, mmap: bool = False) -> An
             f"{what}: {path} could not be read as a PyTorch checkpoint ({_first_line(text)}); "
             "the file is truncated or not the right file - download it again"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, TypeError, IndexError,
-            AttributeError, NotImplementedError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        NotImplementedError,
+    ) as exc:
         raise CheckpointError(
-            f"{what}: {path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {_first_line(str(exc))}); "
+            f"{what}: {path} could not be read as a PyTorch checkpoint "
+            f"({type(exc).__name__}: {_first_line(str(exc))}); "
             "the file is truncated or not the right file - download it again"
         ) from None
 

@@ -23,13 +23,15 @@ def load_torch_file(path: str | os.PathLike, what: str) -> Any:
 
 def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Remove `prefix` from every key that starts with it; other keys are kept unchanged."""
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, Any], what: str, source: str = "") -> nn.Module:
     """load_state_dict(strict=True) with a short message naming missing/unexpected keys and shape mismatches."""
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
-        raise CheckpointError(f"{what}: {source or 'the checkpoint'} does not hold a state dict (got {type(state).__name__})")
+        raise CheckpointError(
+            f"{what}: {source or 'the checkpoint'} does not hold a state dict (got {type(state).__name__})"
+        )
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -1,4 +1,4 @@
-"""Fetch the official weights into the checkpoint folder: `python scripts/download_weights.py [--dir checkpoints] [--crop-models]`.
+"""Fetch the official weights: `python scripts/download_weights.py [--dir checkpoints] [--crop-models]`.
 
 Files already present are skipped; each download goes to a temporary file renamed only when complete.
 Without internet access it stops with one message saying which file to fetch by hand (checkpoints/README.md).
@@ -14,10 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from kdtalker.pipeline.weights import CROP_FILES, NORM_FILE, WEIGHT_FILES
 from kdtalker.cli import guarded
 from kdtalker.errors import KDTalkerError
 from kdtalker.fileio import atomic_path
+from kdtalker.pipeline.weights import CROP_FILES, NORM_FILE, WEIGHT_FILES
 
 LIVEPORTRAIT = "https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/"
 KDTALKER = "https://huggingface.co/ChaolongYang/KDTalker/resolve/main/"
@@ -44,7 +44,11 @@ def download(url: str, target: Path, timeout: float = 30.0) -> None:
     """Stream `url` to `target` atomically; KDTalkerError with the URL and target when it fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(target) as tmp, urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+        with (
+            atomic_path(target) as tmp,
+            urllib.request.urlopen(url, timeout=timeout) as response,
+            open(tmp, "wb") as out,
+        ):
             shutil.copyfileobj(response, out, length=1 << 20)
     except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -57,7 +61,9 @@ def download(url: str, target: Path, timeout: float = 30.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="checkpoints", help="checkpoint folder (default: checkpoints)")
-    parser.add_argument("--crop-models", action="store_true", help="also fetch the insightface/LivePortrait ONNX crop models")
+    parser.add_argument(
+        "--crop-models", action="store_true", help="also fetch the insightface/LivePortrait ONNX crop models"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
     args = parser.parse_args(argv)
     root = Path(args.dir)

@@ -1,7 +1,8 @@
 """The paper's HDTF evaluation: generate (or take) videos, score LSE-C/D, diversity, FID, CPBD, CSIM, FPS, beat-align.
 
     python scripts/evaluate.py videos=HDTF/ output_dir=eval_outputs
-    python scripts/evaluate.py videos=HDTF/ generate=false 'tables=[{name: peers, title: Peers, rows: [{label: SadTalker, folder: sadtalker/}]}]'
+    python scripts/evaluate.py videos=HDTF/ generate=false \
+        'tables=[{name: peers, title: Peers, rows: [{label: SadTalker, folder: sadtalker/}]}]'
 
 Settings: configs/evaluate.yaml. Tables are printed and saved under output_dir/tables (markdown + csv).
 """
@@ -17,9 +18,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 def main(cfg) -> None:
     """Run the protocol and print the tables."""
-    from kdtalker.eval.protocol import run_evaluation
+    from kdtalker.eval.protocol import build_pipeline, run_evaluation
 
-    print(run_evaluation(cfg))
+    print(run_evaluation(cfg, lambda overrides: build_pipeline(overrides, CONFIGS)))
 
 
 if __name__ == "__main__":

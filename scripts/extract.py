@@ -1,4 +1,4 @@
-"""Extract training shards: `python scripts/extract.py videos=DIR out=DIR` (or `mat_dir=DIR out=DIR` for official .mat files).
+"""Extract training shards: `python scripts/extract.py videos=DIR out=DIR` (`mat_dir=DIR`: official .mat files).
 
 One .npz per clip with per-frame LivePortrait motion and Wav2Lip audio features (format: kdtalker/data/__init__.py).
 """
@@ -26,18 +26,26 @@ def extract(cfg: DictConfig) -> str:
     if not cfg.videos:
         raise ConfigError("give the folder of clips: videos=DIR (or mat_dir=DIR for official .mat files)")
     from kdtalker.audio import load_audio
-    from kdtalker.renderer.checkpoints import load_motion_extractor
     from kdtalker.audio.checkpoint import load_audio_encoder
     from kdtalker.data.extractors import liveportrait_motion_fn, wav2lip_audio_fn
     from kdtalker.device import resolve_device
+    from kdtalker.renderer.checkpoints import load_motion_extractor
 
     device = resolve_device(cfg.device)
     motion_fn = liveportrait_motion_fn(load_motion_extractor(cfg.motion_extractor, device))
     audio_fn = wav2lip_audio_fn(load_audio_encoder(cfg.wav2lip, device), cfg.fps, cfg.audio.batch_size)
-    report = extract_folder(cfg.videos, cfg.out, motion_fn, audio_fn,
-                            lambda p: load_audio(p, cfg.audio.sample_rate, kind="video"),
-                            fps=cfg.fps, size=cfg.size, min_frames=cfg.min_frames, batch_size=cfg.batch_size,
-                            overwrite=cfg.overwrite)
+    report = extract_folder(
+        cfg.videos,
+        cfg.out,
+        motion_fn,
+        audio_fn,
+        lambda p: load_audio(p, cfg.audio.sample_rate, kind="video"),
+        fps=cfg.fps,
+        size=cfg.size,
+        min_frames=cfg.min_frames,
+        batch_size=cfg.batch_size,
+        overwrite=cfg.overwrite,
+    )
     return report.check_any_usable().summary()
 
 

@@ -1,4 +1,5 @@
 import os
+
 os.environ.setdefault("TQDM_DISABLE", "1")
 import sys
 from pathlib import Path

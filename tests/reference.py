@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from fixture_weights import fixture_state_dict
 
 DEFAULT_ROOT = Path(__file__).parent / "fixtures" / "reference"

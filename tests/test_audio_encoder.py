@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from fixture_weights import fixture_state_dict
+
 from kdtalker.audio import AudioEncoder, audio_features, audio_windows
 from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.errors import AudioError, CheckpointError
@@ -49,7 +49,7 @@ def test_batch_keeps_per_sample_order(encoder):
     with torch.inference_mode():
         together = encoder(x)
         for b in range(3):
-            torch.testing.assert_close(together[b], encoder(x[b:b + 1])[0], rtol=0, atol=1e-5)
+            torch.testing.assert_close(together[b], encoder(x[b : b + 1])[0], rtol=0, atol=1e-5)
     assert not torch.allclose(together[0], together[1])
 
 
@@ -96,8 +96,9 @@ def test_tolerates_bare_and_stripped_state_dicts(official_state, encoder):
         expected = encoder(x)
         bare = load_audio_encoder(official_state)  # no {'state_dict': ...} wrapper
         stripped = load_audio_encoder({k.removeprefix("module."): v for k, v in official_state.items()})
-        own = load_audio_encoder({k.removeprefix("module.audio_encoder."): v for k, v in official_state.items()
-                                  if "audio_encoder" in k})
+        own = load_audio_encoder(
+            {k.removeprefix("module.audio_encoder."): v for k, v in official_state.items() if "audio_encoder" in k}
+        )
         for enc in (bare, stripped, own):
             torch.testing.assert_close(enc(x), expected, rtol=0, atol=0)
 

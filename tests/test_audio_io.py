@@ -42,8 +42,9 @@ def source_wav(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("ext, subtype", [("wav", "PCM_16"), ("wav", "PCM_24"), ("wav", "FLOAT"), ("flac", "PCM_16"),
-                                          ("ogg", "VORBIS")])
+@pytest.mark.parametrize(
+    "ext, subtype", [("wav", "PCM_16"), ("wav", "PCM_24"), ("wav", "FLOAT"), ("flac", "PCM_16"), ("ogg", "VORBIS")]
+)
 def test_soundfile_formats_match_librosa(ext, subtype, tmp_path):
     path = tmp_path / f"speech.{ext}"
     sf.write(path, tone(22050, channels=2), 22050, subtype=subtype)
@@ -85,8 +86,22 @@ def test_ffmpeg_decode_is_lossless_for_pcm(source_wav):
 
 def test_video_soundtrack(source_wav, tmp_path):
     path = tmp_path / "talk.mp4"
-    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=64x64:r=25:d=0.5", "-i", str(source_wav),
-           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:s=64x64:r=25:d=0.5",
+        "-i",
+        str(source_wav),
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(path),
+    )
     wav = load_audio(path)
     assert abs(peak_hz(wav) - TONE_HZ) < 3 and len(wav) >= 640
 
@@ -150,13 +165,19 @@ def _write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make, problem", [
-    (lambda d: d / "missing.wav", "not found"),
-    (lambda d: d, "not a file"),
-    (lambda d: _write_bytes(d / "notes.wav", b"this is a shopping list, not a recording\n" * 20), "could not be decoded"),
-    (lambda d: _write_bytes(d / "noise.mp3", np.random.default_rng(0).bytes(4096)), "could not be decoded"),
-    (lambda d: _write_bytes(d / "zero_bytes.wav", b""), "could not be decoded"),
-])
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda d: d / "missing.wav", "not found"),
+        (lambda d: d, "not a file"),
+        (
+            lambda d: _write_bytes(d / "notes.wav", b"this is a shopping list, not a recording\n" * 20),
+            "could not be decoded",
+        ),
+        (lambda d: _write_bytes(d / "noise.mp3", np.random.default_rng(0).bytes(4096)), "could not be decoded"),
+        (lambda d: _write_bytes(d / "zero_bytes.wav", b""), "could not be decoded"),
+    ],
+)
 def test_unreadable_input(make, problem, tmp_path):
     path = make(tmp_path)
     with pytest.raises(AudioError, match=problem) as err:

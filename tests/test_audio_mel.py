@@ -31,9 +31,9 @@ def speech_like(seconds: float, seed: int) -> np.ndarray:
     f0 = 120 + 30 * np.sin(2 * np.pi * 3 * t)
     phase = 2 * np.pi * np.cumsum(f0) / 16000
     voice = sum(np.sin(k * phase) / k for k in range(1, 9)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
-    chirp = np.sin(2 * np.pi * (100 * t + 2000 * t ** 2))
+    chirp = np.sin(2 * np.pi * (100 * t + 2000 * t**2))
     x = 0.3 * voice + 0.1 * chirp + 0.02 * rng.standard_normal(t.shape)
-    x[len(x) // 3: len(x) // 2] = 0.0  # a stretch of digital silence
+    x[len(x) // 3 : len(x) // 2] = 0.0  # a stretch of digital silence
     return (x / np.abs(x).max() * 0.9).astype(np.float32)
 
 
@@ -88,4 +88,4 @@ def test_windows_at_other_fps(fps):
     starts = window_starts(num_frames, fps)
     assert list(starts) == [int(80.0 * ((i - 2) / fps)) for i in range(num_frames)]
     i = num_frames // 2  # an interior window is 16 consecutive mel frames starting at s_i
-    np.testing.assert_array_equal(windows[i], mel[:, starts[i]: starts[i] + 16].astype(np.float32))
+    np.testing.assert_array_equal(windows[i], mel[:, starts[i] : starts[i] + 16].astype(np.float32))

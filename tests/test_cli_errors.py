@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 from scipy.io import savemat
-
-from kdtalker.safeload import load_untrusted
 from test_pipeline_checkpoints import make_fake_checkpoints
 from test_safe_loading import one_error_line, run_script
 from test_train_resume import TINY
+
+from kdtalker.safeload import load_untrusted
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = REPO / "examples" / "astronaut.png"
@@ -79,11 +79,14 @@ def test_mistyped_values_are_one_line(override, words, capsys):
 
 
 def test_training_and_extraction_values_are_typed(tmp_path):
-    for script, override, words in [("train.py", "train.max_steps=abc", ["train.max_steps", "a whole number"]),
-                                    ("train.py", "train.ema.enabled=no", ["train.ema.enabled", "true or false"]),
-                                    ("scripts/extract.py", "overwrite=yes", ["overwrite", "true or false"])]:
-        result = run_script(script, override, f"out={tmp_path / 'o'}" if "extract" in script else "device=cpu",
-                            cwd=tmp_path)
+    for script, override, words in [
+        ("train.py", "train.max_steps=abc", ["train.max_steps", "a whole number"]),
+        ("train.py", "train.ema.enabled=no", ["train.ema.enabled", "true or false"]),
+        ("scripts/extract.py", "overwrite=yes", ["overwrite", "true or false"]),
+    ]:
+        result = run_script(
+            script, override, f"out={tmp_path / 'o'}" if "extract" in script else "device=cpu", cwd=tmp_path
+        )
         assert result.returncode == 1, result.stderr
         line = one_error_line(result)
         assert all(w in line for w in words), line
@@ -92,8 +95,12 @@ def test_training_and_extraction_values_are_typed(tmp_path):
 def test_unwritable_outputs_fail_before_any_work(tmp_path, fake_checkpoints):
     (tmp_path / "folder.mp4").mkdir()
     (tmp_path / "file").write_text("x")
-    targets = {tmp_path / "folder.mp4": "existing folder", Path("/proc/out.mp4"): "does not accept new files",
-               tmp_path / "file" / "out.mp4": "not a folder", tmp_path / "missing" / "out.mp4": "does not exist"}
+    targets = {
+        tmp_path / "folder.mp4": "existing folder",
+        Path("/proc/out.mp4"): "does not accept new files",
+        tmp_path / "file" / "out.mp4": "not a folder",
+        tmp_path / "missing" / "out.mp4": "does not exist",
+    }
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     readonly.chmod(0o555)
@@ -108,10 +115,14 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, fake_checkpoints):
     assert list(readonly.iterdir()) == []
 
 
-@pytest.mark.parametrize("entry, value, words", [
-    ("yaw_std", 0.0, "yaw_std holds zero"), ("exp_std", np.nan, "exp_std holds zero, negative or non-finite"),
-    ("t_mean", np.inf, "t_mean holds non-finite"),
-])
+@pytest.mark.parametrize(
+    "entry, value, words",
+    [
+        ("yaw_std", 0.0, "yaw_std holds zero"),
+        ("exp_std", np.nan, "exp_std holds zero, negative or non-finite"),
+        ("t_mean", np.inf, "t_mean holds non-finite"),
+    ],
+)
 def test_broken_norm_statistics_are_refused(entry, value, words, tmp_path, fake_checkpoints):
     root = tmp_path / "ckpt"
     shutil.copytree(fake_checkpoints, root)
@@ -138,8 +149,16 @@ def test_huge_image_names_the_pixel_limit(tmp_path, fake_checkpoints):
 
 def test_training_resume_falls_back_and_explains(tmp_path):
     def train(*overrides):
-        return run_script("train.py", *TINY, f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'run'}",
-                          "train.val_every=0", "train.ckpt_every=1", *overrides, cwd=tmp_path)
+        return run_script(
+            "train.py",
+            *TINY,
+            f"data.root={tmp_path / 'data'}",
+            f"train.out_dir={tmp_path / 'run'}",
+            "train.val_every=0",
+            "train.ckpt_every=1",
+            *overrides,
+            cwd=tmp_path,
+        )
 
     assert train("train.max_steps=2").returncode == 0
     latest = tmp_path / "run" / "checkpoint-000002.pth"
@@ -160,8 +179,9 @@ def test_training_resume_falls_back_and_explains(tmp_path):
     assert result.returncode == 1
     line = one_error_line(result)
     assert "model-only" in line and f"train.init_from={model_only}" in line, line
-    started = train(f"train.init_from={model_only}", "train.resume=null", f"train.out_dir={tmp_path / 'fresh'}",
-                    "train.max_steps=1")
+    started = train(
+        f"train.init_from={model_only}", "train.resume=null", f"train.out_dir={tmp_path / 'fresh'}", "train.max_steps=1"
+    )
     assert started.returncode == 0, started.stderr[-2000:]
 
 
@@ -176,13 +196,29 @@ def test_extraction_stops_when_the_disk_is_full(tmp_path):
     mats.mkdir()
     t = 60  # ~170 KB per shard
     for name in ("a", "b", "c"):
-        savemat(mats / f"{name}.mat", {"yaw": np.zeros((t, 1)), "pitch": np.zeros((t, 1)), "roll": np.zeros((t, 1)),
-                                       "t": np.zeros((t, 3)), "exp": np.zeros((t, 21, 3)), "scale": np.ones((t, 1)),
-                                       "kp": np.zeros((t, 21, 3)), "aud_feat": np.zeros((t + 1, 512))})
+        savemat(
+            mats / f"{name}.mat",
+            {
+                "yaw": np.zeros((t, 1)),
+                "pitch": np.zeros((t, 1)),
+                "roll": np.zeros((t, 1)),
+                "t": np.zeros((t, 3)),
+                "exp": np.zeros((t, 21, 3)),
+                "scale": np.ones((t, 1)),
+                "kp": np.zeros((t, 21, 3)),
+                "aud_feat": np.zeros((t + 1, 512)),
+            },
+        )
     env = dict(os.environ, TQDM_DISABLE="1")
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "extract.py"), f"mat_dir={mats}",
-                             f"out={tmp_path / 'shards'}"], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            preexec_fn=_limit_file_size, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "extract.py"), f"mat_dir={mats}", f"out={tmp_path / 'shards'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        preexec_fn=_limit_file_size,
+        timeout=300,
+    )
     assert result.returncode == 1
     line = one_error_line(result)
     assert "a.npz" in line and "extraction stopped" in line and "too large" in line, line
@@ -227,6 +263,7 @@ def test_stale_parts_of_dead_runs_are_removed(tmp_path):
     assert not stale.exists() and mine.exists() and (tmp_path / "new.npz").read_bytes() == b"done"
 
     import tempfile
+
     left = Path(tempfile.gettempdir()) / f"kdtalker_test_{dead.pid}_x"
     left.mkdir(exist_ok=True)
     with temp_dir("kdtalker_test_") as folder:

@@ -9,13 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from fixture_weights import fixture_state_dict
 from scipy.io import savemat
 
-from fixture_weights import fixture_state_dict
-from kdtalker.renderer.checkpoints import load_motion_extractor
-from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.audio import load_audio
+from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.data import read_shard, write_shard
 from kdtalker.data.extract import extract_folder, import_official
 from kdtalker.data.extractors import liveportrait_motion_fn, wav2lip_audio_fn
@@ -23,6 +21,7 @@ from kdtalker.data.shards import Clip
 from kdtalker.data.video import read_frames, write_test_video
 from kdtalker.errors import KDTalkerError
 from kdtalker.renderer import MotionExtractor
+from kdtalker.renderer.checkpoints import load_motion_extractor
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MOTION = dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))  # same architecture, small enough for CPU tests
@@ -134,15 +133,28 @@ def test_damaged_shards_are_redone_and_disk_errors_stop(clips, extractors, tmp_p
 
     monkeypatch.setattr(extract, "write_shard", disk_full)
     with pytest.raises(OutputError, match="disk is full.*extraction stopped"):
-        extract_folder(clips, tmp_path / "more", motion_fn, audio_fn, as_video, min_frames=8, batch_size=5,
-                       log=lines.append)
+        extract_folder(
+            clips, tmp_path / "more", motion_fn, audio_fn, as_video, min_frames=8, batch_size=5, log=lines.append
+        )
     assert list((tmp_path / "more").iterdir()) == []
 
 
 def test_killed_write_leaves_no_shard(tmp_path, monkeypatch):
-    clip = Clip({k: np.zeros((5, *s), np.float32) for k, s in
-                 {"scale": (1,), "pitch": (1,), "yaw": (1,), "roll": (1,), "t": (3,), "exp": (21, 3), "kp": (21, 3)}.items()},
-                np.zeros((6, 512), np.float32))
+    clip = Clip(
+        {
+            k: np.zeros((5, *s), np.float32)
+            for k, s in {
+                "scale": (1,),
+                "pitch": (1,),
+                "yaw": (1,),
+                "roll": (1,),
+                "t": (3,),
+                "exp": (21, 3),
+                "kp": (21, 3),
+            }.items()
+        },
+        np.zeros((6, 512), np.float32),
+    )
 
     def die(*args, **kwargs):
         raise KeyboardInterrupt
@@ -156,9 +168,16 @@ def test_killed_write_leaves_no_shard(tmp_path, monkeypatch):
 def test_import_official_mat(tmp_path):
     rng = np.random.default_rng(0)
     t = 30
-    official = {"yaw": rng.normal(size=(t, 1)), "pitch": rng.normal(size=(t, 1)), "roll": rng.normal(size=(t, 1)),
-                "t": rng.normal(size=(t, 3)), "exp": rng.normal(size=(t, 21, 3)), "scale": rng.normal(size=(t, 1)),
-                "kp": rng.normal(size=(t, 21, 3)), "aud_feat": rng.normal(size=(t + 1, 512))}
+    official = {
+        "yaw": rng.normal(size=(t, 1)),
+        "pitch": rng.normal(size=(t, 1)),
+        "roll": rng.normal(size=(t, 1)),
+        "t": rng.normal(size=(t, 3)),
+        "exp": rng.normal(size=(t, 21, 3)),
+        "scale": rng.normal(size=(t, 1)),
+        "kp": rng.normal(size=(t, 21, 3)),
+        "aud_feat": rng.normal(size=(t + 1, 512)),
+    }
     mats = tmp_path / "mats"
     mats.mkdir()
     savemat(mats / "id1.mat", {k: v.astype(np.float32) for k, v in official.items()})
@@ -186,17 +205,28 @@ def test_bad_shard_is_one_clear_error(tmp_path):
 
 def test_extract_script_errors_and_imports(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, str(ROOT / "scripts" / "extract.py"), *args], capture_output=True,
-                              text=True, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "extract.py"), *args], capture_output=True, text=True, cwd=tmp_path
+        )
 
     missing = run("videos=nowhere", f"out={tmp_path / 'o'}", "motion_extractor=nope.pth")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "nope.pth" in missing.stderr or "not found" in missing.stderr
     mats = tmp_path / "mats"
     mats.mkdir()
-    savemat(mats / "c.mat", {"yaw": np.zeros((4, 1)), "pitch": np.zeros((4, 1)), "roll": np.zeros((4, 1)),
-                             "t": np.zeros((4, 3)), "exp": np.zeros((4, 21, 3)), "scale": np.ones((4, 1)),
-                             "kp": np.zeros((4, 21, 3)), "aud_feat": np.zeros((5, 512))})
+    savemat(
+        mats / "c.mat",
+        {
+            "yaw": np.zeros((4, 1)),
+            "pitch": np.zeros((4, 1)),
+            "roll": np.zeros((4, 1)),
+            "t": np.zeros((4, 3)),
+            "exp": np.zeros((4, 21, 3)),
+            "scale": np.ones((4, 1)),
+            "kp": np.zeros((4, 21, 3)),
+            "aud_feat": np.zeros((5, 512)),
+        },
+    )
     ok = run(f"mat_dir={mats}", f"out={tmp_path / 'shards'}")
     assert ok.returncode == 0, ok.stderr
     assert "1 clips extracted" in ok.stdout and (tmp_path / "shards" / "c.npz").is_file()

@@ -29,6 +29,7 @@ def test_synthetic_is_deterministic_and_lips_follow_audio(tmp_path):
     assert read_shard(a[0]).aud_feat.tobytes() != read_shard(c[0]).aud_feat.tobytes()
     clip = read_shard(a[1])
     assert clip.motion["exp"].shape[1:] == (21, 3) and clip.aud_feat.shape[1] == 512
+
     # the lip exp channels are a linear function of the audio (one ridge map fits every clip); head pose is not
     def lip(c):
         return c.motion["exp"][:, LIP_KEYPOINTS[2], 1]
@@ -64,10 +65,14 @@ def test_norm_stats_official_layout(tmp_path, kdtalker_ref):
 def test_compute_norm_script(tmp_path):
     generate_synthetic(tmp_path / "s", 2, seed=1, min_frames=70, max_frames=80)
     script = [sys.executable, str(ROOT / "scripts" / "compute_norm.py")]
-    ok = subprocess.run(script + [f"shards={tmp_path / 's'}", f"out={tmp_path / 'n.npz'}"], capture_output=True, text=True)
+    ok = subprocess.run(
+        script + [f"shards={tmp_path / 's'}", f"out={tmp_path / 'n.npz'}"], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert MotionNorm.load(tmp_path / "n.npz").std.shape == (70,)
-    bad = subprocess.run(script + [f"shards={tmp_path / 'none'}", f"out={tmp_path / 'm.npz'}"], capture_output=True, text=True)
+    bad = subprocess.run(
+        script + [f"shards={tmp_path / 'none'}", f"out={tmp_path / 'm.npz'}"], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "m.npz").exists()
 
@@ -85,8 +90,9 @@ def test_windows_follow_the_official_recipe(tmp_path):
     norm_path = write_norm([tmp_path / "a.npz"], tmp_path / "norm.npz")
     norm = MotionNorm.load(norm_path)
     lines: list[str] = []
-    ds = MotionWindows([tmp_path / "a.npz", tmp_path / "short.npz"], norm, window=64, samples_per_clip=50, seed=3,
-                       log=lines.append)
+    ds = MotionWindows(
+        [tmp_path / "a.npz", tmp_path / "short.npz"], norm, window=64, samples_per_clip=50, seed=3, log=lines.append
+    )
     assert len(ds.clips) == 1 and len(lines) == 1 and "short.npz" in lines[0]
     clip = read_shard(tmp_path / "a.npz")
     m = clip.motion
@@ -100,8 +106,8 @@ def test_windows_follow_the_official_recipe(tmp_path):
         seen.add(r)
         item = ds[i]
         np.testing.assert_allclose(item["ref"].numpy(), motion[r], rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(item["x0"].numpy(), motion[r + 1:r + 65], rtol=1e-6, atol=1e-6)
-        np.testing.assert_array_equal(item["audio"].numpy(), clip.aud_feat[r + 1:r + 65])
+        np.testing.assert_allclose(item["x0"].numpy(), motion[r + 1 : r + 65], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(item["audio"].numpy(), clip.aud_feat[r + 1 : r + 65])
         np.testing.assert_allclose(item["ori"].numpy(), np.concatenate([np.zeros(7), kp[r]]), rtol=1e-6, atol=1e-6)
     assert seen == set(range(9))  # every admissible ref index 0..N-1-64 is drawn
     first = [ds.ref_index(i) for i in range(10)]

@@ -17,8 +17,12 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, rtol: float = 1.3e-6, at
 
 def batch():
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(3, 6, 70, generator=g), torch.randn(3, 70, generator=g), torch.randn(3, 70, generator=g),
-            torch.randn(3, 6, 12, generator=g))
+    return (
+        torch.randn(3, 6, 70, generator=g),
+        torch.randn(3, 70, generator=g),
+        torch.randn(3, 70, generator=g),
+        torch.randn(3, 6, 12, generator=g),
+    )
 
 
 def test_loss_is_the_epsilon_mse_and_trains():

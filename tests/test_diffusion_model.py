@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.diffusion import load_kdtalker, save_kdtalker
+from kdtalker.diffusion import Denoiser, load_kdtalker, save_kdtalker
 from kdtalker.diffusion.checkpoint import KEY_PREFIX
-from kdtalker.diffusion import Denoiser
 from kdtalker.diffusion.denoiser import relative_position_buckets
 from kdtalker.errors import CheckpointError, ConfigError
 
@@ -41,18 +40,37 @@ def test_relative_buckets_match_the_integer_table():
     table = relative_position_buckets(200)
     # README table per half: 0..7 exact, 8-11 -> 8, 12-15 -> 9, 16-22 -> 10, 23-31 -> 11, 32-45 -> 12, 46-63 -> 13,
     # 64-90 -> 14, 91+ -> 15; keys after the query (n = i - j < 0) in buckets 16..31.
-    edges = [(0, 0), (7, 7), (8, 8), (11, 8), (12, 9), (16, 10), (22, 10), (23, 11), (32, 12), (45, 12), (46, 13),
-             (63, 13), (64, 14), (90, 14), (91, 15), (199, 15)]
+    edges = [
+        (0, 0),
+        (7, 7),
+        (8, 8),
+        (11, 8),
+        (12, 9),
+        (16, 10),
+        (22, 10),
+        (23, 11),
+        (32, 12),
+        (45, 12),
+        (46, 13),
+        (63, 13),
+        (64, 14),
+        (90, 14),
+        (91, 15),
+        (199, 15),
+    ]
     for d, bucket in edges:
         assert table[d, 0] == bucket and table[0, d] == (16 + bucket if d else 0)
 
 
-@pytest.mark.parametrize("attention,canonical,keys_absent", [
-    ("rope", True, ()),
-    ("plain", True, ("rotary_emb",)),
-    ("none", True, ("layers.0.2", "time_rel_pos_bias")),
-    ("rope", False, ()),
-])
+@pytest.mark.parametrize(
+    "attention,canonical,keys_absent",
+    [
+        ("rope", True, ()),
+        ("plain", True, ("rotary_emb",)),
+        ("none", True, ("layers.0.2", "time_rel_pos_bias")),
+        ("rope", False, ()),
+    ],
+)
 def test_ablations_run_and_change_the_layout(attention, canonical, keys_absent):
     model = small(attention=attention, canonical_token=canonical)
     assert model.num_ref_tokens == (2 if canonical else 1)

@@ -5,21 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference import reference_root
 
 from kdtalker.diffusion import MOTION_LAYOUT, MotionNorm, pack_motion, unpack_motion
 from kdtalker.errors import CheckpointError
-
-from reference import reference_root
 
 NORM = reference_root() / "kdtalker" / "norm.npz"
 
 
 def test_layout_is_scale_yaw_pitch_roll_t_exp():
     assert [(n, a, b) for n, a, b in MOTION_LAYOUT] == [
-        ("scale", 0, 1), ("yaw", 1, 2), ("pitch", 2, 3), ("roll", 3, 4), ("t", 4, 7), ("exp", 7, 70)]
+        ("scale", 0, 1),
+        ("yaw", 1, 2),
+        ("pitch", 2, 3),
+        ("roll", 3, 4),
+        ("t", 4, 7),
+        ("exp", 7, 70),
+    ]
     rng = np.random.default_rng(0)
-    parts = dict(scale=rng.normal(size=(5, 1)), yaw=rng.normal(size=(5, 1)), pitch=rng.normal(size=(5, 1)),
-                 roll=rng.normal(size=(5, 1)), t=rng.normal(size=(5, 3)), exp=rng.normal(size=(5, 21, 3)))
+    parts = dict(
+        scale=rng.normal(size=(5, 1)),
+        yaw=rng.normal(size=(5, 1)),
+        pitch=rng.normal(size=(5, 1)),
+        roll=rng.normal(size=(5, 1)),
+        t=rng.normal(size=(5, 3)),
+        exp=rng.normal(size=(5, 21, 3)),
+    )
     m = pack_motion(**parts)
     assert m.shape == (5, 70)
     assert np.array_equal(m[:, 1], parts["yaw"][:, 0]) and np.array_equal(m[:, 2], parts["pitch"][:, 0])

@@ -43,14 +43,24 @@ def test_smooth_motion_leaves_the_scale():
 
 def source_and_motion(frames: int = 6):
     rng = np.random.default_rng(3)
-    src = {"pitch": rng.normal(size=(1, 1)) * 10, "yaw": rng.normal(size=(1, 1)) * 10,
-           "roll": rng.normal(size=(1, 1)) * 10,
-           "t": rng.normal(size=(1, 3)) * 0.1, "exp": rng.normal(size=(1, 21, 3)) * 0.01, "scale": np.full((1, 1), 1.5),
-           "kp": rng.normal(size=(1, 21, 3)) * 0.1}
+    src = {
+        "pitch": rng.normal(size=(1, 1)) * 10,
+        "yaw": rng.normal(size=(1, 1)) * 10,
+        "roll": rng.normal(size=(1, 1)) * 10,
+        "t": rng.normal(size=(1, 3)) * 0.1,
+        "exp": rng.normal(size=(1, 21, 3)) * 0.01,
+        "scale": np.full((1, 1), 1.5),
+        "kp": rng.normal(size=(1, 21, 3)) * 0.1,
+    }
     src = {k: torch.tensor(v, dtype=torch.float32) for k, v in src.items()}
-    motion = pack_motion(scale=rng.uniform(1, 2, (frames, 1)), yaw=rng.normal(size=(frames, 1)) * 10,
-                         pitch=rng.normal(size=(frames, 1)) * 10, roll=rng.normal(size=(frames, 1)) * 10,
-                         t=rng.normal(size=(frames, 3)) * 0.1, exp=rng.normal(size=(frames, 63)) * 0.01)
+    motion = pack_motion(
+        scale=rng.uniform(1, 2, (frames, 1)),
+        yaw=rng.normal(size=(frames, 1)) * 10,
+        pitch=rng.normal(size=(frames, 1)) * 10,
+        roll=rng.normal(size=(frames, 1)) * 10,
+        t=rng.normal(size=(frames, 3)) * 0.1,
+        exp=rng.normal(size=(frames, 63)) * 0.01,
+    )
     return src, torch.tensor(motion, dtype=torch.float32)
 
 
@@ -58,8 +68,15 @@ def test_absolute_mode_is_the_liveportrait_transform_with_the_source_scale():
     src, motion = source_and_motion()
     n = motion.shape[0]
     x_d = driving_keypoints(src, motion, mode="absolute")
-    expected = transform_keypoints(src["kp"].expand(n, -1, -1), motion[:, 2], motion[:, 1], motion[:, 3],
-                                   motion[:, 7:], src["scale"].expand(n, 1), motion[:, 4:7])
+    expected = transform_keypoints(
+        src["kp"].expand(n, -1, -1),
+        motion[:, 2],
+        motion[:, 1],
+        motion[:, 3],
+        motion[:, 7:],
+        src["scale"].expand(n, 1),
+        motion[:, 4:7],
+    )
     assert_close(x_d, expected)
 
 

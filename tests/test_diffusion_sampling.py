@@ -64,9 +64,17 @@ def test_fixed_padding_always_returns_the_audio_length(model, frames):
     audio = torch.randn(frames, 12)
     padded, padding = padded_audio(audio[None], 8)
     assert padded.shape[1] % 8 == 0 and padded.shape[1] == frames + padding
-    assert torch.equal(padded[0, frames:], audio.repeat(8, 1)[: padding])  # wrap-around, as the official for T >= W/2
-    out = sample_motion(model, DDIMScheduler(), audio, torch.randn(70), torch.randn(70), steps=2,
-                        generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(padded[0, frames:], audio.repeat(8, 1)[:padding])  # wrap-around, as the official for T >= W/2
+    out = sample_motion(
+        model,
+        DDIMScheduler(),
+        audio,
+        torch.randn(70),
+        torch.randn(70),
+        steps=2,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     assert out.shape == (frames, 70)
 
 
@@ -75,8 +83,16 @@ def test_official_short_audio_quirk_length(model):
     # Python slicing with a negative stop when padding > L (T = 20, W = 64 gives 37 frames).
     window = 8
     for frames in (2, 3):
-        out = sample_motion(model, DDIMScheduler(), torch.randn(frames, 12), torch.randn(70), torch.randn(70), steps=2,
-                            official_short_audio=True, progress=False)
+        out = sample_motion(
+            model,
+            DDIMScheduler(),
+            torch.randn(frames, 12),
+            torch.randn(70),
+            torch.randn(70),
+            steps=2,
+            official_short_audio=True,
+            progress=False,
+        )
         padding = (window - frames % window) % window
         assert out.shape[0] == len(range(2 * frames + 1)[1 : 2 * frames - padding + 1]) != frames
     with pytest.raises(AudioError, match="shorter than one video frame"):
@@ -86,18 +102,29 @@ def test_official_short_audio_quirk_length(model):
 def test_windows_hand_over_their_last_frame_and_seeds_reproduce(model):
     audio, src, ori = torch.randn(20, 12), torch.randn(70), torch.randn(70)
     seen = []
-    out = sample_motion(model, DDIMScheduler(), audio, src, ori, steps=3, generator=torch.Generator().manual_seed(7),
-                        window_callback=lambda k, ref, x0: seen.append((ref.clone(), x0.clone())), progress=False)
+    out = sample_motion(
+        model,
+        DDIMScheduler(),
+        audio,
+        src,
+        ori,
+        steps=3,
+        generator=torch.Generator().manual_seed(7),
+        window_callback=lambda k, ref, x0: seen.append((ref.clone(), x0.clone())),
+        progress=False,
+    )
     assert len(seen) == 3
     assert torch.equal(seen[0][0][0], src)
     for k in (1, 2):
         assert torch.equal(seen[k][0], seen[k - 1][1][:, -1])
     assert torch.equal(out, torch.cat([x0[0] for _, x0 in seen])[:20])
-    again = sample_motion(model, DDIMScheduler(), audio, src, ori, steps=3, generator=torch.Generator().manual_seed(7),
-                          progress=False)
+    again = sample_motion(
+        model, DDIMScheduler(), audio, src, ori, steps=3, generator=torch.Generator().manual_seed(7), progress=False
+    )
     assert torch.equal(out, again)
-    other = sample_motion(model, DDIMScheduler(), audio, src, ori, steps=3, generator=torch.Generator().manual_seed(8),
-                          progress=False)
+    other = sample_motion(
+        model, DDIMScheduler(), audio, src, ori, steps=3, generator=torch.Generator().manual_seed(8), progress=False
+    )
     assert not torch.allclose(out, other)
 
 
@@ -107,8 +134,9 @@ def test_a_batch_of_utterances_equals_one_by_one(model):
     for scheduler in (DDIMScheduler(), DDPMScheduler(num_inference_steps=2), DDIMScheduler(eta=0.5)):
         batch = sample_motion(model, scheduler, audio, src, ori, steps=2, generator=gens(), progress=False)
         for i in range(2):
-            alone = sample_motion(model, scheduler, audio[i], src[i], ori[i], steps=2, generator=gens()[i],
-                                  progress=False)
+            alone = sample_motion(
+                model, scheduler, audio[i], src[i], ori[i], steps=2, generator=gens()[i], progress=False
+            )
             assert_close(batch[i], alone, rtol=1e-4, atol=1e-5)
 
 

@@ -4,15 +4,13 @@ torch.onnx.export needs the `onnx` package, which is not a dependency here, so t
 (Flatten -> MatMul with a fixed projection) is serialised directly in ONNX's protobuf wire format.
 """
 
-import struct
-
 import cv2
 import numpy as np
 import pytest
 
-from kdtalker.eval.weights import load_arcface
 from kdtalker.errors import CheckpointError
 from kdtalker.eval.csim import ARCFACE_TEMPLATE, align_face, cosine_similarity, csim, five_points
+from kdtalker.eval.weights import load_arcface
 
 
 def _varint(n: int) -> bytes:
@@ -43,8 +41,10 @@ def tiny_onnx(path, weight: np.ndarray, size: int = 112) -> None:
     graph = (
         _field(1, _field(1, "data") + _field(2, "flat") + _field(4, "Flatten"))
         + _field(1, _field(1, "flat") + _field(1, "W") + _field(2, "embedding") + _field(4, "MatMul"))
-        + _field(2, "tiny_arcface") + _field(5, tensor)
-        + _field(11, _value_info("data", (1, 3, size, size))) + _field(12, _value_info("embedding", (1, w.shape[1])))
+        + _field(2, "tiny_arcface")
+        + _field(5, tensor)
+        + _field(11, _value_info("data", (1, 3, size, size)))
+        + _field(12, _value_info("embedding", (1, w.shape[1])))
     )
     model = _field(1, 8) + _field(8, _field(1, "") + _field(2, 13)) + _field(7, graph)
     with open(path, "wb") as f:

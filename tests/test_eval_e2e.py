@@ -18,9 +18,9 @@ import pytest
 import soundfile as sf
 import torch
 from omegaconf import OmegaConf
-
 from test_eval_csim import tiny_onnx
 from test_eval_support import deep_fixture_weights
+
 from kdtalker.eval.fid import FIDInceptionV3
 from kdtalker.eval.hopenet import Hopenet
 from kdtalker.eval.protocol import run_evaluation
@@ -59,19 +59,34 @@ def setup(tmp_path_factory, audio_ref):
 
 def _overrides(root: Path, out: Path) -> list[str]:
     w = root / "weights"
-    return [f"videos={root / 'gt'}", f"output_dir={out}", "device=cpu",
-            f"weights.syncnet={w / 'syncnet_v2.model'}", f"weights.hopenet={w / 'hopenet.pkl'}",
-            f"weights.inception={w / 'inception.pth'}", f"weights.arcface={w / 'arcface.onnx'}",
-            "diversity.detector=hog", "diversity.min_confidence=-10", "diversity.max_frames=2",
-            "fid.dims=64", "csim.stride=4"]
+    return [
+        f"videos={root / 'gt'}",
+        f"output_dir={out}",
+        "device=cpu",
+        f"weights.syncnet={w / 'syncnet_v2.model'}",
+        f"weights.hopenet={w / 'hopenet.pkl'}",
+        f"weights.inception={w / 'inception.pth'}",
+        f"weights.arcface={w / 'arcface.onnx'}",
+        "diversity.detector=hog",
+        "diversity.min_confidence=-10",
+        "diversity.max_frames=2",
+        "fid.dims=64",
+        "csim.stride=4",
+    ]
 
 
 def test_evaluate_script_scores_another_methods_videos(setup, tmp_path):
     out = tmp_path / "out"
     table = f"tables=[{{name: peers, title: Peers, rows: [{{label: Peer, folder: '{setup / 'peer'}', fps: 30.0}}]}}]"
     env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *_overrides(setup, out), "generate=false", table],
-                            capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "evaluate.py"), *_overrides(setup, out), "generate=false", table],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     print(result.stdout)
     assert "| Method | LSE-C↑ | LSE-D↓ | Diversity↑ | FID↓ | CPBD↑ | CSIM↑ | FPS↑ |" in result.stdout
@@ -82,9 +97,21 @@ def test_evaluate_script_scores_another_methods_videos(setup, tmp_path):
     assert (setup / "peer" / "clip0.metrics.json").is_file()
     # a missing weight file is one clear message, no traceback (scoring the uncached ground-truth folder)
     gt_table = f"tables=[{{name: gt, title: GT, rows: [{{label: GT, folder: '{setup / 'gt'}'}}]}}]"
-    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *_overrides(setup, tmp_path / "o2"), "generate=false",
-                          gt_table, "metrics=[lse]", f"weights.syncnet={tmp_path / 'none.model'}"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "evaluate.py"),
+            *_overrides(setup, tmp_path / "o2"),
+            "generate=false",
+            gt_table,
+            "metrics=[lse]",
+            f"weights.syncnet={tmp_path / 'none.model'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert bad.returncode == 1 and "syncnet_v2.model" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -115,12 +142,17 @@ def test_protocol_generates_scores_caches_and_prints_tables(setup, tmp_path, cap
         return made[-1]
 
     cfg = OmegaConf.load(REPO / "configs" / "evaluate.yaml")
-    cfg.merge_with_dotlist([o for o in _overrides(setup, tmp_path / "out")] + ["seconds=0.32", "metrics=[lse,cpbd,fps,fid]"])
+    cfg.merge_with_dotlist(
+        [o for o in _overrides(setup, tmp_path / "out")] + ["seconds=0.32", "metrics=[lse,cpbd,fps,fid]"]
+    )
     cfg.tables = [t for t in cfg.tables if t.name in ("table1", "table6")]
     cfg.tables[1].rows = [cfg.tables[1].rows[0], cfg.tables[1].rows[4]]  # 1 step and the full model
     text = run_evaluation(cfg, factory)
     print(text)
-    assert [p.overrides for p in made] == [[], ["+experiment=steps_1"]]  # the full model is generated once for both tables
+    assert [p.overrides for p in made] == [
+        [],
+        ["+experiment=steps_1"],
+    ]  # the full model is generated once for both tables
     assert all(p.calls == 2 for p in made)
     assert "**Table 6: inference steps**" in text and "| Steps | LSE-C↑" in text
     rows = [line for line in text.splitlines() if line.startswith(("| KDTalker", "| 50", "| 1 "))]

@@ -3,17 +3,19 @@
 import numpy as np
 import pytest
 import torch
-
 from test_eval_support import deep_fixture_weights
-from kdtalker.eval.weights import load_inception
+
 from kdtalker.errors import CheckpointError
 from kdtalker.eval.fid import FIDInceptionV3, fid_from_features, frechet_distance, image_features
+from kdtalker.eval.weights import load_inception
 
 
 @pytest.mark.parametrize("method", ["eigh", "sqrtm"])
 def test_frechet_1d_closed_form(method):
     # N(m1, s1^2) vs N(m2, s2^2): (m1 - m2)^2 + (s1 - s2)^2
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([-2.0]), np.array([[9.0]]), method) == pytest.approx(9 + 1)
+    assert frechet_distance(
+        np.array([1.0]), np.array([[4.0]]), np.array([-2.0]), np.array([[9.0]]), method
+    ) == pytest.approx(9 + 1)
 
 
 @pytest.mark.parametrize("method", ["eigh", "sqrtm"])
@@ -32,7 +34,9 @@ def test_frechet_non_commuting_matches_sqrtm():
     a, b = rs.randn(6, 6), rs.randn(6, 6)
     s1, s2 = a @ a.T + 0.1 * np.eye(6), b @ b.T + 0.1 * np.eye(6)
     mu = rs.randn(6)
-    assert frechet_distance(mu, s1, -mu, s2, "eigh") == pytest.approx(frechet_distance(mu, s1, -mu, s2, "sqrtm"), rel=1e-9)
+    assert frechet_distance(mu, s1, -mu, s2, "eigh") == pytest.approx(
+        frechet_distance(mu, s1, -mu, s2, "sqrtm"), rel=1e-9
+    )
 
 
 def test_fid_of_identical_and_shifted_feature_sets():
@@ -40,7 +44,7 @@ def test_fid_of_identical_and_shifted_feature_sets():
     assert fid_from_features(feats, feats) == pytest.approx(0.0, abs=1e-8)
     assert fid_from_features(feats, feats, "sqrtm") == pytest.approx(0.0, abs=1e-8)
     shift = np.linspace(-1, 1, 16)
-    assert fid_from_features(feats, feats + shift) == pytest.approx(np.sum(shift ** 2), rel=1e-8)
+    assert fid_from_features(feats, feats + shift) == pytest.approx(np.sum(shift**2), rel=1e-8)
 
 
 def test_inception_loader_and_features(tmp_path):

@@ -3,14 +3,21 @@
 import numpy as np
 import pytest
 import torch
-
 from fixture_weights import fixture_state_dict
 from test_eval_support import deep_fixture_weights, own_spec
-from kdtalker.eval.weights import load_hopenet
+
 from kdtalker.errors import CheckpointError
 from kdtalker.eval.hopenet import (
-    Hopenet, diversity, expand_box, logits_to_degrees, pose_std, pose_std_degrees, preprocess, video_pose_logits,
+    Hopenet,
+    diversity,
+    expand_box,
+    logits_to_degrees,
+    pose_std,
+    pose_std_degrees,
+    preprocess,
+    video_pose_logits,
 )
+from kdtalker.eval.weights import load_hopenet
 
 
 def _face_frame(shift: int = 0, size: int = 160) -> np.ndarray:
@@ -88,4 +95,6 @@ def test_box_expansion_and_preprocess():
     assert expand_box((10, 10, 50, 50), 60, 55) == (0, 0, 60, 55)
     x = preprocess(np.full((90, 60, 3), 255, np.uint8))
     assert x.shape == (3, 224, 224)
-    np.testing.assert_allclose(x[:, 0, 0].numpy(), (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+    np.testing.assert_allclose(
+        x[:, 0, 0].numpy(), (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-6
+    )

@@ -3,13 +3,14 @@
 import math
 
 import torch
-
 from fixture_weights import fixture_state_dict
 
 
 def own_spec(model: torch.nn.Module) -> dict:
     """Key -> shape listing of a module (BN counters left out, as in the official files)."""
-    return {"shapes": {k: list(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}}
+    return {
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    }
 
 
 def deep_fixture_weights(model: torch.nn.Module, salt: str) -> dict[str, torch.Tensor]:

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from reference import ReferenceSet
 
 from kdtalker.pipeline.video import probe_video
@@ -63,23 +62,36 @@ def fixture_checkpoints(tmp_path_factory) -> Iterator[Path]:
 
 def run_inference(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, str(REPO / "inference.py"), *overrides], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "inference.py"), *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def short_speech(path: Path, seconds: float) -> Path:
     wav, rate = sf.read(REPO / "examples" / "speech.wav", dtype="float32")
     start = int(0.5 * rate)  # inside the utterance, not the leading silence
-    sf.write(path, wav[start:start + int(seconds * rate)], rate)
+    sf.write(path, wav[start : start + int(seconds * rate)], rate)
     return path
 
 
 def test_inference_writes_the_video(fixture_checkpoints, tmp_path):
     audio = short_speech(tmp_path / "speech.wav", 0.12)
     output = tmp_path / "out.mp4"
-    result = run_inference(f"source_image={REPO / 'examples' / 'astronaut.png'}", f"driven_audio={audio}",
-                           f"output={output}", f"checkpoint_dir={fixture_checkpoints}", "steps=2", "device=cpu",
-                           "batch_size=3", "stitching=true")
+    result = run_inference(
+        f"source_image={REPO / 'examples' / 'astronaut.png'}",
+        f"driven_audio={audio}",
+        f"output={output}",
+        f"checkpoint_dir={fixture_checkpoints}",
+        "steps=2",
+        "device=cpu",
+        "batch_size=3",
+        "stitching=true",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     info = probe_video(output)
@@ -104,14 +116,30 @@ def test_signal_mid_render_leaves_nothing(signum, code, fixture_checkpoints, tmp
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore", TMPDIR=str(private_tmp))
-    proc = subprocess.Popen([sys.executable, str(REPO / "inference.py"), f"source_image={REPO / 'examples' / 'astronaut.png'}",
-                             f"driven_audio={audio}", f"output={output}", f"checkpoint_dir={fixture_checkpoints}",
-                             "steps=1", "device=cpu", "batch_size=1"], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "inference.py"),
+            f"source_image={REPO / 'examples' / 'astronaut.png'}",
+            f"driven_audio={audio}",
+            f"output={output}",
+            f"checkpoint_dir={fixture_checkpoints}",
+            "steps=1",
+            "device=cpu",
+            "batch_size=1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     # Rendering has begun once the output's temporary sibling and the writer's temporary folder exist.
-    while not (any(p.name.endswith(".part") for p in tmp_path.iterdir())
-               and any(p.name.startswith("kdtalker_video_") for p in private_tmp.iterdir())):
+    while not (
+        any(p.name.endswith(".part") for p in tmp_path.iterdir())
+        and any(p.name.startswith("kdtalker_video_") for p in private_tmp.iterdir())
+    ):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.05)
     time.sleep(0.5)
@@ -132,14 +160,21 @@ def test_bad_inputs_give_one_message_and_no_output(tmp_path):
     good_audio = short_speech(tmp_path / "speech.wav", 0.12)
     blank = tmp_path / "blank.png"
     from PIL import Image
+
     Image.new("RGB", (256, 256), (120, 130, 140)).save(blank)
     tiny_audio = tmp_path / "tiny.wav"
     sf.write(tiny_audio, np.zeros(300, np.float32), 16000)
     broken = tmp_path / "ckpt_broken"
     shutil.copytree(fixture_checkpoints, broken, ignore=shutil.ignore_patterns("KDTalker.pth"))
     out = tmp_path / "out.mp4"
-    base = {"source_image": good_image, "driven_audio": good_audio, "output": out,
-            "checkpoint_dir": fixture_checkpoints, "device": "cpu", "steps": 1}
+    base = {
+        "source_image": good_image,
+        "driven_audio": good_audio,
+        "output": out,
+        "checkpoint_dir": fixture_checkpoints,
+        "device": "cpu",
+        "steps": 1,
+    }
     # Through the command line: one case per kind of failure (the rest are tested in process, which is faster).
     cases = [
         ({"source_image": blank}, "no face"),

@@ -8,21 +8,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdtalker.pipeline.weights import CROP_FILES, WEIGHT_FILES, check_checkpoint_dir, crop_model_files
 from kdtalker.errors import CheckpointError
+from kdtalker.pipeline.weights import CROP_FILES, WEIGHT_FILES, check_checkpoint_dir, crop_model_files
 
 REPO = Path(__file__).resolve().parent.parent
 ONE = torch.zeros(1)
 
 # The smallest objects laid out like each official file (same containers and key prefixes, tiny tensors).
 FAKE_CONTENTS = {
-    "liveportrait/base_models/appearance_feature_extractor.pth": {"first.conv.weight": ONE, "resblocks_3d.3dr0.conv1.weight": ONE},
+    "liveportrait/base_models/appearance_feature_extractor.pth": {
+        "first.conv.weight": ONE,
+        "resblocks_3d.3dr0.conv1.weight": ONE,
+    },
     "liveportrait/base_models/motion_extractor.pth": {"detector.norm.weight": ONE},
     "liveportrait/base_models/warping_module.pth": {"dense_motion_network.mask.weight": ONE},
     "liveportrait/base_models/spade_generator.pth": {"G_middle_0.conv_0.bias": ONE},
     "liveportrait/retargeting_models/stitching_retargeting_module.pth": {
-        "retarget_shoulder": {"module.mlp.0.weight": ONE}, "retarget_mouth": {"module.mlp.0.weight": ONE},
-        "retarget_eye": {"module.mlp.0.weight": ONE}},
+        "retarget_shoulder": {"module.mlp.0.weight": ONE},
+        "retarget_mouth": {"module.mlp.0.weight": ONE},
+        "retarget_eye": {"module.mlp.0.weight": ONE},
+    },
     "wav2lip.pth": {"state_dict": {"module.audio_encoder.0.conv_block.0.weight": ONE}, "global_step": 0},
     "KDTalker.pth": {"model": {"point_model.model.time_mlp.1.weight": ONE}},
 }
@@ -80,6 +85,7 @@ def test_swapped_files_are_identified(tmp_path):
 
 def test_bad_norm(tmp_path):
     import numpy as np
+
     root = make_fake_checkpoints(tmp_path)
     np.savez(root / "norm.npz", yaw_mean=np.zeros(1))
     with pytest.raises(CheckpointError, match="norm.npz"):

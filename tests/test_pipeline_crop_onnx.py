@@ -73,18 +73,20 @@ def test_crop_matrix_follows_roll_and_paste_back_inverts_it():
     theta = math.radians(20.0)
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     eye_r, lip_r = (eye - (300, 260)) @ rot.T + (300, 260), (lip - (300, 260)) @ rot.T + (300, 260)
-    e, l = m[:, :2] @ eye_r + m[:, 2], m[:, :2] @ lip_r + m[:, 2]
-    assert e[0] == pytest.approx(l[0], abs=1e-3) and l[1] > e[1]
+    e, lp = m[:, :2] @ eye_r + m[:, 2], m[:, :2] @ lip_r + m[:, 2]
+    assert e[0] == pytest.approx(lp[0], abs=1e-3) and lp[1] > e[1]
     # Paste a white 512 frame back through the inverse: the face centre turns white, far corners stay black.
     import cv2
+
     original = np.zeros((700, 700, 3), np.uint8)
     out = PasteBack(original, cv2.invertAffineTransform(m))(np.full((1, 512, 512, 3), 255, np.uint8))[0]
     assert out[260, 300, 0] == 255 and out[0, 0, 0] == 0 and out[699, 699, 0] == 0
 
 
 def test_missing_onnx_files_are_named(tmp_path):
-    from kdtalker.pipeline.pipeline import Controls, TalkingHeadPipeline
     from test_pipeline_checkpoints import make_fake_checkpoints
+
+    from kdtalker.pipeline.pipeline import Controls, TalkingHeadPipeline
 
     root = make_fake_checkpoints(tmp_path)
     with pytest.raises(CheckpointError, match=r"insightface/models/buffalo_l/det_10g\.onnx"):

@@ -36,7 +36,9 @@ def test_offline_download_fails_cleanly(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr()
     assert "present" in err.out and "appearance_feature_extractor.pth" in err.out
     assert "could not download" in err.err and "motion_extractor.pth" in err.err and "checkpoints/README.md" in err.err
-    assert calls == ["https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/liveportrait/base_models/motion_extractor.pth"]
+    assert calls == [
+        "https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/liveportrait/base_models/motion_extractor.pth"
+    ]
     assert present.read_bytes() == b"already here"
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p != present]
     assert leftovers == []  # nothing half-written
@@ -54,6 +56,8 @@ def test_every_official_file_has_a_source():
 def test_shipped_norm_is_copied_offline(tmp_path, monkeypatch):
     script = _script()
     monkeypatch.setattr(script, "sources", lambda crop_models=False: {"norm.npz": "https://example.invalid/norm.npz"})
-    monkeypatch.setattr(script.urllib.request, "urlopen", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no network")))
+    monkeypatch.setattr(
+        script.urllib.request, "urlopen", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no network"))
+    )
     assert script.main(["--dir", str(tmp_path)]) == 0
     assert (tmp_path / "norm.npz").read_bytes() == (REPO / "checkpoints" / "norm.npz").read_bytes()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_pipeline_checkpoints import make_fake_checkpoints
 
 from kdtalker.audio import AudioEncoder
 from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm
@@ -20,7 +21,6 @@ from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, 
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
 from kdtalker.pipeline.pipeline import source_motion
 from kdtalker.pipeline.video import probe_video
-from test_pipeline_checkpoints import make_fake_checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "astronaut.png"
@@ -34,9 +34,15 @@ class RecordingRenderer:
         self.batches: list[int] = []
         self.stitched = 0
         g = torch.Generator().manual_seed(0)
-        self.info = {"pitch": torch.tensor([[3.0]]), "yaw": torch.tensor([[-5.0]]), "roll": torch.tensor([[1.0]]),
-                     "t": torch.tensor([[0.01, -0.02, 0.0]]), "exp": 0.01 * torch.randn(1, 21, 3, generator=g),
-                     "scale": torch.tensor([[1.5]]), "kp": 0.1 * torch.randn(1, 21, 3, generator=g)}
+        self.info = {
+            "pitch": torch.tensor([[3.0]]),
+            "yaw": torch.tensor([[-5.0]]),
+            "roll": torch.tensor([[1.0]]),
+            "t": torch.tensor([[0.01, -0.02, 0.0]]),
+            "exp": 0.01 * torch.randn(1, 21, 3, generator=g),
+            "scale": torch.tensor([[1.5]]),
+            "kp": 0.1 * torch.randn(1, 21, 3, generator=g),
+        }
 
     def prepare_image(self, rgb):
         assert rgb.shape == (256, 256, 3)
@@ -79,7 +85,7 @@ def pipeline(tmp_path) -> TalkingHeadPipeline:
 
 def speech(path: Path, seconds: float) -> Path:
     wav, rate = sf.read(REPO / "examples" / "speech.wav", dtype="float32")
-    sf.write(path, wav[8000:8000 + int(seconds * rate)], rate)
+    sf.write(path, wav[8000 : 8000 + int(seconds * rate)], rate)
     return path
 
 
@@ -101,6 +107,7 @@ def test_paste_back_gives_the_source_size(pipeline, tmp_path):
     info = probe_video(out)
     assert (info["width"], info["height"]) == (512, 512) and info["frames"] == 5  # the example is 512x512
     from PIL import Image
+
     wide = tmp_path / "wide.png"
     src = np.asarray(Image.open(EXAMPLE).convert("RGB"))
     Image.fromarray(np.pad(src, ((0, 0), (0, 301), (0, 0)), mode="edge")).save(wide)  # 813 wide: odd
@@ -137,6 +144,7 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
     with pytest.raises(ImageError, match="not found"):
         pipeline.generate(tmp_path / "missing.png", audio, out)
     from PIL import Image
+
     Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "flat.png")
     with pytest.raises(ImageError, match="no face"):
         pipeline.generate(tmp_path / "flat.png", audio, out)
@@ -168,7 +176,13 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
     pipeline._models["renderer"] = Exploding()
     with pytest.raises(RuntimeError):
         pipeline.generate(EXAMPLE, audio, out, batch_size=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "flat.png", "garbage.wav", "short.wav"]  # no video, no temp file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.wav",
+        "ckpt",
+        "flat.png",
+        "garbage.wav",
+        "short.wav",
+    ]  # no video, no temp file
 
 
 @pytest.mark.parametrize("broken", ["nan_frame", "flat_frame", "nan_motion"])
@@ -187,8 +201,11 @@ def test_broken_weights_or_stats_stop_the_run(broken, pipeline, tmp_path):
     if broken == "nan_motion":
         pipeline._models["norm"].std[10] = np.inf  # as if the statistics had been tampered with after loading
     audio = speech(tmp_path / "a.wav", 0.4)
-    words = {"nan_frame": "rendered frame 4 holds NaN", "flat_frame": "rendered frame 5 is a single flat colour",
-             "nan_motion": "sampled motion holds NaN"}[broken]
+    words = {
+        "nan_frame": "rendered frame 4 holds NaN",
+        "flat_frame": "rendered frame 5 is a single flat colour",
+        "nan_motion": "sampled motion holds NaN",
+    }[broken]
     with pytest.raises(KDTalkerError, match=words):
         pipeline.generate(EXAMPLE, audio, tmp_path / "out.mp4", batch_size=4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt"]
@@ -196,9 +213,12 @@ def test_broken_weights_or_stats_stop_the_run(broken, pipeline, tmp_path):
 
 def test_python_api_controls_are_typed(pipeline, tmp_path):
     audio = speech(tmp_path / "a.wav", 0.2)
-    for control, words in [({"steps": "abc"}, "steps='abc' is not valid: steps takes a whole number"),
-                           ({"stitching": "no"}, "stitching takes true or false"),
-                           ({"seed": 1.5}, "seed takes a whole number"), ({"fps": "fast"}, "fps takes a number")]:
+    for control, words in [
+        ({"steps": "abc"}, "steps='abc' is not valid: steps takes a whole number"),
+        ({"stitching": "no"}, "stitching takes true or false"),
+        ({"seed": 1.5}, "seed takes a whole number"),
+        ({"fps": "fast"}, "fps takes a number"),
+    ]:
         with pytest.raises(ConfigError, match=words):
             pipeline.generate(EXAMPLE, audio, tmp_path / "out.mp4", **control)
 
@@ -216,13 +236,31 @@ def test_from_the_inference_config(tmp_path):
 
     root = make_fake_checkpoints(tmp_path)
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        cfg = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "steps=7", "crop.scale=1.3",
-                                              "crop.face_index=1", "head_motion_scale=0", "motion_mode=relative",
-                                              "paste_back=true", "smoothing=2"])
+        cfg = compose(
+            "inference",
+            overrides=[
+                f"checkpoint_dir={root}",
+                "device=cpu",
+                "steps=7",
+                "crop.scale=1.3",
+                "crop.face_index=1",
+                "head_motion_scale=0",
+                "motion_mode=relative",
+                "paste_back=true",
+                "smoothing=2",
+            ],
+        )
     pipe = TalkingHeadPipeline.from_config(cfg)
     c = pipe.controls
-    assert (c.steps, c.crop_scale, c.face_index, c.head_motion_scale, c.motion_mode, c.paste_back, c.smoothing) == \
-        (7, 1.3, 1, 0.0, "relative", True, 2.0)
+    assert (c.steps, c.crop_scale, c.face_index, c.head_motion_scale, c.motion_mode, c.paste_back, c.smoothing) == (
+        7,
+        1.3,
+        1,
+        0.0,
+        "relative",
+        True,
+        2.0,
+    )
     assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.model_kwargs["width"] == 768
     assert pipe.kalman_transition_cov == 0.05 and pipe.kalman_observation_cov == 0.001
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):

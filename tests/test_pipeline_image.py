@@ -1,4 +1,4 @@
-"""Source-image loading: formats, orientation, bit depth, alpha, sizes, and the face crop on real and synthetic input."""
+"""Source-image loading: formats, orientation, bit depth, alpha, sizes, and the face crop (real and synthetic)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_grayscale_rgba_and_16bit(tmp_path, astronaut):
     out = load_image(tmp_path / "rgba.png")
     assert np.all(out[:10, :10] == 255) and np.array_equal(out[20:], astronaut[20:])
 
-    deep = (np.asarray(gray).astype(np.uint16) * 257)
+    deep = np.asarray(gray).astype(np.uint16) * 257
     Image.fromarray(deep).save(tmp_path / "gray16.png")
     assert Image.open(tmp_path / "gray16.png").mode.startswith("I")
     out = load_image(tmp_path / "gray16.png")
@@ -118,16 +118,18 @@ def test_crop_of_the_example(astronaut, astronaut_crop):
     assert abs((x1 - x0) - (y1 - y0)) <= 2  # not clamped here, so square
     # The crop is the box region resized to 256 (bilinear): compare with our own resize of it.
     import cv2
-    expected = cv2.resize(astronaut[int(y0):int(y1), int(x0):int(x1)], (256, 256), interpolation=cv2.INTER_LINEAR)
+
+    expected = cv2.resize(astronaut[int(y0) : int(y1), int(x0) : int(x1)], (256, 256), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(crop.image, expected)
 
 
 def test_largest_face_first_and_face_index(astronaut):
     import cv2
+
     top = astronaut[:300]  # the upper part: one face (the suit's patch below also looks like a face to dlib)
     canvas = np.full((300, 800, 3), 200, np.uint8)
     canvas[:, :512] = top
-    canvas[:225, 512:896 - 96] = cv2.resize(top, (384, 225), interpolation=cv2.INTER_AREA)[:, :288]
+    canvas[:225, 512 : 896 - 96] = cv2.resize(top, (384, 225), interpolation=cv2.INTER_AREA)[:, :288]
     largest = crop_face(canvas)
     second = crop_face(canvas, face_index=1)
     assert largest.num_faces == 2

@@ -33,6 +33,7 @@ def test_paste_back_region_and_blend():
     rng = np.random.default_rng(0)
     smooth = np.clip(np.cumsum(rng.normal(0, 2, (300, 400, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
     import cv2
+
     crop = cv2.resize(smooth[50:250, 100:300], (512, 512), interpolation=cv2.INTER_CUBIC)
     restored = PasteBack.from_box(smooth, (100.0, 50.0, 300.0, 250.0))(crop[None])[0]
     assert np.abs(restored.astype(int) - smooth.astype(int)).mean() < 2.0

@@ -43,10 +43,14 @@ def _one_thread():
 def small_renderer(fold_batchnorm: bool = True, chunk_size: int = 2) -> LivePortraitRenderer:
     """Same architecture, small widths: 64x64 image -> (4, 16, 16, 16) volume -> 128x128 frames."""
     nets = [
-        AppearanceFeatureExtractor(block_expansion=8, max_features=64, reshape_channel=4, reshape_depth=16, num_resblocks=1),
+        AppearanceFeatureExtractor(
+            block_expansion=8, max_features=64, reshape_channel=4, reshape_depth=16, num_resblocks=1
+        ),
         MotionExtractor(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)),
         WarpingNetwork(
-            block_expansion=8, max_features=64, reshape_channel=4,
+            block_expansion=8,
+            max_features=64,
+            reshape_channel=4,
             dense_motion_params=dict(block_expansion=8, max_features=32, num_blocks=2, reshape_depth=16, compress=2),
         ),
         SPADEDecoder(max_features=32, block_expansion=8),
@@ -79,7 +83,13 @@ def test_prepare_image_and_keypoint_info(source):
     assert image.shape == (1, 3, 64, 64) and image.dtype == torch.float32
     assert torch.equal(image[0, :, 3, 5], torch.from_numpy(rgb[3, 5].astype(np.float32) / 255))
     assert {k: tuple(v.shape) for k, v in info.items()} == {
-        "pitch": (1, 1), "yaw": (1, 1), "roll": (1, 1), "t": (1, 3), "exp": (1, 21, 3), "scale": (1, 1), "kp": (1, 21, 3)
+        "pitch": (1, 1),
+        "yaw": (1, 1),
+        "roll": (1, 1),
+        "t": (1, 3),
+        "exp": (1, 21, 3),
+        "scale": (1, 1),
+        "kp": (1, 21, 3),
     }
     assert x_s.shape == (1, 21, 3)
     with pytest.raises(ImageError, match=r"\(H, W, 3\)"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.errors import CheckpointError
 from kdtalker.renderer import LivePortraitRenderer
+from kdtalker.renderer import checkpoints as ckpt
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,9 @@ def appearance_state(liveportrait_ref):
 @pytest.fixture(scope="module")
 def stitching_nested(liveportrait_ref):
     nested: dict[str, dict] = {}
-    for key, value in liveportrait_ref.weights(liveportrait_ref.manifest["specs"]["stitching_retargeting_module"]).items():
+    for key, value in liveportrait_ref.weights(
+        liveportrait_ref.manifest["specs"]["stitching_retargeting_module"]
+    ).items():
         entry, rest = key.split(".", 1)
         nested.setdefault(entry, {})["module." + rest] = value
     return nested
@@ -42,14 +44,19 @@ def test_truncated_file(tmp_path, appearance_state):
     torch.save(appearance_state, path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"appearance feature extractor.*appearance_feature_extractor\.pth.*truncated"):
+    with pytest.raises(
+        CheckpointError, match=r"appearance feature extractor.*appearance_feature_extractor\.pth.*truncated"
+    ):
         ckpt.load_appearance_feature_extractor(path)
 
 
 def test_wrong_file_given_as_another_module(tmp_path, appearance_state, stitching_nested):
     path = tmp_path / "appearance_feature_extractor.pth"
     torch.save(appearance_state, path)
-    with pytest.raises(CheckpointError, match=r"warping module: .*appearance_feature_extractor\.pth is not the expected file.*missing keys"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"warping module: .*appearance_feature_extractor\.pth is not the expected file.*missing keys",
+    ):
         ckpt.load_warping_module(path)
     with pytest.raises(CheckpointError, match=r"SPADE generator: .*is not the expected file.*unexpected keys"):
         ckpt.load_spade_generator(path)
@@ -64,7 +71,9 @@ def test_wrong_file_given_as_another_module(tmp_path, appearance_state, stitchin
 def test_shape_mismatch_is_named(stitching_nested):
     broken = {entry: dict(sd) for entry, sd in stitching_nested.items()}
     broken["retarget_eye"]["module.mlp.0.weight"] = torch.zeros(256, 65)
-    with pytest.raises(CheckpointError, match=r"retarget_eye.*shape mismatches.*mlp\.0\.weight \(256, 65\) != \(256, 66\)"):
+    with pytest.raises(
+        CheckpointError, match=r"retarget_eye.*shape mismatches.*mlp\.0\.weight \(256, 65\) != \(256, 66\)"
+    ):
         ckpt.load_stitching_retargeting(broken)
 
 
@@ -74,8 +83,9 @@ def test_missing_file(tmp_path):
 
 
 def test_config_builds_the_official_key_layout(liveportrait_ref):
-    from omegaconf import OmegaConf
     from pathlib import Path
+
+    from omegaconf import OmegaConf
 
     from kdtalker.renderer import AppearanceFeatureExtractor, MotionExtractor, SPADEDecoder, WarpingNetwork
 
@@ -91,4 +101,6 @@ def test_config_builds_the_official_key_layout(liveportrait_ref):
         with torch.device("meta"):
             module = build(**configs[name])
         shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
-        assert list(shapes.items()) == list(liveportrait_ref.spec(liveportrait_ref.manifest["specs"][name])["shapes"].items()), name
+        assert list(shapes.items()) == list(
+            liveportrait_ref.spec(liveportrait_ref.manifest["specs"][name])["shapes"].items()
+        ), name

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from kdtalker.weights import load_torch_file
-from kdtalker.eval.weights import load_hopenet, load_inception, load_syncnet
-from kdtalker.pipeline.weights import WEIGHT_FILES, check_checkpoint_dir, check_weight_file
-from kdtalker.diffusion import load_kdtalker
-from kdtalker.errors import CheckpointError
-from kdtalker.safeload import ForeignObject, load_untrusted, pickle_globals
 from test_pipeline_checkpoints import FAKE_CONTENTS, make_fake_checkpoints
 from test_train_resume import TINY
+
+from kdtalker.diffusion import load_kdtalker
+from kdtalker.errors import CheckpointError
+from kdtalker.eval.weights import load_hopenet, load_inception, load_syncnet
+from kdtalker.pipeline.weights import WEIGHT_FILES, check_checkpoint_dir, check_weight_file
+from kdtalker.safeload import ForeignObject, load_untrusted, pickle_globals
+from kdtalker.weights import load_torch_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,14 +74,18 @@ def hostile(contents, payload, path: Path, fmt: str = "zip") -> Path:
 
 
 def payloads(marker: Path) -> list:
-    return [SystemPayload(f"touch {marker}"), ExecPayload(f"open({str(marker)!r}, 'w').close()"),
-            PopenPayload(["touch", str(marker)])]
+    return [
+        SystemPayload(f"touch {marker}"),
+        ExecPayload(f"open({str(marker)!r}, 'w').close()"),
+        PopenPayload(["touch", str(marker)]),
+    ]
 
 
 def run_script(script: str, *overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -95,9 +99,14 @@ def test_hostile_weight_file_is_refused_by_inference(spec, tmp_path):
     root = make_fake_checkpoints(tmp_path / "ckpt")
     marker = tmp_path / "PWNED"
     hostile(FAKE_CONTENTS[spec.relpath], SystemPayload(f"touch {marker}"), root / spec.relpath)
-    result = run_script("inference.py", f"source_image={REPO / 'examples' / 'astronaut.png'}",
-                        f"driven_audio={REPO / 'examples' / 'speech.wav'}", f"output={tmp_path / 'out.mp4'}",
-                        f"checkpoint_dir={root}", "device=cpu")
+    result = run_script(
+        "inference.py",
+        f"source_image={REPO / 'examples' / 'astronaut.png'}",
+        f"driven_audio={REPO / 'examples' / 'speech.wav'}",
+        f"output={tmp_path / 'out.mp4'}",
+        f"checkpoint_dir={root}",
+        "device=cpu",
+    )
     assert result.returncode == 1
     line = one_error_line(result)
     assert "refused" in line and Path(spec.relpath).name in line and "system" in line
@@ -125,8 +134,14 @@ def test_hostile_evaluation_weights_and_training_files(tmp_path):
         with pytest.raises(CheckpointError, match="refused"):
             loader(evil)
     for option in ("train.init_from", "train.resume"):
-        result = run_script("train.py", *TINY, f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'run'}",
-                            f"{option}={evil}", "train.max_steps=1")
+        result = run_script(
+            "train.py",
+            *TINY,
+            f"data.root={tmp_path / 'data'}",
+            f"train.out_dir={tmp_path / 'run'}",
+            f"{option}={evil}",
+            "train.max_steps=1",
+        )
         assert result.returncode == 1
         assert "refused" in one_error_line(result)
     assert not marker.exists()
@@ -201,8 +216,13 @@ def test_official_trainer_checkpoint_with_foreign_cfg_loads(tmp_path, kdtalker_r
 def test_own_training_state_round_trips(tmp_path):
     import random
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "arrays": [np.arange(4, dtype=np.float32), np.float64(2.5), np.int64(7)], "set": {1, 2}}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "arrays": [np.arange(4, dtype=np.float32), np.float64(2.5), np.int64(7)],
+        "set": {1, 2},
+    }
     torch.save({"rng": [state]}, tmp_path / "own.pth")
     back = load_untrusted(tmp_path / "own.pth", "training checkpoint")["rng"][0]
     assert back["python"] == state["python"]

@@ -11,9 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_learning_check_lips_follow_audio(tmp_path):
-    cmd = [sys.executable, str(ROOT / "scripts" / "learning_check.py"), "seed=3",
-           f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'run'}",
-           "train.max_steps=400", "check.clips=4", "check.frames=64", "check.steps=20"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "learning_check.py"),
+        "seed=3",
+        f"data.root={tmp_path / 'data'}",
+        f"train.out_dir={tmp_path / 'run'}",
+        "train.max_steps=400",
+        "check.clips=4",
+        "check.frames=64",
+        "check.steps=20",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]

@@ -17,20 +17,42 @@ from kdtalker.training.optim import cosine_with_warmup, param_groups
 ROOT = Path(__file__).resolve().parent.parent
 
 TINY = [
-    "data=synthetic", "device=cpu", "torch_threads=1", "seed=5",
-    "model.width=32", "model.depth=1", "model.heads=2", "model.head_dim=16", "model.window=16", "data.window=16",
-    "data.synthetic.num_train=6", "data.synthetic.num_val=2", "data.synthetic.min_frames=30",
-    "data.synthetic.max_frames=40", "data.samples_per_clip=2",
-    "train.batch_size=4", "train.num_workers=0", "train.precision=fp32", "train.lr=1e-3", "train.warmup_steps=2",
-    "train.schedule_steps=20", "train.log_every=2", "train.val_every=3", "train.val_sample_clips=2", "train.val_sample_frames=20",
-    "train.val_sample_steps=4", "train.ema.enabled=true", "train.ema.every=2",
+    "data=synthetic",
+    "device=cpu",
+    "torch_threads=1",
+    "seed=5",
+    "model.width=32",
+    "model.depth=1",
+    "model.heads=2",
+    "model.head_dim=16",
+    "model.window=16",
+    "data.window=16",
+    "data.synthetic.num_train=6",
+    "data.synthetic.num_val=2",
+    "data.synthetic.min_frames=30",
+    "data.synthetic.max_frames=40",
+    "data.samples_per_clip=2",
+    "train.batch_size=4",
+    "train.num_workers=0",
+    "train.precision=fp32",
+    "train.lr=1e-3",
+    "train.warmup_steps=2",
+    "train.schedule_steps=20",
+    "train.log_every=2",
+    "train.val_every=3",
+    "train.val_sample_clips=2",
+    "train.val_sample_frames=20",
+    "train.val_sample_steps=4",
+    "train.ema.enabled=true",
+    "train.ema.every=2",
 ]
 
 
 def tiny_cfg(tmp_path: Path, run: str, *overrides: str):
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
-        return compose("train", overrides=[*TINY, f"data.root={tmp_path / 'data'}",
-                                           f"train.out_dir={tmp_path / run}", *overrides])
+        return compose(
+            "train", overrides=[*TINY, f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / run}", *overrides]
+        )
 
 
 def test_killed_run_resumes_exactly(tmp_path):
@@ -79,7 +101,9 @@ def test_checkpoint_layout_loads_for_inference(tmp_path):
     ema = load_kdtalker(ckpt, ema=True, **kwargs)
     assert not all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), fresh.state_dict().values()))
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*.pth")) == [
-        "checkpoint-000001.pth", "checkpoint-000002.pth"]
+        "checkpoint-000001.pth",
+        "checkpoint-000002.pth",
+    ]
 
 
 def test_official_optimiser_recipe():
@@ -99,14 +123,31 @@ def test_official_optimiser_recipe():
 
 
 def test_train_script_trains_then_resumes(tmp_path):
-    args = [sys.executable, str(ROOT / "train.py"), *TINY, f"data.root={tmp_path / 'data'}",
-            f"train.out_dir={tmp_path / 'cli'}", "train.val_every=0", "train.ckpt_every=1"]
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *TINY,
+        f"data.root={tmp_path / 'data'}",
+        f"train.out_dir={tmp_path / 'cli'}",
+        "train.val_every=0",
+        "train.ckpt_every=1",
+    ]
     first = subprocess.run(args + ["train.max_steps=1"], capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     again = subprocess.run(args + ["train.max_steps=2"], capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed from" in again.stdout + again.stderr and "at step 1" in again.stdout + again.stderr
     assert load_checkpoint(tmp_path / "cli" / "checkpoint-000002.pth")["step"] == 2
-    bad = subprocess.run([sys.executable, str(ROOT / "train.py"), "device=cpu", f"data.train_dir={tmp_path / 'none'}",
-                          f"train.out_dir={tmp_path / 'bad'}"], capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "device=cpu",
+            f"data.train_dir={tmp_path / 'none'}",
+            f"train.out_dir={tmp_path / 'bad'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "extract.py" in bad.stderr

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from kdtalker.audio.encoder import AudioEncoder
-from kdtalker.weights import load_state_strict, load_torch_file
 from kdtalker.device import resolve_device
 from kdtalker.errors import CheckpointError
+from kdtalker.weights import load_state_strict, load_torch_file
 
 WHAT = "Wav2Lip audio encoder"
 ENCODER_KEY = "audio_encoder."
@@ -20,11 +20,15 @@ ENCODER_KEY = "audio_encoder."
 def _state_dict(checkpoint: Any, source: str) -> Mapping[str, Any]:
     """The tensor dict inside a wav2lip.pth container ({'state_dict': ...}) or a bare state dict."""
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"{WHAT}: {source} holds a {type(checkpoint).__name__}, not a Wav2Lip checkpoint dict; "
-                              "give the official wav2lip.pth")
+        raise CheckpointError(
+            f"{WHAT}: {source} holds a {type(checkpoint).__name__}, not a Wav2Lip checkpoint dict; "
+            "give the official wav2lip.pth"
+        )
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, Mapping):
-        raise CheckpointError(f"{WHAT}: the 'state_dict' entry of {source} is a {type(state).__name__}, not a dict of tensors")
+        raise CheckpointError(
+            f"{WHAT}: the 'state_dict' entry of {source} is a {type(state).__name__}, not a dict of tensors"
+        )
     return state
 
 
@@ -51,7 +55,9 @@ def audio_encoder_state(checkpoint: Any, source: str = "the checkpoint") -> dict
     return picked
 
 
-def load_audio_encoder(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu") -> AudioEncoder:
+def load_audio_encoder(
+    path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"
+) -> AudioEncoder:
     """Official wav2lip.pth (path or its loaded dict) -> AudioEncoder in eval mode on `device`."""
     if isinstance(path_or_dict, Mapping):
         source, checkpoint = "the given checkpoint dict", path_or_dict

@@ -87,8 +87,9 @@ def audio_features(wav: np.ndarray, encoder: AudioEncoder, fps: float = 25.0, ba
     windows = audio_windows(np.asarray(wav, dtype=np.float32), fps)
     param = next(encoder.parameters())
     chunks = []
-    for start in tqdm(range(0, len(windows), batch_size), desc="audio features", leave=False,
-                      disable=len(windows) <= batch_size):
-        batch = torch.from_numpy(windows[start:start + batch_size]).to(device=param.device, dtype=param.dtype)
+    for start in tqdm(
+        range(0, len(windows), batch_size), desc="audio features", leave=False, disable=len(windows) <= batch_size
+    ):
+        batch = torch.from_numpy(windows[start : start + batch_size]).to(device=param.device, dtype=param.dtype)
         chunks.append(encoder.encode_windows(batch[:, None]))
     return torch.cat(chunks)

@@ -46,15 +46,34 @@ def _decode_ffmpeg(path: Path, advice: str = ADVICE["speech"]) -> tuple[np.ndarr
     try:
         exe = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:
-        raise AudioError(f"{path} is not wav/flac/ogg/mp3 and no ffmpeg binary was found to decode it "
-                         "(pip install imageio-ffmpeg, or convert the file to wav)") from exc
+        raise AudioError(
+            f"{path} is not wav/flac/ogg/mp3 and no ffmpeg binary was found to decode it "
+            "(pip install imageio-ffmpeg, or convert the file to wav)"
+        ) from exc
     with temp_dir("kdtalker_audio_") as tmp:
         pcm = tmp / "decoded.wav"
-        cmd = [exe, "-nostdin", "-v", "error", "-i", str(path),
-               "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", "-rf64", "auto", "-y", str(pcm)]
+        cmd = [
+            exe,
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-c:a",
+            "pcm_f32le",
+            "-rf64",
+            "auto",
+            "-y",
+            str(pcm),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if proc.returncode != 0 or not pcm.is_file():
-            detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"ffmpeg exit code {proc.returncode}"
+            detail = (
+                proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"ffmpeg exit code {proc.returncode}"
+            )
             if "matches no streams" in proc.stderr:
                 raise AudioError(f"{path} has no audio track; {advice}")
             raise AudioError(f"{path} could not be decoded as audio ({detail}); {advice}")
@@ -76,8 +95,9 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.
     return np.ascontiguousarray(out[:size], dtype=np.float32)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, fps: float | None = 25.0,
-               kind: str = "speech") -> np.ndarray:
+def load_audio(
+    path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, fps: float | None = 25.0, kind: str = "speech"
+) -> np.ndarray:
     """Any common audio/video file -> (N,) float32 mono at `sample_rate` (librosa.load semantics).
 
     With `fps` set, a recording shorter than one video frame (sample_rate / fps samples) is an AudioError.

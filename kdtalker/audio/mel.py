@@ -70,7 +70,9 @@ def mel_basis() -> np.ndarray:
 def _normalize_db(mel, log10, clip, maximum):
     """Mel magnitude -> dB (floor 1e-5, minus ref 20 dB) -> symmetric [-4, 4]; numpy or torch via the given ops."""
     db = 20.0 * log10(maximum(mel, AMP_FLOOR)) - REF_LEVEL_DB
-    return clip((2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE, -MAX_ABS_VALUE, MAX_ABS_VALUE)
+    return clip(
+        (2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE, -MAX_ABS_VALUE, MAX_ABS_VALUE
+    )
 
 
 def num_mel_frames(num_samples: int) -> int:
@@ -113,8 +115,16 @@ def torch_wav2lip_mel(wav: torch.Tensor) -> torch.Tensor:
         x = x.float()
     y = torch.cat([x[:, :1], x[:, 1:] - PREEMPHASIS * x[:, :-1]], dim=1)
     window = torch.hann_window(WIN_SIZE, periodic=True, dtype=x.dtype, device=x.device)
-    spec = torch.stft(y, N_FFT, hop_length=HOP_SIZE, win_length=WIN_SIZE, window=window,
-                      center=True, pad_mode="constant", return_complex=True).abs()  # (B, 401, M)
+    spec = torch.stft(
+        y,
+        N_FFT,
+        hop_length=HOP_SIZE,
+        win_length=WIN_SIZE,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    ).abs()  # (B, 401, M)
     basis = torch.from_numpy(mel_basis().copy()).to(device=x.device, dtype=x.dtype)
     mel = _normalize_db(basis @ spec, torch.log10, torch.clamp, lambda t, floor: t.clamp_min(floor))
     return mel[0] if squeeze else mel

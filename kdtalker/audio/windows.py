@@ -26,7 +26,7 @@ def crop_to_frames(wav: np.ndarray, num_frames: int, sample_rate: int = SAMPLE_R
 
 
 def window_starts(num_frames: int, fps: float = 25.0) -> np.ndarray:
-    """(T,) int64 first mel frame of each window: int(80 (i - 2) / fps), truncated toward zero (-6, -3, 0, ... at 25 fps)."""
+    """(T,) int64 first mel frame of each window: int(80 (i - 2) / fps) truncated (-6, -3, 0, ... at 25 fps)."""
     i = np.arange(num_frames, dtype=np.float64)
     return np.trunc(MEL_FPS * ((i - FRAME_OFFSET) / fps)).astype(np.int64)
 

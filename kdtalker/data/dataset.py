@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from kdtalker.data.shards import Clip, read_shard
+from kdtalker.diffusion.motion import pack_motion
 from kdtalker.errors import KDTalkerError
 
 
@@ -29,17 +30,15 @@ class NormalisedClip:
         """Reference index r -> dict(x0 (L,70), ref (70,), ori (70,), audio (L,512)) float32 tensors."""
         ori = np.concatenate([np.zeros(7, np.float32), self.kp[r]])
         return {
-            "x0": torch.from_numpy(np.ascontiguousarray(self.motion[r + 1:r + 1 + length])),
+            "x0": torch.from_numpy(np.ascontiguousarray(self.motion[r + 1 : r + 1 + length])),
             "ref": torch.from_numpy(self.motion[r].copy()),
             "ori": torch.from_numpy(ori),
-            "audio": torch.from_numpy(np.ascontiguousarray(self.audio[r + 1:r + 1 + length])),
+            "audio": torch.from_numpy(np.ascontiguousarray(self.audio[r + 1 : r + 1 + length])),
         }
 
 
 def normalise_clip(clip: Clip, norm, name: str = "") -> NormalisedClip:
     """Raw Clip -> NormalisedClip with the official truncation min(T - 1, Ta - 2)."""
-    from kdtalker.diffusion.motion import pack_motion
-
     n = clip.num_aligned
     f = {k: v[:n] for k, v in clip.motion.items()}
     raw = pack_motion(scale=f["scale"], yaw=f["yaw"], pitch=f["pitch"], roll=f["roll"], t=f["t"], exp=f["exp"])
@@ -76,7 +75,9 @@ class MotionWindows(Dataset):
                 continue
             self.clips.append(normalise_clip(clip, norm, Path(path).stem))
         if not self.clips:
-            raise KDTalkerError(f"no usable clips (each needs at least {window + 1} aligned frames) among {len(paths)} shards")
+            raise KDTalkerError(
+                f"no usable clips (each needs at least {window + 1} aligned frames) among {len(paths)} shards"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose windows __getitem__ returns (train mode)."""

@@ -38,15 +38,17 @@ class ExtractionReport:
 
     def summary(self) -> str:
         """One line for the end of a run."""
-        return (f"{len(self.written)} clips extracted, {len(self.already_done)} already done, "
-                f"{len(self.skipped)} skipped")
+        return (
+            f"{len(self.written)} clips extracted, {len(self.already_done)} already done, {len(self.skipped)} skipped"
+        )
 
     def check_any_usable(self) -> "ExtractionReport":
         """KDTalkerError when clips were found but none could be used: the same failure for all is no success."""
         if self.skipped and not self.written and not self.already_done:
             name, reason = next(iter(self.skipped.items()))
-            raise KDTalkerError(f"none of the {len(self.skipped)} clips could be used ({self.summary()}); "
-                                f"the first, {name}: {reason}")
+            raise KDTalkerError(
+                f"none of the {len(self.skipped)} clips could be used ({self.summary()}); the first, {name}: {reason}"
+            )
         return self
 
 
@@ -64,8 +66,10 @@ def _write(target: Path, clip: Clip) -> None:
     try:
         write_shard(target, clip)
     except OSError as exc:
-        raise OutputError(f"cannot write the shard {target}: {describe_os_error(exc)}; extraction stopped "
-                          "(finished shards are kept; run again to continue)") from None
+        raise OutputError(
+            f"cannot write the shard {target}: {describe_os_error(exc)}; extraction stopped "
+            "(finished shards are kept; run again to continue)"
+        ) from None
     except OutputError as exc:
         raise OutputError(f"{exc}; extraction stopped (finished shards are kept; run again to continue)") from None
 
@@ -88,7 +92,7 @@ def motion_from_frames(frames: np.ndarray, motion_fn: MotionFn, batch_size: int 
     """(T, 256, 256, 3) uint8 -> per-frame motion {key: (T, ...)} float32, in batches of `batch_size` frames."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in MOTION_KEYS}
     for start in range(0, len(frames), batch_size):
-        info = motion_fn(frames[start:start + batch_size])
+        info = motion_fn(frames[start : start + batch_size])
         for key, trailing in MOTION_KEYS.items():
             parts[key].append(np.asarray(info[key], np.float32).reshape(-1, *trailing))
     return {k: np.concatenate(v, 0) for k, v in parts.items()}

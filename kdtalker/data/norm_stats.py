@@ -10,6 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from kdtalker.data.shards import read_shard
+from kdtalker.diffusion.motion import MOTION_LAYOUT, MotionNorm
+from kdtalker.errors import KDTalkerError
 
 # norm.npz key prefix -> the shard array it is computed from, flattened per frame
 _SOURCES = {"yaw": "yaw", "pitch": "pitch", "roll": "roll", "scale": "scale", "t": "t", "exp": "exp", "kp": "kp"}
@@ -45,8 +47,6 @@ def compute_norm_stats(paths: Iterable[str | os.PathLike]) -> dict[str, np.ndarr
     moments = {k: _RunningMoments() for k in _SOURCES}
     paths = [Path(p) for p in paths]
     if not paths:
-        from kdtalker.errors import KDTalkerError
-
         raise KDTalkerError("no shards given to compute normalisation statistics from")
     for path in tqdm(paths, desc="norm stats", unit="clip"):
         clip = read_shard(path)
@@ -68,17 +68,19 @@ def compute_norm_stats(paths: Iterable[str | os.PathLike]) -> dict[str, np.ndarr
 
 def motion_norm_from_stats(stats: dict[str, np.ndarray]):
     """compute_norm_stats output -> MotionNorm; c_lip/c_eye (unused by the model) get identity statistics."""
-    from kdtalker.diffusion.motion import MOTION_LAYOUT, MotionNorm
-
     names = [name for name, _, _ in MOTION_LAYOUT]
     extra = {  # the official file carries LivePortrait lip/eye ratio stats the diffusion model never reads
-        "c_lip_mean": np.zeros(1, np.float32), "c_lip_std": np.ones(1, np.float32),
-        "c_eye_mean": np.zeros(2, np.float32), "c_eye_std": np.ones(2, np.float32),
+        "c_lip_mean": np.zeros(1, np.float32),
+        "c_lip_std": np.ones(1, np.float32),
+        "c_eye_mean": np.zeros(2, np.float32),
+        "c_eye_std": np.ones(2, np.float32),
     }
     return MotionNorm(
         mean=np.concatenate([stats[f"{n}_mean"] for n in names]),
         std=np.concatenate([stats[f"{n}_std"] for n in names]),
-        kp_mean=stats["kp_mean"], kp_std=stats["kp_std"], extra=extra,
+        kp_mean=stats["kp_mean"],
+        kp_std=stats["kp_std"],
+        extra=extra,
     )
 
 

@@ -60,16 +60,23 @@ def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25
 
     exp = exp_mean + rng.normal(0.0, 0.002, (21, 3)) + _random_walk(rng, frames, 63, 0.001).reshape(frames, 21, 3)
     lip_amp = 0.03 * rng.uniform(0.8, 1.2)
-    exp[:, list(LIP_KEYPOINTS), :] = (exp_mean[list(LIP_KEYPOINTS)] + lip_amp * mouth[:, None, None] * lip_pattern)
+    exp[:, list(LIP_KEYPOINTS), :] = exp_mean[list(LIP_KEYPOINTS)] + lip_amp * mouth[:, None, None] * lip_pattern
 
     pose = _random_walk(rng, frames, 3, 1.0) + rng.normal(0.0, [15.0, 8.0, 5.0])  # yaw, pitch, roll degrees
     t = np.concatenate([_random_walk(rng, frames, 2, 0.002) + rng.normal(0.0, 0.02, 2), np.zeros((frames, 1))], 1)
     scale = 1.5 + rng.normal(0.0, 0.05) + _random_walk(rng, frames, 1, 0.001)
-    kp = np.broadcast_to(kp_mean + rng.normal(0.0, 0.02, (21, 3)), (frames, 21, 3)) + rng.normal(0.0, 1e-3, (frames, 21, 3))
+    kp = np.broadcast_to(kp_mean + rng.normal(0.0, 0.02, (21, 3)), (frames, 21, 3)) + rng.normal(
+        0.0, 1e-3, (frames, 21, 3)
+    )
 
     motion = {
-        "scale": scale, "yaw": pose[:, :1], "pitch": pose[:, 1:2], "roll": pose[:, 2:3],
-        "t": t, "exp": exp, "kp": kp,
+        "scale": scale,
+        "yaw": pose[:, :1],
+        "pitch": pose[:, 1:2],
+        "roll": pose[:, 2:3],
+        "t": t,
+        "exp": exp,
+        "kp": kp,
     }
     return Clip({k: np.asarray(a, np.float32) for k, a in motion.items()}, aud_feat.astype(np.float32), fps)
 
@@ -85,8 +92,14 @@ def generate_synthetic(
     """Write clips first_index.. first_index+num_clips-1 as `root/synth_XXXX.npz`; reuses matching shards."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    params = {"num_clips": num_clips, "seed": seed, "min_frames": min_frames, "max_frames": max_frames,
-              "first_index": first_index, "version": 1}
+    params = {
+        "num_clips": num_clips,
+        "seed": seed,
+        "min_frames": min_frames,
+        "max_frames": max_frames,
+        "first_index": first_index,
+        "version": 1,
+    }
     meta = root / "synthetic.json"
     if meta.exists() and json.loads(meta.read_text()) != params:
         for old in root.glob("synth_*.npz"):

@@ -24,9 +24,20 @@ def read_frames(path: str | os.PathLike, fps: float = 25.0, size: int = 256) -> 
     if not path.is_file():
         raise VideoError(f"video {path} not found")
     cmd = [
-        ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-an",
-        "-vf", f"fps={fps},scale={size}:{size}",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+        ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-an",
+        "-vf",
+        f"fps={fps},scale={size}:{size}",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
     ]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
@@ -46,8 +57,23 @@ def write_test_video(
     path = Path(path)
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     t, h, w, _ = frames.shape
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
+    cmd = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+    ]
     if audio is not None:
         cmd += ["-i", str(audio), "-c:a", "aac"]
     cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", str(path)]

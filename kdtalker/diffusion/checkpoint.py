@@ -1,4 +1,4 @@
-"""The official KDTalker.pth layout: {'model': state dict under 'point_model.model.', 'model_ema': {} or EMA state, ...}.
+"""The official KDTalker.pth layout: {'model': state dict under 'point_model.model.', 'model_ema': {} or EMA, ...}.
 
 Key maps only; loading onto the model is `Denoiser.from_pretrained` / `save_pretrained`.
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from kdtalker.weights import load_torch_file, strip_prefix
 from kdtalker.errors import CheckpointError
 from kdtalker.fileio import atomic_path
+from kdtalker.weights import load_torch_file, strip_prefix
 
 KEY_PREFIX = "point_model.model."
 WHAT = "KDTalker diffusion model"
@@ -60,7 +60,7 @@ def kdtalker_state_dict(ckpt: Any, source: str = "the checkpoint", ema: bool = F
         raise CheckpointError(
             f"{WHAT}: {source} has no 'model' entry and no '{KEY_PREFIX}*' keys - it is not KDTalker.pth"
         )
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
     return strip_prefix(state, KEY_PREFIX)
 
 
@@ -73,9 +73,11 @@ def read_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> tupl
     return load_torch_file(path_or_dict, WHAT), str(Path(path_or_dict))
 
 
-def official_layout(state: Mapping[str, torch.Tensor], ema_state: Mapping[str, torch.Tensor] | None = None,
-                    **extra: Any) -> dict[str, Any]:
+def official_layout(
+    state: Mapping[str, torch.Tensor], ema_state: Mapping[str, torch.Tensor] | None = None, **extra: Any
+) -> dict[str, Any]:
     """Denoiser state dict(s) -> the official checkpoint dict {'model': {'point_model.model.' + key}, 'model_ema'}."""
+
     def prefixed(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {KEY_PREFIX + k: v.detach().cpu().clone() for k, v in sd.items()}
 

@@ -332,8 +332,13 @@ class Denoiser(nn.Module):
 
     # Weights ----------------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu",
-                        ema: bool = False, **model_kwargs: Any) -> "Denoiser":
+    def from_pretrained(
+        cls,
+        path_or_dict: str | os.PathLike | Mapping[str, Any],
+        device: str | torch.device = "cpu",
+        ema: bool = False,
+        **model_kwargs: Any,
+    ) -> "Denoiser":
         """KDTalker.pth (path or loaded dict) -> Denoiser in eval mode on `device`, loaded strictly.
 
         ema=True takes the 'model_ema' weights (an error when the file has none; the released training code keeps
@@ -354,8 +359,12 @@ class Denoiser(nn.Module):
         return write_checkpoint(official_layout(self.state_dict(), ema_state, **extra), path)
 
 
-def load_kdtalker(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu",
-                  ema: bool = False, **model_kwargs: Any) -> Denoiser:
+def load_kdtalker(
+    path_or_dict: str | os.PathLike | Mapping[str, Any],
+    device: str | torch.device = "cpu",
+    ema: bool = False,
+    **model_kwargs: Any,
+) -> Denoiser:
     """Denoiser.from_pretrained, by the name of the file it reads."""
     return Denoiser.from_pretrained(path_or_dict, device, ema, **model_kwargs)
 

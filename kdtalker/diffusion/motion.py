@@ -84,7 +84,8 @@ class MotionNorm:
                 bad = ~np.isfinite(values) if kind == "mean" else ~(np.isfinite(values) & (values > 0))
                 if bad.any():
                     raise CheckpointError(
-                        f"{path} is broken: {key} holds {'non-finite' if kind == 'mean' else 'zero, negative or non-finite'} "
+                        f"{path} is broken: {key} holds "
+                        f"{'non-finite' if kind == 'mean' else 'zero, negative or non-finite'} "
                         f"values (at {np.flatnonzero(bad)[:5].tolist()}); normalising by it would give NaN motion - "
                         "use the official norm.npz or recompute it with scripts/compute_norm.py"
                     )
@@ -101,6 +102,7 @@ class MotionNorm:
     @classmethod
     def fit(cls, motion: np.ndarray, kp: np.ndarray) -> "MotionNorm":
         """Statistics of raw motion (N, 70) and canonical kp (N, 63): population std, a zero std replaced by 1."""
+
         def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             x = np.asarray(x, np.float32)
             mean, std = x.mean(axis=0), x.std(axis=0)
@@ -150,6 +152,9 @@ class MotionNorm:
         if kp.shape[-1] == 3:
             kp = kp.reshape(*kp.shape[:-2], KP_DIM)
         kp = self.normalize_kp(kp)
-        zeros = torch.zeros(*kp.shape[:-1], 7, dtype=kp.dtype, device=kp.device) if isinstance(kp, torch.Tensor) \
+        zeros = (
+            torch.zeros(*kp.shape[:-1], 7, dtype=kp.dtype, device=kp.device)
+            if isinstance(kp, torch.Tensor)
             else np.zeros((*kp.shape[:-1], 7), kp.dtype)
+        )
         return _cat([zeros, kp])

@@ -43,4 +43,4 @@ def beat_align_score(audio_beat_times: np.ndarray, motion_beat_times: np.ndarray
     if len(a) == 0 or len(m) == 0:
         return float("nan")
     nearest = np.min(np.abs(m[None, :] - a[:, None]), axis=1)
-    return float(np.mean(np.exp(-(nearest ** 2) / (2 * sigma ** 2))))
+    return float(np.mean(np.exp(-(nearest**2) / (2 * sigma**2))))

@@ -84,13 +84,13 @@ def marziliano_widths(edges: np.ndarray, image: np.ndarray) -> np.ndarray:
     d_right = np.full(image.shape, np.nan)
     d_right[:, :-1] = image[:, 1:] - image[:, :-1]
     h, w = image.shape
-    rows, cols = np.nonzero(edges[1:h - 1, 1:w - 1])
+    rows, cols = np.nonzero(edges[1 : h - 1, 1 : w - 1])
     rows, cols = rows + 1, cols + 1
     for falling, mask in ((True, np.abs(quant[rows, cols]) == 180), (False, quant[rows, cols] == 0)):
         r, c = rows[mask], cols[mask]
         if len(r) == 0:
             continue
-        # a 180-degree edge falls left to right: the walk continues while intensity rises to the left / falls to the right
+        # a 180-degree edge falls left to right: the walk goes on while intensity rises to the left / falls to the right
         left = _runs(d_left > 0 if falling else d_left < 0, reverse=False)
         right = _runs(d_right < 0 if falling else d_right > 0, reverse=True)
         widths[r, c] = (np.minimum(left[r, c - 1], MAX_MARGIN) + 1) + (np.minimum(right[r, c + 1], MAX_MARGIN) + 1)
@@ -115,7 +115,7 @@ def cpbd(gray: np.ndarray) -> float:
             block_widths = block_widths[block_widths != 0]
             block = image[rows, cols]
             jnb = WIDTH_JNB[int(np.max(block) - np.min(block))]
-            prob = 1 - np.exp(-np.abs(block_widths / jnb) ** BETA)
+            prob = 1 - np.exp(-(np.abs(block_widths / jnb) ** BETA))
             np.add.at(hist, np.round(prob * 100).astype(np.int64), 1)
             total += len(prob)
     if total:

@@ -16,9 +16,16 @@ import numpy as np
 
 from kdtalker.errors import CheckpointError
 
-ARCFACE_TEMPLATE = np.array([
-    [38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041],
-], np.float64)
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    np.float64,
+)
 
 
 def five_points(landmarks68: np.ndarray) -> np.ndarray:
@@ -46,20 +53,25 @@ class ArcFace:
         if not path.is_file():
             raise CheckpointError(
                 f"csim: ArcFace model {path} not found; it needs an ArcFace recognition ONNX model "
-                "(e.g. insightface buffalo_l w600k_r50.onnx) - set csim.arcface_path in configs/evaluate.yaml")
+                "(e.g. insightface buffalo_l w600k_r50.onnx) - set csim.arcface_path in configs/evaluate.yaml"
+            )
         try:
             self.session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            raise CheckpointError(f"csim: {path} could not be loaded as an ONNX model ({exc}); download it again") from exc
+            raise CheckpointError(
+                f"csim: {path} could not be loaded as an ONNX model ({exc}); download it again"
+            ) from exc
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.size = int(inp.shape[2]) if isinstance(inp.shape[2], int) else 112
 
     def embed(self, faces_rgb: np.ndarray) -> np.ndarray:
-        """(N,s,s,3) uint8 RGB aligned faces -> (N,D) float64 embeddings (one face per run: fixed-batch models work too)."""
+        """(N,s,s,3) uint8 RGB aligned faces -> (N,D) float64 embeddings (one face per run: fixed-batch models work)."""
         x = (np.asarray(faces_rgb, np.float32) - 127.5) / 127.5
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        return np.concatenate([self.session.run(None, {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]).astype(np.float64)
+        return np.concatenate(
+            [self.session.run(None, {self.input_name: x[i : i + 1]})[0] for i in range(len(x))]
+        ).astype(np.float64)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:

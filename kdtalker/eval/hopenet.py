@@ -71,7 +71,9 @@ class Hopenet(nn.Module):
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * 4:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4))
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
         layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * 4
         layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
@@ -92,7 +94,7 @@ def logits_to_degrees(logits: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def expand_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
-    """Detector box x0,y0,x1,y1 -> the official Hopenet crop: +0.5 w each side, +0.75 h up, +0.25 h down, clamped, int."""
+    """Detector box x0,y0,x1,y1 -> the official Hopenet crop: +0.5 w each side, +0.75 h up, +0.25 h down, clamped."""
     x0, y0, x1, y1 = box
     bw, bh = abs(x1 - x0), abs(y1 - y0)
     x0, x1 = x0 - 2 * bw / 4, x1 + 2 * bw / 4
@@ -101,7 +103,7 @@ def expand_box(box: tuple[float, float, float, float], width: int, height: int) 
 
 
 def preprocess(crop_rgb: np.ndarray, size: int = 224) -> torch.Tensor:
-    """(h,w,3) uint8 RGB crop -> (3,224,224): shorter side to 224 (PIL bilinear), centre crop, ImageNet normalisation."""
+    """(h,w,3) uint8 RGB crop -> (3,224,224): shorter side to 224 (PIL bilinear), centre crop, ImageNet norm."""
     img = Image.fromarray(np.ascontiguousarray(crop_rgb))
     w, h = img.size
     if w <= h:
@@ -121,9 +123,14 @@ Detector = Callable[[np.ndarray], list[tuple[tuple[float, float, float, float], 
 
 
 @torch.inference_mode()
-def video_pose_logits(model: Hopenet, frames_rgb: Sequence[np.ndarray], detect: Detector,
-                      max_frames: int = 200, min_confidence: float = 1.0) -> np.ndarray:
-    """Frames (H,W,3) RGB + detector (frame -> [(box, confidence)]) -> (N, 3, 66) yaw/pitch/roll logits, one per detection."""
+def video_pose_logits(
+    model: Hopenet,
+    frames_rgb: Sequence[np.ndarray],
+    detect: Detector,
+    max_frames: int = 200,
+    min_confidence: float = 1.0,
+) -> np.ndarray:
+    """Frames (H,W,3) RGB + detector (frame -> [(box, confidence)]) -> (N, 3, 66) yaw/pitch/roll logits."""
     device = next(model.parameters()).device
     poses = []
     for frame in list(frames_rgb)[:max_frames]:
@@ -164,8 +171,10 @@ def mmod_detector(model_path: str, upsample: int = 1) -> Detector:
     net = dlib.cnn_face_detection_model_v1(str(model_path))
 
     def detect(frame_rgb: np.ndarray):
-        return [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
-                for d in net(np.ascontiguousarray(frame_rgb), upsample)]
+        return [
+            ((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
+            for d in net(np.ascontiguousarray(frame_rgb), upsample)
+        ]
 
     return detect
 

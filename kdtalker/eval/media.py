@@ -43,11 +43,11 @@ def read_video(path: str | os.PathLike, max_seconds: float | None = None, fps: f
     count = len(proc.stdout) // frame_bytes
     if count == 0:
         raise VideoError(f"{path} has no video frames")
-    return np.frombuffer(proc.stdout[:count * frame_bytes], np.uint8).reshape(count, height, width, 3)
+    return np.frombuffer(proc.stdout[: count * frame_bytes], np.uint8).reshape(count, height, width, 3)
 
 
 def read_audio_pcm16(path: str | os.PathLike, max_seconds: float | None = None, sample_rate: int = 16000) -> np.ndarray:
-    """Soundtrack of a video (or an audio file) -> (N,) int16 mono at `sample_rate` (ffmpeg's resampler, as the official scripts)."""
+    """Soundtrack of a video (or an audio file) -> (N,) int16 mono at `sample_rate` (ffmpeg's resampler)."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path} not found")
@@ -57,5 +57,7 @@ def read_audio_pcm16(path: str | os.PathLike, max_seconds: float | None = None, 
     cmd += ["-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le", "-"]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0 or not proc.stdout:
-        raise VideoError(f"could not read the audio of {path}: {proc.stderr.decode(errors='replace')[-400:] or 'no audio stream'}")
+        raise VideoError(
+            f"could not read the audio of {path}: {proc.stderr.decode(errors='replace')[-400:] or 'no audio stream'}"
+        )
     return np.frombuffer(proc.stdout, np.int16).copy()

@@ -25,8 +25,9 @@ def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(num_filters: int = 26, nfft: int = 512, sample_rate: int = 16000,
-                   low_hz: float = 0.0, high_hz: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    num_filters: int = 26, nfft: int = 512, sample_rate: int = 16000, low_hz: float = 0.0, high_hz: float | None = None
+) -> np.ndarray:
     """(num_filters, nfft // 2 + 1) triangles with edges on integer FFT bins floor((nfft + 1) f / sr), peak 1."""
     high_hz = sample_rate / 2 if high_hz is None else high_hz
     mels = np.linspace(hz_to_mel(low_hz), hz_to_mel(high_hz), num_filters + 2)
@@ -50,9 +51,17 @@ def frame_signal(signal: np.ndarray, frame_len: int, frame_step: int) -> np.ndar
     return padded[idx]
 
 
-def mfcc(signal: np.ndarray, sample_rate: int = 16000, winlen: float = 0.025, winstep: float = 0.01,
-         num_ceps: int = 13, num_filters: int = 26, nfft: int = 512, preemph: float = 0.97,
-         ceplifter: int = 22) -> np.ndarray:
+def mfcc(
+    signal: np.ndarray,
+    sample_rate: int = 16000,
+    winlen: float = 0.025,
+    winstep: float = 0.01,
+    num_ceps: int = 13,
+    num_filters: int = 26,
+    nfft: int = 512,
+    preemph: float = 0.97,
+    ceplifter: int = 22,
+) -> np.ndarray:
     """(N,) samples (int16 scale for SyncNet) -> (frames, num_ceps) float64 MFCCs, 100 frames per second."""
     x = np.asarray(signal, np.float64)
     x = np.append(x[0], x[1:] - preemph * x[:-1])

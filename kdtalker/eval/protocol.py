@@ -24,14 +24,26 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
 from kdtalker.errors import ConfigError, VideoError
 from kdtalker.eval import tables as table_fmt
+from kdtalker.eval.beat_align import audio_beats, beat_align_score, motion_beats
+from kdtalker.eval.cpbd import video_cpbd
+from kdtalker.eval.csim import align_face, csim, five_points
+from kdtalker.eval.fid import fid_from_features, image_features
 from kdtalker.eval.fps import Stopwatch, frames_per_second
-
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from kdtalker.eval.hopenet import diversity, hog_detector, mmod_detector, pose_std, pose_std_degrees, video_pose_logits
+from kdtalker.eval.media import read_audio_pcm16, read_video
+from kdtalker.eval.syncnet import crop_track, sync_scores
+from kdtalker.eval.weights import load_arcface, load_hopenet, load_inception, load_syncnet, mmod_detector_path
+from kdtalker.fileio import atomic_path
+from kdtalker.pipeline import TalkingHeadPipeline
+from kdtalker.pipeline.face import detect_faces_dlib
 
 
 def _cfg(node: Any, key: str, default: Any = None) -> Any:
@@ -43,8 +55,6 @@ def _cfg(node: Any, key: str, default: Any = None) -> Any:
 
 def _plain(node: Any) -> Any:
     try:
-        from omegaconf import OmegaConf
-
         if OmegaConf.is_config(node):
             return OmegaConf.to_container(node, resolve=True)
     except ImportError:  # pragma: no cover - omegaconf is a dependency
@@ -58,7 +68,7 @@ def slug(label: str) -> str:
 
 
 class MetricCache:
-    """One video's cache file: {metric: {"settings": ..., "value": ...}}; a value is reused only under the same settings."""
+    """One video's cache file: {metric: {"settings": ..., "value": ...}}; reused only under the same settings."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -71,7 +81,6 @@ class MetricCache:
             return entry["value"]
         value = compute()
         self.data[metric] = {"settings": settings, "value": value}
-        from kdtalker.fileio import atomic_path
 
         with atomic_path(self.path) as tmp:
             tmp.write_text(json.dumps(self.data, indent=1))
@@ -90,8 +99,6 @@ class Clip:
 
 def prepare_clips(videos: Sequence[Path], folder: Path, seconds: float, fps: float = 25.0) -> list[Clip]:
     """Ground-truth videos -> first frame (png) and first `seconds` of audio (16 kHz wav) for each, cached."""
-    from kdtalker.eval.media import read_audio_pcm16, read_video
-
     folder.mkdir(parents=True, exist_ok=True)
     clips = []
     for video in tqdm(videos, desc="inputs", unit="video"):
@@ -123,21 +130,14 @@ class Scorer:
 
     @cached_property
     def syncnet(self):
-        from kdtalker.eval.weights import load_syncnet
-
         return load_syncnet(self.weights("syncnet") or "syncnet_v2.model", self.device)
 
     @cached_property
     def hopenet(self):
-        from kdtalker.eval.weights import load_hopenet
-
         return load_hopenet(self.weights("hopenet") or "hopenet_robust_alpha1.pkl", self.device)
 
     @cached_property
     def pose_detector(self):
-        from kdtalker.eval.weights import mmod_detector_path
-        from kdtalker.eval.hopenet import hog_detector, mmod_detector
-
         kind = self.section("diversity").get("detector", "mmod")
         if kind == "mmod":
             return mmod_detector(str(mmod_detector_path(self.weights("mmod"))))
@@ -147,40 +147,34 @@ class Scorer:
 
     @cached_property
     def inception(self):
-        from kdtalker.eval.weights import load_inception
-
         return load_inception(self.weights("inception") or "pt_inception-2015-12-05-6726825d.pth", self.device)
 
     @cached_property
     def arcface(self):
-        from kdtalker.eval.weights import load_arcface
-
         return load_arcface(self.weights("arcface") or "arcface.onnx", self.device)
 
     def landmarks(self, frame_rgb: np.ndarray) -> np.ndarray | None:
         """Largest face's 68 dlib landmarks, or None."""
-        from kdtalker.pipeline.face import detect_faces_dlib
-
         faces = detect_faces_dlib(frame_rgb, self.weights("landmarks"))
         return faces[0][1] if faces else None
 
     # --- per-video metrics (each returns JSON-able values) ---
 
     def lse(self, video: Path) -> dict:
-        from kdtalker.eval.media import read_audio_pcm16, read_video
-        from kdtalker.eval.syncnet import crop_track, sync_scores
-
         opts = self.section("lse")
         frames = read_video(video, fps=None)[..., ::-1]  # BGR, as cv2 reads the official JPEG dump
         if opts.get("crop", "none") == "track":
             frames = crop_track(frames, self._face_boxes(frames[..., ::-1]))
-        res = sync_scores(self.syncnet, np.ascontiguousarray(frames), read_audio_pcm16(video),
-                          vshift=int(opts.get("vshift", 15)), batch_size=int(opts.get("batch_size", 20)))
+        res = sync_scores(
+            self.syncnet,
+            np.ascontiguousarray(frames),
+            read_audio_pcm16(video),
+            vshift=int(opts.get("vshift", 15)),
+            batch_size=int(opts.get("batch_size", 20)),
+        )
         return {"offset": res.offset, "conf": res.conf, "min_dist": res.min_dist}
 
     def _face_boxes(self, frames_rgb: np.ndarray) -> np.ndarray:
-        from kdtalker.pipeline.face import detect_faces_dlib
-
         boxes = np.full((len(frames_rgb), 4), np.nan)
         for t, frame in enumerate(frames_rgb):
             faces = detect_faces_dlib(frame, self.weights("landmarks"))
@@ -193,27 +187,27 @@ class Scorer:
         return np.stack([np.interp(t, t[found], boxes[found, k]) for k in range(4)], axis=1)
 
     def pose(self, video: Path) -> dict:
-        from kdtalker.eval.hopenet import pose_std, pose_std_degrees, video_pose_logits
-        from kdtalker.eval.media import read_video
-
         opts = self.section("diversity")
         frames = read_video(video, fps=None)
-        logits = video_pose_logits(self.hopenet, frames, self.pose_detector, max_frames=int(opts.get("max_frames", 200)),
-                                   min_confidence=float(opts.get("min_confidence", 1.0)))
+        logits = video_pose_logits(
+            self.hopenet,
+            frames,
+            self.pose_detector,
+            max_frames=int(opts.get("max_frames", 200)),
+            min_confidence=float(opts.get("min_confidence", 1.0)),
+        )
         if len(logits) == 0:
             return {"detections": 0, "std_logits": None, "std_degrees": None}
-        return {"detections": len(logits), "std_logits": pose_std(logits).tolist(), "std_degrees": pose_std_degrees(logits).tolist()}
+        return {
+            "detections": len(logits),
+            "std_logits": pose_std(logits).tolist(),
+            "std_degrees": pose_std_degrees(logits).tolist(),
+        }
 
     def cpbd(self, video: Path) -> float:
-        from kdtalker.eval.cpbd import video_cpbd
-        from kdtalker.eval.media import read_video
-
         return video_cpbd(read_video(video, fps=None), stride=int(self.section("cpbd").get("stride", 1)))
 
     def csim(self, video: Path, reference: Path) -> float | None:
-        from kdtalker.eval.csim import align_face, csim, five_points
-        from kdtalker.eval.media import read_video
-
         size = self.arcface.size
         ref = np.asarray(Image.open(reference).convert("RGB"))
         ref_lm = self.landmarks(ref)
@@ -228,25 +222,29 @@ class Scorer:
         return csim(ref_emb, self.arcface.embed(np.stack(faces))) if faces else None
 
     def beat_align(self, video: Path) -> float | None:
-        from kdtalker.eval.beat_align import audio_beats, beat_align_score, motion_beats
-        from kdtalker.eval.media import read_audio_pcm16, read_video
-
         fps = float(self.section("beat_align").get("fps", 25.0))
         marks = [lm for lm in (self.landmarks(f) for f in read_video(video, fps=None)) if lm is not None]
         if len(marks) < 3:
             return None
         wav = read_audio_pcm16(video, sample_rate=22050).astype(np.float32) / 32768.0
-        score = beat_align_score(audio_beats(wav, 22050), motion_beats(np.stack(marks)) / fps,
-                                 float(self.section("beat_align").get("sigma", 0.1)))
+        score = beat_align_score(
+            audio_beats(wav, 22050),
+            motion_beats(np.stack(marks)) / fps,
+            float(self.section("beat_align").get("sigma", 0.1)),
+        )
         return None if np.isnan(score) else score
 
     def fid_features(self, video: Path, out: Path, max_seconds: float | None = None) -> str:
-        from kdtalker.eval.fid import image_features
-        from kdtalker.eval.media import read_video
-
         opts = self.section("fid")
-        frames = read_video(video, max_seconds=max_seconds, fps=25.0 if max_seconds else None)[:: int(opts.get("stride", 1))]
-        np.save(out, image_features(self.inception, frames, batch_size=int(opts.get("batch_size", 32)), dims=int(opts.get("dims", 2048))))
+        frames = read_video(video, max_seconds=max_seconds, fps=25.0 if max_seconds else None)[
+            :: int(opts.get("stride", 1))
+        ]
+        np.save(
+            out,
+            image_features(
+                self.inception, frames, batch_size=int(opts.get("batch_size", 32)), dims=int(opts.get("dims", 2048))
+            ),
+        )
         return str(out)
 
 
@@ -254,10 +252,8 @@ METRICS = ("lse", "diversity", "fid", "cpbd", "csim", "fps", "beat_align")
 
 
 @contextmanager
-def _composed(overrides: Sequence[str], config_dir: Path) -> Iterator[Any]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
+def _composed(overrides: Sequence[str], config_dir: str | os.PathLike) -> Iterator[Any]:
+    """The inference config with `overrides`, composed from `config_dir` (or the Hydra context already open)."""
     if GlobalHydra.instance().is_initialized():
         yield compose(config_name="inference", overrides=list(overrides))
     else:
@@ -265,10 +261,8 @@ def _composed(overrides: Sequence[str], config_dir: Path) -> Iterator[Any]:
             yield compose(config_name="inference", overrides=list(overrides))
 
 
-def build_pipeline(overrides: Sequence[str], config_dir: Path = REPO_CONFIGS):
+def build_pipeline(overrides: Sequence[str], config_dir: str | os.PathLike):
     """Inference config (configs/inference.yaml + overrides, e.g. '+experiment=steps_5') -> TalkingHeadPipeline."""
-    from kdtalker.pipeline import TalkingHeadPipeline
-
     with _composed(overrides, config_dir) as cfg:
         return TalkingHeadPipeline.from_config(cfg)
 
@@ -286,8 +280,18 @@ class Evaluation:
         self.seconds = float(_cfg(cfg, "seconds", 8.0))
         self.generate = bool(_cfg(cfg, "generate", True))
         self.scorer = Scorer(cfg)
-        self.pipeline_factory = pipeline_factory or (lambda ov: build_pipeline(ov, Path(_cfg(cfg, "inference_config_dir", REPO_CONFIGS))))
+        self.pipeline_factory = pipeline_factory or self._pipeline_from_configs
         self._rows: dict[str, dict] = {}
+
+    def _pipeline_from_configs(self, overrides: Sequence[str]) -> Any:
+        """The default generator: configs/inference.yaml of `inference_config_dir` with the row's overrides."""
+        folder = _cfg(self.cfg, "inference_config_dir")
+        if not folder:
+            raise ConfigError(
+                "generating videos needs the inference configs: set inference_config_dir=DIR "
+                "(scripts/evaluate.py passes the repository's configs/)"
+            )
+        return build_pipeline(overrides, folder)
 
     @cached_property
     def clips(self) -> list[Clip]:
@@ -308,8 +312,10 @@ class Evaluation:
         videos = {c.name: folder / f"{c.name}.mp4" for c in self.clips}
         missing = [c for c in self.clips if not videos[c.name].is_file()]
         if missing and (row.get("folder") or not self.generate):
-            raise VideoError(f"row {label!r}: {len(missing)} video(s) missing in {folder} (e.g. {videos[missing[0].name].name}); "
-                             "name them as the ground-truth videos, or run with generate=true")
+            raise VideoError(
+                f"row {label!r}: {len(missing)} video(s) missing in {folder} (e.g. {videos[missing[0].name].name}); "
+                "name them as the ground-truth videos, or run with generate=true"
+            )
         if missing:
             folder.mkdir(parents=True, exist_ok=True)
             pipeline = self.pipeline_factory(list(row.get("overrides") or []))
@@ -341,13 +347,24 @@ class Evaluation:
             if "csim" in self.metrics:
                 per_video["csim"].append(cache.get("csim", s.section("csim"), lambda: s.csim(video, clip.reference)))
             if "beat_align" in self.metrics:
-                per_video["beat_align"].append(cache.get("beat_align", s.section("beat_align"), lambda: s.beat_align(video)))
+                per_video["beat_align"].append(
+                    cache.get("beat_align", s.section("beat_align"), lambda: s.beat_align(video))
+                )
             if "fid" in self.metrics:
                 dims = int(s.section("fid").get("dims", 2048))
-                gen = cache.get("fid_features", s.section("fid"), lambda: s.fid_features(video, video.with_suffix(f".fid{dims}.npy")))
+                gen = cache.get(
+                    "fid_features",
+                    s.section("fid"),
+                    lambda: s.fid_features(video, video.with_suffix(f".fid{dims}.npy")),
+                )
                 real_cache = MetricCache(self.out / "inputs" / f"{clip.name}.metrics.json")
-                real = real_cache.get("fid_features", {**s.section("fid"), "seconds": self.seconds},
-                                      lambda: s.fid_features(clip.video, self.out / "inputs" / f"{clip.name}.real_fid{dims}.npy", self.seconds))
+                real = real_cache.get(
+                    "fid_features",
+                    {**s.section("fid"), "seconds": self.seconds},
+                    lambda: s.fid_features(
+                        clip.video, self.out / "inputs" / f"{clip.name}.real_fid{dims}.npy", self.seconds
+                    ),
+                )
                 per_video["fid"].append((gen, real))
             timing = video.with_name(f"{clip.name}.fps.json")
             if timing.is_file():
@@ -380,11 +397,10 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(values, dtype=np.float64)) if values else None
 
 
-def aggregate(per_video: Mapping[str, list], row: Mapping[str, Any], diversity_statistic: str = "logits") -> dict[str, float | None]:
-    """Per-video metric values -> the row's table values (means over videos; FID over all frames; FPS = frames / seconds)."""
-    from kdtalker.eval.fid import fid_from_features
-    from kdtalker.eval.hopenet import diversity
-
+def aggregate(
+    per_video: Mapping[str, list], row: Mapping[str, Any], diversity_statistic: str = "logits"
+) -> dict[str, float | None]:
+    """Per-video metric values -> the row's table values (video means; FID over all frames; FPS = frames / seconds)."""
     values: dict[str, float | None] = {}
     if per_video["lse"]:
         values["lse_c"] = _mean([v["conf"] for v in per_video["lse"]])
@@ -409,7 +425,9 @@ def aggregate(per_video: Mapping[str, list], row: Mapping[str, Any], diversity_s
     if row.get("fps") is not None:  # a peer method's published or separately measured speed
         values["fps"] = float(row["fps"])
     elif per_video["fps"]:
-        values["fps"] = frames_per_second(sum(t["frames"] for t in per_video["fps"]), sum(t["seconds"] for t in per_video["fps"]))
+        values["fps"] = frames_per_second(
+            sum(t["frames"] for t in per_video["fps"]), sum(t["seconds"] for t in per_video["fps"])
+        )
     return values
 
 

@@ -49,7 +49,9 @@ class SyncNet(nn.Module):
             nn.MaxPool2d(3, (2, 2)),
             *_conv_bn_relu(nn.Conv2d(256, 512, (5, 4), padding=0), 512, b2),
         )
-        self.netfcaud = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, embedding))
+        self.netfcaud = nn.Sequential(
+            nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, embedding)
+        )
         self.netcnnlip = nn.Sequential(
             *_conv_bn_relu(nn.Conv3d(3, 96, (5, 7, 7), (1, 2, 2), 0), 96, b3),
             nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
@@ -61,7 +63,9 @@ class SyncNet(nn.Module):
             nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
             *_conv_bn_relu(nn.Conv3d(256, 512, (1, 6, 6), padding=0), 512, b3),
         )
-        self.netfclip = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, embedding))
+        self.netfclip = nn.Sequential(
+            nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, embedding)
+        )
 
     def forward_aud(self, x: torch.Tensor) -> torch.Tensor:
         """(N,1,13,20) MFCC windows -> (N,1024)."""
@@ -95,7 +99,7 @@ def distance_curve(lip: torch.Tensor, aud: torch.Tensor, vshift: int = 15) -> tu
     """lip (W,D), aud (W,D) -> dists (W, 2 vshift + 1), mdist (2 vshift + 1,); audio zero-padded by vshift."""
     win = 2 * vshift + 1
     aud_pad = F.pad(aud, (0, 0, vshift, vshift))
-    dists = [F.pairwise_distance(lip[[i]].repeat(win, 1), aud_pad[i:i + win]) for i in range(len(lip))]
+    dists = [F.pairwise_distance(lip[[i]].repeat(win, 1), aud_pad[i : i + win]) for i in range(len(lip))]
     mdist = torch.mean(torch.stack(dists, 1), 1)
     return torch.stack(dists, 0), mdist
 
@@ -109,8 +113,9 @@ def scores_from_curve(mdist: torch.Tensor, vshift: int = 15) -> tuple[int, float
 
 
 @torch.inference_mode()
-def sync_scores(model: SyncNet, frames_bgr: np.ndarray, pcm16: np.ndarray, vshift: int = 15,
-                batch_size: int = 20) -> SyncResult:
+def sync_scores(
+    model: SyncNet, frames_bgr: np.ndarray, pcm16: np.ndarray, vshift: int = 15, batch_size: int = 20
+) -> SyncResult:
     """frames (F,H,W,3) uint8 BGR at 25 fps + int16 16 kHz mono samples -> SyncResult (Wav2Lip calc_scores)."""
     device = next(model.parameters()).device
     frames = np.stack([resize_frame(f) for f in frames_bgr]).astype(np.float32)
@@ -123,8 +128,10 @@ def sync_scores(model: SyncNet, frames_bgr: np.ndarray, pcm16: np.ndarray, vshif
     lips, auds = [], []
     for i in range(0, last, batch_size):
         idx = range(i, min(last, i + batch_size))
-        lip_in = torch.cat([video[:, :, v:v + LIP_WINDOW] for v in idx], 0).to(device)
-        aud_in = torch.cat([cc[:, :, :, v * MFCC_PER_FRAME:v * MFCC_PER_FRAME + MFCC_WINDOW] for v in idx], 0).to(device)
+        lip_in = torch.cat([video[:, :, v : v + LIP_WINDOW] for v in idx], 0).to(device)
+        aud_in = torch.cat([cc[:, :, :, v * MFCC_PER_FRAME : v * MFCC_PER_FRAME + MFCC_WINDOW] for v in idx], 0).to(
+            device
+        )
         lips.append(model.forward_lip(lip_in).float().cpu())
         auds.append(model.forward_aud(aud_in).float().cpu())
     lip, aud = torch.cat(lips, 0), torch.cat(auds, 0)
@@ -154,8 +161,13 @@ def crop_rect(s: float, x: float, y: float, crop_scale: float = 0.4) -> tuple[in
     """Smoothed box -> (pad bsi, row0, row1, col0, col1) in padded-frame coordinates (syncnet_python crop)."""
     bsi = int(s * (1 + 2 * crop_scale))
     my, mx = y + bsi, x + bsi
-    return (bsi, int(my - s), int(my + s * (1 + 2 * crop_scale)),
-            int(mx - s * (1 + crop_scale)), int(mx + s * (1 + crop_scale)))
+    return (
+        bsi,
+        int(my - s),
+        int(my + s * (1 + 2 * crop_scale)),
+        int(mx - s * (1 + crop_scale)),
+        int(mx + s * (1 + crop_scale)),
+    )
 
 
 def crop_face(frame_bgr: np.ndarray, rect: tuple[int, int, int, int, int], size: int = 224) -> np.ndarray:

@@ -28,8 +28,12 @@ def _cell(value, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
-def to_markdown(title: str, rows: Sequence[tuple[str, Mapping[str, float]]], columns: Sequence[str] = PAPER_COLUMNS,
-                first: str = "Method") -> str:
+def to_markdown(
+    title: str,
+    rows: Sequence[tuple[str, Mapping[str, float]]],
+    columns: Sequence[str] = PAPER_COLUMNS,
+    first: str = "Method",
+) -> str:
     """[(label, {column: value})] -> a markdown table with arrows on the headers (missing values as '-')."""
     heads = [first] + [f"{COLUMNS[c][0]}{'↑' if COLUMNS[c][1] else '↓'}" for c in columns]
     lines = [f"**{title}**", "", "| " + " | ".join(heads) + " |", "|" + "|".join([" --- "] * len(heads)) + "|"]
@@ -38,7 +42,9 @@ def to_markdown(title: str, rows: Sequence[tuple[str, Mapping[str, float]]], col
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: Sequence[tuple[str, Mapping[str, float]]], columns: Sequence[str] = PAPER_COLUMNS, first: str = "Method") -> str:
+def to_csv(
+    rows: Sequence[tuple[str, Mapping[str, float]]], columns: Sequence[str] = PAPER_COLUMNS, first: str = "Method"
+) -> str:
     """[(label, {column: value})] -> CSV text (full precision, empty cells for missing values)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

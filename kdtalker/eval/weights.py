@@ -13,9 +13,14 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from kdtalker.weights import load_state_strict, load_torch_file
 from kdtalker.device import resolve_device
 from kdtalker.errors import CheckpointError
+from kdtalker.eval.csim import ArcFace
+from kdtalker.eval.fid import FIDInceptionV3
+from kdtalker.eval.hopenet import Hopenet
+from kdtalker.eval.syncnet import SyncNet
+from kdtalker.pipeline.face import dlib_models_dir
+from kdtalker.weights import load_state_strict, load_torch_file, strip_prefix
 
 WHERE = {
     "syncnet": "syncnet_v2.model from joonson/syncnet_python (download_model.sh)",
@@ -31,12 +36,15 @@ def _state(path_or_dict: str | os.PathLike | Mapping[str, Any], what: str) -> tu
         return path_or_dict, "the given state dict"
     path = Path(path_or_dict)
     if not path.is_file():
-        raise CheckpointError(f"{what}: weight file {path} not found; it needs {WHERE[what]} (set its path in configs/evaluate.yaml)")
+        raise CheckpointError(
+            f"{what}: weight file {path} not found; it needs {WHERE[what]} (set its path in configs/evaluate.yaml)"
+        )
     return load_torch_file(path, what), str(path)
 
 
-def _load_allowing_counters(module: nn.Module, state: Mapping[str, Any], what: str, source: str,
-                            optional: tuple[str, ...] = ()) -> nn.Module:
+def _load_allowing_counters(
+    module: nn.Module, state: Mapping[str, Any], what: str, source: str, optional: tuple[str, ...] = ()
+) -> nn.Module:
     """Strict load where BatchNorm `num_batches_tracked` counters (and `optional` prefixes) may be absent."""
     state = {k: v for k, v in state.items() if not k.startswith(optional)}
     own = module.state_dict()
@@ -48,18 +56,13 @@ def _load_allowing_counters(module: nn.Module, state: Mapping[str, Any], what: s
 
 def load_syncnet(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"):
     """syncnet_v2.model (flat dict, no prefix, no BN counters) -> SyncNet in eval mode."""
-    from kdtalker.eval.syncnet import SyncNet
-
     state, source = _state(path_or_dict, "syncnet")
     model = _load_allowing_counters(SyncNet(), state, "syncnet", source)
     return model.to(resolve_device(device)).eval()
 
 
 def load_hopenet(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"):
-    """Official Hopenet snapshot (torchvision resnet50 keys + fc_yaw/fc_pitch/fc_roll [+ fc_finetune]) -> Hopenet, eval mode."""
-    from kdtalker.weights import strip_prefix
-    from kdtalker.eval.hopenet import Hopenet
-
+    """Official Hopenet snapshot (torchvision resnet50 keys + fc_yaw/pitch/roll [+ fc_finetune]) -> Hopenet."""
     state, source = _state(path_or_dict, "hopenet")
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
@@ -71,9 +74,7 @@ def load_hopenet(path_or_dict: str | os.PathLike | Mapping[str, Any], device: st
 
 
 def load_inception(path_or_dict: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"):
-    """pytorch-fid's pt_inception-2015-12-05-6726825d.pth (torchvision Inception3 keys, fc 1008, no AuxLogits) -> FIDInceptionV3."""
-    from kdtalker.eval.fid import FIDInceptionV3
-
+    """pytorch-fid's pt_inception-2015-12-05-6726825d.pth (Inception3 keys, fc 1008, no AuxLogits) -> FIDInceptionV3."""
     state, source = _state(path_or_dict, "inception")
     if isinstance(state, Mapping):
         state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
@@ -83,8 +84,6 @@ def load_inception(path_or_dict: str | os.PathLike | Mapping[str, Any], device: 
 
 def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """An ArcFace recognition ONNX file -> kdtalker.eval.csim.ArcFace (CUDA provider when device is CUDA)."""
-    from kdtalker.eval.csim import ArcFace
-
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if resolve_device(device).type == "cuda" else None
     return ArcFace(path, providers=providers)
 
@@ -92,8 +91,6 @@ def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu"):
 def mmod_detector_path(path: str | os.PathLike | None = None) -> Path:
     """dlib's MMOD face detector file: the given path, else the copy in face_recognition_models."""
     if path is None:
-        from kdtalker.pipeline.face import dlib_models_dir
-
         path = dlib_models_dir() / "mmod_human_face_detector.dat"
     path = Path(path)
     if not path.is_file():

@@ -49,11 +49,16 @@ class FaceCrop:
     def box(self) -> tuple[float, float, float, float]:
         """Axis-aligned extent (x0, y0, x1, y1) of the crop in the original image (pixel edges)."""
         corners = frame_corners(self.matrix)
-        return (float(corners[:, 0].min()), float(corners[:, 1].min()), float(corners[:, 0].max()), float(corners[:, 1].max()))
+        return (
+            float(corners[:, 0].min()),
+            float(corners[:, 1].min()),
+            float(corners[:, 0].max()),
+            float(corners[:, 1].max()),
+        )
 
 
 def box_matrix(box: tuple[float, float, float, float], frame_size: int = 512) -> np.ndarray:
-    """(2, 3) map from a frame_size^2 frame's pixel index to the original image for an axis-aligned box (x0, y0, x1, y1).
+    """(2, 3) map from a frame_size^2 frame's pixel index to the original image for a box (x0, y0, x1, y1).
 
     A resize maps pixel centres: x = x0 + (u + 0.5) * w / S - 0.5 (the convention of cv2.resize).
     """
@@ -64,12 +69,14 @@ def box_matrix(box: tuple[float, float, float, float], frame_size: int = 512) ->
 
 def frame_corners(matrix: np.ndarray, frame_size: int = 512) -> np.ndarray:
     """The four outer corners (4, 2) of a frame_size^2 frame mapped into the original image (pixel edges)."""
-    edge = np.array([[-0.5, -0.5], [frame_size - 0.5, -0.5], [frame_size - 0.5, frame_size - 0.5], [-0.5, frame_size - 0.5]])
+    edge = np.array(
+        [[-0.5, -0.5], [frame_size - 0.5, -0.5], [frame_size - 0.5, frame_size - 0.5], [-0.5, frame_size - 0.5]]
+    )
     return edge @ matrix[:, :2].T + matrix[:, 2] + 0.5
 
 
 def dlib_models_dir() -> Path:
-    """Folder of the dlib models shipped by the face-recognition-models package (not imported: it needs pkg_resources)."""
+    """Folder of the dlib models shipped by the face-recognition-models package (not imported: needs pkg_resources)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise ImageError("the face-recognition-models package is not installed; run `pip install -r requirements.txt`")
@@ -88,7 +95,9 @@ def _dlib_models(predictor_path: str):
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor_path)
 
 
-def detect_faces_dlib(image: np.ndarray, predictor_path: str | None = None, upsample: int = 1) -> list[tuple[tuple[float, float, float, float], np.ndarray]]:
+def detect_faces_dlib(
+    image: np.ndarray, predictor_path: str | None = None, upsample: int = 1
+) -> list[tuple[tuple[float, float, float, float], np.ndarray]]:
     """(H, W, 3) uint8 RGB -> [(face box x0, y0, x1, y1, 68 landmarks (68, 2))], largest face first."""
     import dlib
 
@@ -99,7 +108,10 @@ def detect_faces_dlib(image: np.ndarray, predictor_path: str | None = None, upsa
     factor = max(height, width) / DETECT_MAX_SIDE
     if factor > 1:
         small = cv2.resize(image, (round(width / factor), round(height / factor)), interpolation=cv2.INTER_AREA)
-        rects = [dlib.rectangle(*(round(v * factor) for v in (r.left(), r.top(), r.right(), r.bottom()))) for r in detector(small, upsample)]
+        rects = [
+            dlib.rectangle(*(round(v * factor) for v in (r.left(), r.top(), r.right(), r.bottom())))
+            for r in detector(small, upsample)
+        ]
     else:
         rects = list(detector(image, upsample))
     faces = []
@@ -111,7 +123,9 @@ def detect_faces_dlib(image: np.ndarray, predictor_path: str | None = None, upsa
     return faces
 
 
-def official_crop_box(landmarks: np.ndarray, width: int, height: int, scale: float = 1.0) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+def official_crop_box(
+    landmarks: np.ndarray, width: int, height: int, scale: float = 1.0
+) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """68 landmarks -> (resized size (w, h), crop box (x0, y0, x1, y1) in that resized image), as SadTalker's Croper."""
     eye_left = landmarks[36:42].mean(axis=0)
     eye_right = landmarks[42:48].mean(axis=0)
@@ -156,22 +170,32 @@ def official_crop_box(landmarks: np.ndarray, width: int, height: int, scale: flo
     return size, (x0, y0, x1, y1)
 
 
-def crop_face(image: np.ndarray, face_index: int = 0, scale: float = 1.0, predictor_path: str | None = None) -> FaceCrop:
+def crop_face(
+    image: np.ndarray, face_index: int = 0, scale: float = 1.0, predictor_path: str | None = None
+) -> FaceCrop:
     """(H, W, 3) uint8 RGB -> FaceCrop of the `face_index`-th largest face (0 = largest), as the official crop."""
     if not scale > 0:
         raise ImageError(f"crop scale must be positive, got {scale}")
     faces = detect_faces_dlib(image, predictor_path)
     if not faces:
-        raise ImageError("no face found in the source image; use a portrait with a clearly visible, roughly frontal face")
+        raise ImageError(
+            "no face found in the source image; use a portrait with a clearly visible, roughly frontal face"
+        )
     if not 0 <= face_index < len(faces):
-        raise ImageError(f"face_index={face_index} asked for, but the source image has {len(faces)} face(s) (0 = largest)")
+        raise ImageError(
+            f"face_index={face_index} asked for, but the source image has {len(faces)} face(s) (0 = largest)"
+        )
     face_box, landmarks = faces[face_index]
     height, width = image.shape[:2]
     size, (x0, y0, x1, y1) = official_crop_box(landmarks, width, height, scale)
     if x1 - x0 < 2 or y1 - y0 < 2:
-        raise ImageError("the face lies at the very edge of the source image; use an image with the whole face inside it")
+        raise ImageError(
+            "the face lies at the very edge of the source image; use an image with the whole face inside it"
+        )
     resized = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    crop = cv2.resize(np.ascontiguousarray(resized[y0:y1, x0:x1]), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR)
+    crop = cv2.resize(
+        np.ascontiguousarray(resized[y0:y1, x0:x1]), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR
+    )
     fx, fy = width / size[0], height / size[1]
     matrix = box_matrix((x0 * fx, y0 * fy, x1 * fx, y1 * fy))
     return FaceCrop(image=crop, matrix=matrix, landmarks=landmarks, face_box=face_box, num_faces=len(faces))

@@ -46,7 +46,9 @@ def _session(path: str, device_type: str):
     try:
         return ort.InferenceSession(path, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
-        raise CheckpointError(f"{path} could not be opened as an ONNX model ({exc}); download it again (see checkpoints/README.md)") from exc
+        raise CheckpointError(
+            f"{path} could not be opened as an ONNX model ({exc}); download it again (see checkpoints/README.md)"
+        ) from exc
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_THRESH) -> list[int]:
@@ -66,7 +68,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_THRESH) ->
     return keep
 
 
-def decode_scrfd(outputs: list[np.ndarray], input_size: int = DET_SIZE, threshold: float = DET_THRESH) -> tuple[np.ndarray, np.ndarray]:
+def decode_scrfd(
+    outputs: list[np.ndarray], input_size: int = DET_SIZE, threshold: float = DET_THRESH
+) -> tuple[np.ndarray, np.ndarray]:
     """SCRFD's 9 raw outputs (scores, boxes, keypoints per stride) -> (scores (N,), boxes (N, 4)) in input pixels."""
     fmc = len(STRIDES)
     scores_all, boxes_all = [], []
@@ -83,7 +87,9 @@ def decode_scrfd(outputs: list[np.ndarray], input_size: int = DET_SIZE, threshol
     return np.concatenate(scores_all), np.concatenate(boxes_all)
 
 
-def detect_faces_onnx(image: np.ndarray, detector_path: str, device_type: str = "cpu") -> list[tuple[float, float, float, float]]:
+def detect_faces_onnx(
+    image: np.ndarray, detector_path: str, device_type: str = "cpu"
+) -> list[tuple[float, float, float, float]]:
     """(H, W, 3) uint8 RGB -> face boxes (x0, y0, x1, y1), largest first (SCRFD det_10g.onnx)."""
     session = _session(detector_path, device_type)
     height, width = image.shape[:2]
@@ -97,7 +103,9 @@ def detect_faces_onnx(image: np.ndarray, detector_path: str, device_type: str = 
     blob = ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
     outputs = session.run(None, {session.get_inputs()[0].name: blob})
     if len(outputs) != 3 * len(STRIDES):
-        raise CheckpointError(f"{detector_path} is not insightface's det_10g.onnx (it has {len(outputs)} outputs, expected 9)")
+        raise CheckpointError(
+            f"{detector_path} is not insightface's det_10g.onnx (it has {len(outputs)} outputs, expected 9)"
+        )
     outputs = [o[0] if o.ndim == 3 else o for o in outputs]
     scores, boxes = decode_scrfd(outputs)
     if scores.size == 0:
@@ -109,7 +117,9 @@ def detect_faces_onnx(image: np.ndarray, detector_path: str, device_type: str = 
     return faces
 
 
-def landmarks_106(image: np.ndarray, box: tuple[float, float, float, float], model_path: str, device_type: str = "cpu") -> np.ndarray:
+def landmarks_106(
+    image: np.ndarray, box: tuple[float, float, float, float], model_path: str, device_type: str = "cpu"
+) -> np.ndarray:
     """(H, W, 3) uint8 RGB + face box -> (106, 2) landmarks in image pixels (insightface 2d106det.onnx)."""
     session = _session(model_path, device_type)
     size = int(session.get_inputs()[0].shape[2]) if isinstance(session.get_inputs()[0].shape[2], int) else 192
@@ -148,18 +158,26 @@ def liveportrait_crop_matrix(landmarks: np.ndarray, scale: float = 1.0, dsize: i
     cos, sin = math.cos(angle), math.sin(angle)
     cx, cy = float(centre[0]), float(centre[1])
     half = dsize / 2
-    return np.array([[s * cos, s * sin, half - s * (cos * cx + sin * cy)],
-                     [-s * sin, s * cos, half - s * (-sin * cx + cos * cy)]], np.float64)
+    return np.array(
+        [[s * cos, s * sin, half - s * (cos * cx + sin * cy)], [-s * sin, s * cos, half - s * (-sin * cx + cos * cy)]],
+        np.float64,
+    )
 
 
-def crop_face_onnx(image: np.ndarray, files: dict[str, Path], face_index: int = 0, scale: float = 1.0, device=None) -> FaceCrop:
-    """(H, W, 3) uint8 RGB -> FaceCrop by LivePortrait's insightface crop (files from checkpoints.files.crop_model_files)."""
+def crop_face_onnx(
+    image: np.ndarray, files: dict[str, Path], face_index: int = 0, scale: float = 1.0, device=None
+) -> FaceCrop:
+    """(H, W, 3) uint8 RGB -> FaceCrop by LivePortrait's insightface crop (files: pipeline.weights.crop_model_files)."""
     device_type = getattr(device, "type", "cpu")
     boxes = detect_faces_onnx(image, str(files["detector"]), device_type)
     if not boxes:
-        raise ImageError("no face found in the source image; use a portrait with a clearly visible, roughly frontal face")
+        raise ImageError(
+            "no face found in the source image; use a portrait with a clearly visible, roughly frontal face"
+        )
     if not 0 <= face_index < len(boxes):
-        raise ImageError(f"face_index={face_index} asked for, but the source image has {len(boxes)} face(s) (0 = largest)")
+        raise ImageError(
+            f"face_index={face_index} asked for, but the source image has {len(boxes)} face(s) (0 = largest)"
+        )
     box = boxes[face_index]
     landmarks = landmarks_106(image, box, str(files["landmark106"]), device_type)
     to_crop = liveportrait_crop_matrix(landmarks, scale)

@@ -36,8 +36,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         # PIL refuses to even open images above twice its own limit (~179 MP): the size is in its message.
         numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
         pixels = f" ({numbers[0] / 1e6:.0f} MP)" if numbers else ""
-        raise ImageError(f"source image {path} has too many pixels{pixels}; the limit is "
-                         f"{MAX_PIXELS // 1_000_000} MP - downscale it first") from None
+        raise ImageError(
+            f"source image {path} has too many pixels{pixels}; the limit is "
+            f"{MAX_PIXELS // 1_000_000} MP - downscale it first"
+        ) from None
     except UnidentifiedImageError as exc:
         raise ImageError(f"source image {path} could not be read as an image ({exc}); use a PNG or JPEG file") from exc
     except (OSError, ValueError, SyntaxError) as exc:

@@ -1,4 +1,4 @@
-"""Paste-back: put the animated face (the rendered 512x512 crop) into the full original image through a feathered mask."""
+"""Paste-back: put the animated face (the rendered 512x512 crop) into the full original image via a feathered mask."""
 
 from __future__ import annotations
 
@@ -38,11 +38,15 @@ class PasteBack:
         inside = [(1.0 < x < width - 1.0) and (1.0 < y < height - 1.0) for x, y in mids]
         fade = (inside[3], inside[0], inside[1], inside[2])
         mask = feathered_mask(self.resized, self.resized, feather, fade)
-        self.mask = cv2.warpAffine(mask, self.warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
+        self.mask = cv2.warpAffine(mask, self.warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=0.0)[
+            ..., None
+        ]
         self.background = original[y0:y1, x0:x1].astype(np.float32)
 
     @classmethod
-    def from_box(cls, original: np.ndarray, box: tuple[float, float, float, float], frame_size: int = 512, feather: float = 0.1) -> "PasteBack":
+    def from_box(
+        cls, original: np.ndarray, box: tuple[float, float, float, float], frame_size: int = 512, feather: float = 0.1
+    ) -> "PasteBack":
         """PasteBack for an axis-aligned crop box (x0, y0, x1, y1) of the original image."""
         return cls(original, box_matrix(box, frame_size), frame_size, feather)
 
@@ -53,13 +57,17 @@ class PasteBack:
         for i, frame in enumerate(frames):
             if self.resized != self.frame_size:
                 frame = cv2.resize(frame, (self.resized, self.resized), interpolation=cv2.INTER_AREA)
-            face = cv2.warpAffine(frame, self.warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            face = cv2.warpAffine(
+                frame, self.warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
             blended = self.background + (face.astype(np.float32) - self.background) * self.mask
             out[i, y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         return out
 
 
-def feathered_mask(height: int, width: int, feather: float = 0.1, fade: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
+def feathered_mask(
+    height: int, width: int, feather: float = 0.1, fade: tuple[bool, bool, bool, bool] = (True,) * 4
+) -> np.ndarray:
     """(height, width) float32 mask: 1 inside, falling smoothly to 0 over `feather` of the shorter side at the
     edges flagged in `fade` (left, top, right, bottom)."""
     ramp = max(feather * min(height, width), 1.0)

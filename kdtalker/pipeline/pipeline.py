@@ -23,17 +23,26 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
+from kdtalker.audio import audio_features, load_audio, num_video_frames
+from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.config import describe_type
 from kdtalker.device import resolve_device, resolve_dtype
+from kdtalker.diffusion import DDIMScheduler, MotionNorm, load_kdtalker, sample_motion
 from kdtalker.errors import ConfigError, KDTalkerError, VideoError
 from kdtalker.fileio import atomic_path, check_output_path
+from kdtalker.pipeline.compose import driving_keypoints
 from kdtalker.pipeline.face import FaceCrop, crop_face
+from kdtalker.pipeline.face_onnx import crop_face_onnx
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.paste import PasteBack
+from kdtalker.pipeline.smoothing import smooth_motion
 from kdtalker.pipeline.video import VideoWriter
+from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
+from kdtalker.renderer import LivePortraitRenderer
 
 MOTION_MODES = ("absolute", "relative")
 CROP_METHODS = ("dlib", "insightface")
@@ -64,10 +73,15 @@ class Controls:
             value = getattr(self, name)
             # bool is an int in Python, and a whole float is no step count: only the exact kind is accepted,
             # except ints for floats.
-            ok = (isinstance(value, bool) if kind is bool else
-                  isinstance(value, int) and not isinstance(value, bool) if kind is int else
-                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-                  isinstance(value, kind))
+            ok = (
+                isinstance(value, bool)
+                if kind is bool
+                else isinstance(value, int) and not isinstance(value, bool)
+                if kind is int
+                else isinstance(value, (int, float)) and not isinstance(value, bool)
+                if kind is float
+                else isinstance(value, kind)
+            )
             if not ok:
                 raise ConfigError(f"{name}={value!r} is not valid: {name} takes {describe_type(Controls, name)}")
         checks = [
@@ -104,11 +118,20 @@ class Timings:
 class TalkingHeadPipeline:
     """The official KDTalker inference on our modules; build with `from_config` or from a checkpoint folder."""
 
-    def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str = "auto", dtype: str = "float32",
-                 controls: Controls | None = None, kalman_transition_cov: float = 0.05,
-                 kalman_observation_cov: float = 0.001, predictor_path: str | None = None, scheduler: Any = None,
-                 model_kwargs: Mapping[str, Any] | None = None, renderer_kwargs: Mapping[str, Any] | None = None,
-                 audio_batch_size: int = 256):
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike = "checkpoints",
+        device: str = "auto",
+        dtype: str = "float32",
+        controls: Controls | None = None,
+        kalman_transition_cov: float = 0.05,
+        kalman_observation_cov: float = 0.001,
+        predictor_path: str | None = None,
+        scheduler: Any = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        renderer_kwargs: Mapping[str, Any] | None = None,
+        audio_batch_size: int = 256,
+    ):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
@@ -131,20 +154,24 @@ class TalkingHeadPipeline:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TalkingHeadPipeline":
-        """Build from the inference config (configs/inference.yaml with its audio/renderer/model/diffusion/crop groups)."""
-        from hydra.utils import instantiate
-        from omegaconf import OmegaConf
-
+        """Build from the inference config (configs/inference.yaml with its audio/renderer/model/diffusion/crop)."""
         cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
         crop = cfg.get("crop") or {}
         values = {f.name: cfg[f.name] for f in fields(Controls) if cfg.get(f.name) is not None}
-        values.update(crop_method=crop.get("method", "dlib"), crop_scale=float(crop.get("scale", 1.0)),
-                      face_index=int(crop.get("face_index", 0)))
+        values.update(
+            crop_method=crop.get("method", "dlib"),
+            crop_scale=float(crop.get("scale", 1.0)),
+            face_index=int(crop.get("face_index", 0)),
+        )
         kalman = cfg.get("kalman") or {}
 
         def group(name: str) -> dict[str, Any]:
             node = cfg.get(name)
-            return {} if node is None else {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
+            return (
+                {}
+                if node is None
+                else {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
+            )
 
         renderer = {k: v for k, v in group("renderer").items() if k in ("configs", "chunk_size", "fold_batchnorm")}
         try:
@@ -169,17 +196,14 @@ class TalkingHeadPipeline:
         """Load every model once: renderer, audio encoder, denoiser, scheduler, normalisation statistics."""
         if self._models is not None:
             return self._models
-        from kdtalker.diffusion import load_kdtalker
-        from kdtalker.audio.checkpoint import load_audio_encoder
-        from kdtalker.diffusion import DDIMScheduler, MotionNorm
-        from kdtalker.renderer import LivePortraitRenderer
 
         start = time.perf_counter()
         root = self.checkpoint_dir
         renderer_kwargs = {"chunk_size": self.controls.batch_size, **self.renderer_kwargs}
         self._models = {
-            "renderer": LivePortraitRenderer.from_checkpoints(root / "liveportrait", device=self.device, dtype=self.dtype,
-                                                              **renderer_kwargs),
+            "renderer": LivePortraitRenderer.from_checkpoints(
+                root / "liveportrait", device=self.device, dtype=self.dtype, **renderer_kwargs
+            ),
             "audio": load_audio_encoder(root / "wav2lip.pth", device=self.device),
             "denoiser": load_kdtalker(root / "KDTalker.pth", device=self.device, **self.model_kwargs),
             "scheduler": self.scheduler if self.scheduler is not None else DDIMScheduler(),
@@ -188,11 +212,14 @@ class TalkingHeadPipeline:
         self.timings.load = time.perf_counter() - start
         return self._models
 
-    def generate(self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, output: str | os.PathLike,
-                 **controls: Any) -> Path:
+    def generate(
+        self,
+        source_image: str | os.PathLike,
+        driven_audio: str | os.PathLike,
+        output: str | os.PathLike,
+        **controls: Any,
+    ) -> Path:
         """Portrait + speech -> `output` mp4 (fps frames/s, 512x512 or the source size with paste_back, H.264 + AAC)."""
-        from kdtalker.audio import audio_features, load_audio, num_video_frames
-
         known = {f.name for f in fields(Controls)}
         if set(controls) - known:
             raise ConfigError(f"unknown control(s) {sorted(set(controls) - known)}; known: {sorted(known)}")
@@ -235,25 +262,32 @@ class TalkingHeadPipeline:
         """(H, W, 3) uint8 RGB -> the 256x256 source crop by the configured method."""
         ctl = ctl or self.controls
         if ctl.crop_method == "insightface":
-            from kdtalker.pipeline.face_onnx import crop_face_onnx
-
-            return crop_face_onnx(image, crop_model_files(self.checkpoint_dir), face_index=ctl.face_index,
-                                  scale=ctl.crop_scale, device=self.device)
+            return crop_face_onnx(
+                image,
+                crop_model_files(self.checkpoint_dir),
+                face_index=ctl.face_index,
+                scale=ctl.crop_scale,
+                device=self.device,
+            )
         return crop_face(image, face_index=ctl.face_index, scale=ctl.crop_scale, predictor_path=self.predictor_path)
 
     def sample(self, source_info: dict[str, torch.Tensor], features: torch.Tensor, ctl: Controls) -> torch.Tensor:
         """Source keypoint info + audio features (T, 512) -> denormalised, smoothed motion (T, 70) float32."""
-        from kdtalker.diffusion import sample_motion
-        from kdtalker.pipeline.smoothing import smooth_motion
-
         models = self.load()
         norm = models["norm"]
         num_frames = features.shape[0]
         raw = source_motion(source_info).to(features.device)  # (70,) unnormalised
         ori = norm.canonical_token(source_info["kp"].reshape(63).float().to(raw.device))
         generator = torch.Generator(device=models["denoiser"].input_projection.weight.device).manual_seed(int(ctl.seed))
-        motion = sample_motion(models["denoiser"], models["scheduler"], features.float(), norm.normalize(raw), ori,
-                               steps=ctl.steps, generator=generator)
+        motion = sample_motion(
+            models["denoiser"],
+            models["scheduler"],
+            features.float(),
+            norm.normalize(raw),
+            ori,
+            steps=ctl.steps,
+            generator=generator,
+        )
         if motion.shape[0] != num_frames:
             raise KDTalkerError(f"the sampler returned {motion.shape[0]} frames for {num_frames} audio frames")
         motion = norm.denormalize(motion).float()
@@ -263,8 +297,9 @@ class TalkingHeadPipeline:
         if ctl.smoothing > 0:
             # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
             # the observation noise: more noise = trust the samples less = smoother.
-            smoothed = smooth_motion(motion.cpu().numpy(), self.kalman_transition_cov,
-                                     self.kalman_observation_cov * ctl.smoothing)
+            smoothed = smooth_motion(
+                motion.cpu().numpy(), self.kalman_transition_cov, self.kalman_observation_cov * ctl.smoothing
+            )
             motion = torch.from_numpy(smoothed).to(motion.device)
 
         if ctl.head_motion_scale != 1.0:
@@ -274,22 +309,34 @@ class TalkingHeadPipeline:
             motion[:, pose] = raw[pose] + ctl.head_motion_scale * (motion[:, pose] - raw[pose])
         return motion
 
-    def driving_keypoints(self, source_info: dict[str, torch.Tensor], motion: torch.Tensor, ctl: Controls) -> torch.Tensor:
+    def driving_keypoints(
+        self, source_info: dict[str, torch.Tensor], motion: torch.Tensor, ctl: Controls
+    ) -> torch.Tensor:
         """Motion (T, 70) -> driving keypoints x_d (T, 21, 3), official absolute or relative composition."""
-        from kdtalker.pipeline.compose import driving_keypoints
-
         return driving_keypoints(source_info, motion, mode=ctl.motion_mode)
 
-    def _render_to_file(self, renderer, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor, face: FaceCrop,
-                        image: np.ndarray, wav: np.ndarray, output: Path, ctl: Controls) -> None:
+    def _render_to_file(
+        self,
+        renderer,
+        f_s: torch.Tensor,
+        x_s: torch.Tensor,
+        x_d: torch.Tensor,
+        face: FaceCrop,
+        image: np.ndarray,
+        wav: np.ndarray,
+        output: Path,
+        ctl: Controls,
+    ) -> None:
         paste = PasteBack(image, face.matrix) if ctl.paste_back else None
-        height, width = (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)  # yuv420p: even sizes
+        height, width = (
+            (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)
+        )  # yuv420p: even sizes
         with atomic_path(output) as tmp:
             writer = VideoWriter(tmp, width, height, ctl.fps, audio=wav, sample_rate=SAMPLE_RATE, crf=ctl.crf)
             try:
                 for start in tqdm(range(0, x_d.shape[0], ctl.batch_size), desc="rendering", unit="batch"):
                     with self._stage("rendering"):
-                        batch = x_d[start:start + ctl.batch_size].to(device=x_s.device, dtype=x_s.dtype)
+                        batch = x_d[start : start + ctl.batch_size].to(device=x_s.device, dtype=x_s.dtype)
                         if ctl.stitching:
                             batch = renderer.stitch(x_s, batch)
                         frames = renderer.render(f_s, x_s, batch)

@@ -22,7 +22,9 @@ def ffmpeg_exe() -> str:
     try:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:
-        raise VideoError(f"no ffmpeg binary found ({exc}); reinstall imageio-ffmpeg (`pip install -r requirements.txt`)") from exc
+        raise VideoError(
+            f"no ffmpeg binary found ({exc}); reinstall imageio-ffmpeg (`pip install -r requirements.txt`)"
+        ) from exc
 
 
 class VideoWriter:
@@ -32,8 +34,17 @@ class VideoWriter:
     run, trimmed to the video's length (frames / fps). Use as a context manager; `close()` finishes the file.
     """
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float = 25.0,
-                 audio: np.ndarray | None = None, sample_rate: int = 16000, crf: int = 18, preset: str = "medium"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        fps: float = 25.0,
+        audio: np.ndarray | None = None,
+        sample_rate: int = 16000,
+        crf: int = 18,
+        preset: str = "medium",
+    ):
         if width % 2 or height % 2:
             raise VideoError(f"H.264 with yuv420p needs even frame sizes, got {width}x{height}")
         self.path = Path(path)
@@ -42,21 +53,50 @@ class VideoWriter:
         self._tmpdir = contextlib.ExitStack()  # closing it (idempotent) removes the folder
         folder = self._tmpdir.enter_context(temp_dir("kdtalker_video_"))
         self._log = open(folder / "ffmpeg.log", "w+b")
-        cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "pipe:0"]
+        cmd = [
+            ffmpeg_exe(),
+            "-y",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{width}x{height}",
+            "-r",
+            f"{fps}",
+            "-i",
+            "pipe:0",
+        ]
         if audio is not None:
             wav = folder / "audio.wav"
             sf.write(wav, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16")
             cmd += ["-i", str(wav)]
-        cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-r", f"{fps}"]
+        cmd += [
+            "-map",
+            "0:v:0",
+            "-c:v",
+            "libx264",
+            "-preset",
+            preset,
+            "-crf",
+            str(crf),
+            "-pix_fmt",
+            "yuv420p",
+            "-r",
+            f"{fps}",
+        ]
         if audio is not None:
             cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
         cmd += ["-movflags", "+faststart", "-f", "mp4", str(self.path)]
         try:
             # Its own session: a Ctrl-C in the terminal reaches only us, and we stop ffmpeg as part of the clean-up
             # (otherwise it could die first and the interrupt would read as an ffmpeg failure).
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
+            )
         except OSError as exc:
             self._cleanup()
             raise VideoError(f"could not start ffmpeg ({exc})") from exc
@@ -67,7 +107,9 @@ class VideoWriter:
         if frames.ndim == 3:
             frames = frames[None]
         if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
-            raise VideoError(f"frames must be uint8 (B, {self.height}, {self.width}, 3), got {frames.dtype} {frames.shape}")
+            raise VideoError(
+                f"frames must be uint8 (B, {self.height}, {self.width}, 3), got {frames.dtype} {frames.shape}"
+            )
         try:
             self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
         except (BrokenPipeError, OSError) as exc:
@@ -129,7 +171,8 @@ class VideoWriter:
 
 
 def probe_video(path: str | os.PathLike) -> dict:
-    """Read back an mp4 with ffmpeg: dict(frames, fps, width, height, video_codec, audio_codec, audio_duration, duration)."""
+    """Read back an mp4 with ffmpeg: dict(frames, fps, width, height, video_codec, audio_codec, audio_duration,
+    duration)."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"video {path} not found")
@@ -156,8 +199,24 @@ def probe_video(path: str | os.PathLike) -> dict:
 
 def _count(path: Path, stream: str) -> tuple[int, float]:
     """Decode one stream to null: (number of video frames (0 for audio), its duration in seconds)."""
-    log = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostats", "-progress", "pipe:1", "-i", str(path), "-map", stream, "-f", "null", "-"],
-                         capture_output=True, text=True)
+    log = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostats",
+            "-progress",
+            "pipe:1",
+            "-i",
+            str(path),
+            "-map",
+            stream,
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+    )
     frames = [int(v) for v in re.findall(r"^frame=(\d+)", log.stdout, re.M)]
     times = [int(v) for v in re.findall(r"^out_time_us=(\d+)", log.stdout, re.M)]
     return (frames[-1] if frames else 0), (times[-1] / 1e6 if times else 0.0)

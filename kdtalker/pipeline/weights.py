@@ -29,6 +29,7 @@ def _starts(prefix: str, container: str | None = None) -> Callable[[Any], bool]:
         if container is not None:
             obj = obj.get(container) if isinstance(obj, dict) else None
         return any(k.startswith(prefix) for k in _flat_keys(obj))
+
     return check
 
 
@@ -59,13 +60,34 @@ _LP = "KwaiVGI/LivePortrait on Hugging Face (https://huggingface.co/KwaiVGI/Live
 _KD = "the KDTalker release (https://huggingface.co/ChaolongYang/KDTalker)"
 
 WEIGHT_FILES: tuple[WeightFile, ...] = (
-    WeightFile("liveportrait/base_models/appearance_feature_extractor.pth", "LivePortrait appearance feature extractor", _LP, _appearance),
-    WeightFile("liveportrait/base_models/motion_extractor.pth", "LivePortrait motion extractor", _LP, _starts("detector.")),
-    WeightFile("liveportrait/base_models/warping_module.pth", "LivePortrait warping module", _LP, _starts("dense_motion_network.")),
+    WeightFile(
+        "liveportrait/base_models/appearance_feature_extractor.pth",
+        "LivePortrait appearance feature extractor",
+        _LP,
+        _appearance,
+    ),
+    WeightFile(
+        "liveportrait/base_models/motion_extractor.pth", "LivePortrait motion extractor", _LP, _starts("detector.")
+    ),
+    WeightFile(
+        "liveportrait/base_models/warping_module.pth",
+        "LivePortrait warping module",
+        _LP,
+        _starts("dense_motion_network."),
+    ),
     WeightFile("liveportrait/base_models/spade_generator.pth", "LivePortrait SPADE generator", _LP, _spade),
-    WeightFile("liveportrait/retargeting_models/stitching_retargeting_module.pth", "LivePortrait stitching/retargeting MLPs", _LP,
-               _has_entries("retarget_shoulder", "retarget_mouth", "retarget_eye")),
-    WeightFile("wav2lip.pth", "Wav2Lip (its audio encoder)", _KD + " or Rudrabha/Wav2Lip's wav2lip.pth", _starts("module.audio_encoder.", "state_dict")),
+    WeightFile(
+        "liveportrait/retargeting_models/stitching_retargeting_module.pth",
+        "LivePortrait stitching/retargeting MLPs",
+        _LP,
+        _has_entries("retarget_shoulder", "retarget_mouth", "retarget_eye"),
+    ),
+    WeightFile(
+        "wav2lip.pth",
+        "Wav2Lip (its audio encoder)",
+        _KD + " or Rudrabha/Wav2Lip's wav2lip.pth",
+        _starts("module.audio_encoder.", "state_dict"),
+    ),
     WeightFile("KDTalker.pth", "KDTalker diffusion model", _KD, _starts("point_model.model.", "model")),
 )
 NORM_FILE = "norm.npz"
@@ -79,7 +101,7 @@ CROP_FILES = {
 
 
 def _peek(path: Path) -> Any:
-    """Safely unpickle a torch zip checkpoint with memory-mapped storages (no tensor data is read); None for legacy files."""
+    """Safely unpickle a zip checkpoint with memory-mapped storages (no tensor data read); None for legacy files."""
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as fh:
             magic = fh.read(2)
@@ -132,11 +154,13 @@ def check_norm_file(path: Path) -> Path:
 
 
 def check_checkpoint_dir(root: str | os.PathLike) -> dict[str, Path]:
-    """Check every required file under `root` -> {relative path: absolute path}; CheckpointError for the first bad one."""
+    """Check every required file under `root` -> {relative path: absolute path}; CheckpointError for the first bad."""
     root = Path(root)
     if not root.is_dir():
-        raise CheckpointError(f"checkpoint folder {root} does not exist; create it and put the official weights in it (see {README}), "
-                              "or pass checkpoint_dir=PATH")
+        raise CheckpointError(
+            f"checkpoint folder {root} does not exist; create it and put the official weights in it (see {README}), "
+            "or pass checkpoint_dir=PATH"
+        )
     found = {spec.relpath: check_weight_file(root, spec) for spec in WEIGHT_FILES}
     found[NORM_FILE] = check_norm_file(root / NORM_FILE)
     return found
@@ -149,7 +173,8 @@ def crop_model_files(root: str | os.PathLike) -> dict[str, Path]:
     for role, path in paths.items():
         if not path.is_file():
             raise CheckpointError(
-                f"crop=insightface needs {path} ({Path(CROP_FILES[role]).name}, from {_LP.replace('folder liveportrait/', 'folder insightface/')}); "
+                f"crop=insightface needs {path} ({Path(CROP_FILES[role]).name}, "
+                f"from {_LP.replace('folder liveportrait/', 'folder insightface/')}); "
                 f"put it there or use crop=dlib (no download needed); see {README}"
             )
     return paths

@@ -1,4 +1,4 @@
-"""Appearance feature extractor F: source image (B, 3, 256, 256) in [0, 1] -> 3D feature volume f_s (B, 32, 16, 64, 64)."""
+"""Appearance feature extractor F: source image (B, 3, 256, 256) in [0, 1] -> feature volume f_s (B, 32, 16, 64, 64)."""
 
 from __future__ import annotations
 

@@ -19,13 +19,13 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from kdtalker.weights import load_state_strict, load_torch_file, strip_prefix
 from kdtalker.errors import CheckpointError
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
 from kdtalker.renderer.motion_extractor import MotionExtractor
 from kdtalker.renderer.spade import SPADEDecoder
 from kdtalker.renderer.stitching import StitchingRetargetingNetwork
 from kdtalker.renderer.warping import WarpingNetwork
+from kdtalker.weights import load_state_strict, load_torch_file, strip_prefix
 
 BASE_FILES = {
     "appearance_feature_extractor": "base_models/appearance_feature_extractor.pth",
@@ -69,22 +69,32 @@ def _load_base(
     return _finish(module, device, dtype)
 
 
-def load_appearance_feature_extractor(source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None) -> AppearanceFeatureExtractor:
+def load_appearance_feature_extractor(
+    source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None
+) -> AppearanceFeatureExtractor:
     """appearance_feature_extractor.pth -> AppearanceFeatureExtractor (eval)."""
-    return _load_base(AppearanceFeatureExtractor, "LivePortrait appearance feature extractor", source, device, dtype, config)
+    return _load_base(
+        AppearanceFeatureExtractor, "LivePortrait appearance feature extractor", source, device, dtype, config
+    )
 
 
-def load_motion_extractor(source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None) -> MotionExtractor:
+def load_motion_extractor(
+    source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None
+) -> MotionExtractor:
     """motion_extractor.pth -> MotionExtractor (eval)."""
     return _load_base(MotionExtractor, "LivePortrait motion extractor", source, device, dtype, config)
 
 
-def load_warping_module(source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None) -> WarpingNetwork:
+def load_warping_module(
+    source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None
+) -> WarpingNetwork:
     """warping_module.pth -> WarpingNetwork (eval)."""
     return _load_base(WarpingNetwork, "LivePortrait warping module", source, device, dtype, config)
 
 
-def load_spade_generator(source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None) -> SPADEDecoder:
+def load_spade_generator(
+    source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None
+) -> SPADEDecoder:
     """spade_generator.pth -> SPADEDecoder (eval; spectral-norm weights from the stored u, v)."""
     return _load_base(SPADEDecoder, "LivePortrait SPADE generator", source, device, dtype, config)
 
@@ -94,7 +104,9 @@ def load_stitching_retargeting(source: PathOrState, device="cpu", dtype=torch.fl
     what = "LivePortrait stitching/retargeting module"
     checkpoint, name = _read(source, what)
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"{what}: {name} does not hold a dict of MLP state dicts (got {type(checkpoint).__name__})")
+        raise CheckpointError(
+            f"{what}: {name} does not hold a dict of MLP state dicts (got {type(checkpoint).__name__})"
+        )
     missing = [entry for entry in STITCHING_ENTRIES if entry not in checkpoint]
     if missing:
         raise CheckpointError(
@@ -110,7 +122,7 @@ def load_stitching_retargeting(source: PathOrState, device="cpu", dtype=torch.fl
 
 
 def liveportrait_files(liveportrait_dir: str | os.PathLike) -> dict[str, Path]:
-    """Paths of the five official files under `liveportrait_dir` (keys: the base names + 'stitching_retargeting_module')."""
+    """Paths of the five official files under `liveportrait_dir` (the base names + 'stitching_retargeting_module')."""
     root = Path(liveportrait_dir)
     files = {name: root / rel for name, rel in BASE_FILES.items()}
     files["stitching_retargeting_module"] = root / STITCHING_FILE

@@ -108,7 +108,13 @@ class ConvNeXtV2(nn.Module):
 class MotionExtractor(nn.Module):
     """The official wrapper: a ConvNeXtV2 held in `detector` (hence the `detector.` key prefix)."""
 
-    def __init__(self, num_kp: int = 21, depths: tuple[int, ...] = (3, 3, 9, 3), dims: tuple[int, ...] = (96, 192, 384, 768), num_bins: int = 66):
+    def __init__(
+        self,
+        num_kp: int = 21,
+        depths: tuple[int, ...] = (3, 3, 9, 3),
+        dims: tuple[int, ...] = (96, 192, 384, 768),
+        num_bins: int = 66,
+    ):
         super().__init__()
         self.detector = ConvNeXtV2(depths=tuple(depths), dims=tuple(dims), num_kp=num_kp, num_bins=num_bins)
 

@@ -61,11 +61,15 @@ class LivePortraitRenderer(nn.Module):
         configs = configs or {}
         files = ckpt.liveportrait_files(liveportrait_dir)
         return cls(
-            ckpt.load_appearance_feature_extractor(files["appearance_feature_extractor"], device, dtype, configs.get("appearance_feature_extractor")),
+            ckpt.load_appearance_feature_extractor(
+                files["appearance_feature_extractor"], device, dtype, configs.get("appearance_feature_extractor")
+            ),
             ckpt.load_motion_extractor(files["motion_extractor"], device, dtype, configs.get("motion_extractor")),
             ckpt.load_warping_module(files["warping_module"], device, dtype, configs.get("warping_module")),
             ckpt.load_spade_generator(files["spade_generator"], device, dtype, configs.get("spade_generator")),
-            ckpt.load_stitching_retargeting(files["stitching_retargeting_module"], device, dtype) if stitching else None,
+            ckpt.load_stitching_retargeting(files["stitching_retargeting_module"], device, dtype)
+            if stitching
+            else None,
             chunk_size=chunk_size,
             fold_batchnorm=fold_batchnorm,
         )
@@ -93,7 +97,7 @@ class LivePortraitRenderer(nn.Module):
 
     @torch.inference_mode()
     def keypoint_info(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, 256, 256) -> dict(pitch, yaw, roll (B, 1) degrees, t (B, 3), exp (B, 21, 3), scale (B, 1), kp (B, 21, 3)).
+        """(B, 3, 256, 256) -> dict(pitch, yaw, roll (B, 1) degrees, t (B, 3), exp, kp (B, 21, 3), scale (B, 1)).
 
         Keypoint math runs in float32 whatever the renderer's dtype (as the official wrapper casts M's outputs).
         """
@@ -106,7 +110,9 @@ class LivePortraitRenderer(nn.Module):
     @torch.inference_mode()
     def transform(self, info: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """keypoint_info dict -> posed keypoints x = s * (kp R + exp) + [t_x, t_y, 0], (B, 21, 3)."""
-        return transform_keypoints(info["kp"], info["pitch"], info["yaw"], info["roll"], info["exp"], info["scale"], info["t"])
+        return transform_keypoints(
+            info["kp"], info["pitch"], info["yaw"], info["roll"], info["exp"], info["scale"], info["t"]
+        )
 
     @torch.inference_mode()
     def stitch(self, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
@@ -126,14 +132,14 @@ class LivePortraitRenderer(nn.Module):
 
     @torch.inference_mode()
     def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Official-style warp + decode: dict(out (B, 3, 512, 512), occlusion_map (B, 1, 64, 64), deformation (B, 16, 64, 64, 3))."""
+        """Warp + decode: dict(out (B, 3, 512, 512), occlusion_map (B, 1, 64, 64), deformation (B, 16, 64, 64, 3))."""
         warped = self.warping(f_s, kp_driving=x_d, kp_source=x_s)
         warped["out"] = self.decoder(warped["out"])
         return warped
 
     @torch.inference_mode()
     def render(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-        """One source f_s (1, 32, 16, 64, 64), x_s (1, 21, 3) and driving x_d (B, 21, 3) -> frames (B, 3, 512, 512) in [0, 1].
+        """One source f_s (1, 32, 16, 64, 64), x_s (1, 21, 3) and driving x_d (B, 21, 3) -> frames (B, 3, 512, 512).
 
         Source-only work (the dense-motion compression of f_s) is done once; frames go through W and G in
         chunks of `chunk_size` so memory does not grow with B.

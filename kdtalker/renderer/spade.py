@@ -50,7 +50,7 @@ class SpectralNormConv2d(nn.Module):
 
 
 class SPADE(nn.Module):
-    """IN(x) * (1 + gamma(s)) + beta(s), s = nearest-resized segmentation map; keys mlp_shared.0, mlp_gamma, mlp_beta."""
+    """IN(x) * (1 + gamma(s)) + beta(s), s = nearest-resized seg map; keys mlp_shared.0, mlp_gamma, mlp_beta."""
 
     def __init__(self, norm_nc: int, label_nc: int):
         super().__init__()
@@ -66,7 +66,7 @@ class SPADE(nn.Module):
 
 
 class SPADEResnetBlock(nn.Module):
-    """shortcut(x) + conv_1(LReLU(norm_1(conv_0(LReLU(norm_0(x)))))); learned shortcut conv_s(norm_s(x)) if fin != fout."""
+    """shortcut(x) + conv_1(LReLU(norm_1(conv_0(LReLU(norm_0(x)))))); shortcut conv_s(norm_s(x)) if fin != fout."""
 
     def __init__(self, fin: int, fout: int, label_nc: int):
         super().__init__()
@@ -89,9 +89,16 @@ class SPADEResnetBlock(nn.Module):
 
 
 class SPADEDecoder(nn.Module):
-    """fc -> 6 x R(512, 512) -> up -> R(512, 256) -> up -> R(256, 64) -> LReLU -> conv 64->12 -> PixelShuffle(2) -> sigmoid."""
+    """fc -> 6 x R(512, 512) -> up -> R(512, 256) -> up -> R(256, 64) -> LReLU -> conv 64->12 -> shuffle -> sigmoid."""
 
-    def __init__(self, upscale: int = 2, max_features: int = 512, block_expansion: int = 64, out_channels: int = 64, num_down_blocks: int = 2):
+    def __init__(
+        self,
+        upscale: int = 2,
+        max_features: int = 512,
+        block_expansion: int = 64,
+        out_channels: int = 64,
+        num_down_blocks: int = 2,
+    ):
         super().__init__()
         cin = min(max_features, block_expansion * 2**num_down_blocks)
         self.fc = nn.Conv2d(cin, 2 * cin, kernel_size=3, padding=1)
@@ -101,7 +108,9 @@ class SPADEDecoder(nn.Module):
         self.up_1 = SPADEResnetBlock(cin, out_channels, cin)
         self.upscale = upscale
         if upscale > 1:
-            self.conv_img = nn.Sequential(nn.Conv2d(out_channels, 3 * upscale**2, kernel_size=3, padding=1), nn.PixelShuffle(upscale))
+            self.conv_img = nn.Sequential(
+                nn.Conv2d(out_channels, 3 * upscale**2, kernel_size=3, padding=1), nn.PixelShuffle(upscale)
+            )
         else:
             self.conv_img = nn.Conv2d(out_channels, 3, kernel_size=3, padding=1)
 

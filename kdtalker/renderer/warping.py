@@ -142,7 +142,9 @@ class DenseMotionNetwork(nn.Module):
         self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(compress, affine=True)
         self.occlusion = (
-            nn.Conv2d(self.hourglass.out_filters * reshape_depth, 1, kernel_size=7, padding=3) if estimate_occlusion_map else None
+            nn.Conv2d(self.hourglass.out_filters * reshape_depth, 1, kernel_size=7, padding=3)
+            if estimate_occlusion_map
+            else None
         )
 
     def compress_source(self, feature: torch.Tensor) -> torch.Tensor:
@@ -150,7 +152,11 @@ class DenseMotionNetwork(nn.Module):
         return F.relu(self.norm(self.compress(feature)))
 
     def forward(
-        self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor, compressed: torch.Tensor | None = None
+        self,
+        feature: torch.Tensor,
+        kp_driving: torch.Tensor,
+        kp_source: torch.Tensor,
+        compressed: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """feature (1 or B, 32, d, h, w), kp (B, K, 3) -> dict(mask, deformation (B, d, h, w, 3), occlusion_map)."""
         b = kp_driving.shape[0]

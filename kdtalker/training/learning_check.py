@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.synthetic import lip_channels
+from kdtalker.diffusion.motion import MotionNorm
 from kdtalker.training.trainer import train
 from kdtalker.training.validation import sampled_lip_correlation
 
@@ -28,17 +30,21 @@ class LearningCheck:
 
 def learning_check(cfg: DictConfig) -> LearningCheck:
     """Train with cfg (configs/learning_check.yaml), then sample every held-out clip with its own/another's audio."""
-    from kdtalker.diffusion.motion import MotionNorm
-    from hydra.utils import instantiate
-
     result = train(cfg)
     files = prepare_data(cfg.data, build=False)
     val = MotionWindows(files.val, MotionNorm.load(files.norm), int(cfg.data.window), 1, int(cfg.seed), train=False)
     clips = val.clips[: int(cfg.check.clips)]
     device = next(result.model.parameters()).device
     with torch.no_grad():
-        corr = sampled_lip_correlation(result.model, instantiate(cfg.diffusion), clips,
-                                       lip_channels(tuple(cfg.data.lip_keypoints)), int(cfg.check.frames),
-                                       int(cfg.check.steps), device, seed=int(cfg.seed))
+        corr = sampled_lip_correlation(
+            result.model,
+            instantiate(cfg.diffusion),
+            clips,
+            lip_channels(tuple(cfg.data.lip_keypoints)),
+            int(cfg.check.frames),
+            int(cfg.check.steps),
+            device,
+            seed=int(cfg.seed),
+        )
     tail = result.losses[-50:]
     return LearningCheck(corr["lip_corr"], corr["lip_corr_shuffled"], sum(tail) / max(1, len(tail)))

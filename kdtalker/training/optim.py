@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay: Sequence[str] = ("bias", "LayerNorm.weight")) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, no_decay: Sequence[str] = ("bias", "LayerNorm.weight")
+) -> list[dict]:
     """Trainable parameters split by name substring: names containing any of `no_decay` get weight decay 0.
 
     As in the official code this is a plain substring test, so the custom LayerNorm's gamma/beta are decayed
@@ -23,14 +25,16 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: Sequence[str] 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, lr: float, betas: Sequence[float], eps: float, weight_decay: float,
-                    no_decay: Sequence[str]) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, betas: Sequence[float], eps: float, weight_decay: float, no_decay: Sequence[str]
+) -> torch.optim.AdamW:
     """AdamW over param_groups(model, weight_decay, no_decay)."""
     return torch.optim.AdamW(param_groups(model, weight_decay, no_decay), lr=lr, betas=tuple(betas), eps=eps)
 
 
 def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """LR multiplier: step / warmup during warmup, then 0.5 (1 + cos(pi progress)) (transformers' "cosine")."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return step / max(1, warmup_steps)

@@ -17,19 +17,26 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from kdtalker.weights import load_state_strict
-from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.synthetic import lip_channels
+from kdtalker.diffusion.checkpoint import kdtalker_state_dict
+from kdtalker.diffusion.loss import diffusion_loss
+from kdtalker.diffusion.motion import MotionNorm
 from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError
 from kdtalker.fileio import atomic_path
-from kdtalker.training.checkpoint import (checkpoint_path, checkpoints_newest_first, load_checkpoint, rng_state,
-                                          set_rng_state)
+from kdtalker.training.checkpoint import (
+    checkpoint_path,
+    checkpoints_newest_first,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from kdtalker.training.distributed import DistInfo, ResumableSampler, cleanup_distributed, setup_distributed
 from kdtalker.training.ema import EMA
 from kdtalker.training.optim import build_optimizer, cosine_with_warmup
 from kdtalker.training.validation import sampled_lip_correlation, validation_loss
+from kdtalker.weights import load_state_strict
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -129,8 +136,6 @@ def train(cfg: DictConfig) -> TrainResult:
 
 
 def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device) -> TrainResult:
-    from kdtalker.diffusion.motion import MotionNorm
-
     out_dir = Path(tc.out_dir)
     seed = int(cfg.seed)
     if cfg.get("torch_threads"):
@@ -195,14 +200,24 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         if len(states) == info.world_size:
             set_rng_state(states[info.rank], generator)
         elif info.is_main:
-            tqdm.write(f"resume: checkpoint was written by {len(states)} processes, now {info.world_size}; "
-                       "random streams restart from the seed")
+            tqdm.write(
+                f"resume: checkpoint was written by {len(states)} processes, now {info.world_size}; "
+                "random streams restart from the seed"
+            )
         if info.is_main:
             tqdm.write(f"resumed from {resume} at step {step}")
 
-    net = _Wrapped(DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True,
-    )) if info.enabled else model
+    net = (
+        _Wrapped(
+            DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        )
+        if info.enabled
+        else model
+    )
 
     writer = None
     if info.is_main:
@@ -239,12 +254,19 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         metrics: dict[str, float] = {}
         if info.is_main and val_set is not None:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _autocast(device, amp_dtype):
-                metrics.update({f"val/{k}": v for k, v in validation_loss(
-                    model, scheduler, val_set, int(tc.val_batch_size), device, seed).items()})
+                metrics.update(
+                    {
+                        f"val/{k}": v
+                        for k, v in validation_loss(
+                            model, scheduler, val_set, int(tc.val_batch_size), device, seed
+                        ).items()
+                    }
+                )
                 clips = val_set.clips[: int(tc.val_sample_clips)]
                 if clips:
-                    corr = sampled_lip_correlation(model, scheduler, clips, lips, int(tc.val_sample_frames),
-                                                   int(tc.val_sample_steps), device, seed)
+                    corr = sampled_lip_correlation(
+                        model, scheduler, clips, lips, int(tc.val_sample_frames), int(tc.val_sample_steps), device, seed
+                    )
                     metrics.update({f"val/{k}": v for k, v in corr.items()})
             for k, v in metrics.items():
                 writer.add_scalar(k, v, step)
@@ -252,10 +274,16 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         info.barrier()
         return metrics
 
-    loader_kwargs = dict(batch_size=local_batch, sampler=sampler, drop_last=True, num_workers=int(tc.num_workers),
-                         pin_memory=device.type == "cuda")
-    bar = tqdm(total=int(tc.max_steps), initial=step, desc="train", unit="step",
-               **({} if info.is_main else {"disable": True}))  # TQDM_DISABLE=1 still silences it
+    loader_kwargs = dict(
+        batch_size=local_batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=int(tc.num_workers),
+        pin_memory=device.type == "cuda",
+    )
+    bar = tqdm(
+        total=int(tc.max_steps), initial=step, desc="train", unit="step", **({} if info.is_main else {"disable": True})
+    )  # TQDM_DISABLE=1 still silences it
     running: dict[str, float] = {}
     model.train()
     while step < tc.max_steps:
@@ -273,8 +301,10 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
                 out = _diffusion_loss(net, scheduler, batch, float(tc.audio_noise_prob), generator)
             loss = out["loss"]
             if not torch.isfinite(loss):
-                raise KDTalkerError(f"training loss became {loss.item()} at step {step + 1}; lower train.lr "
-                                    "or resume from an earlier checkpoint")
+                raise KDTalkerError(
+                    f"training loss became {loss.item()} at step {step + 1}; lower train.lr "
+                    "or resume from an earlier checkpoint"
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -322,9 +352,17 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _diffusion_loss(net, scheduler, batch: dict[str, torch.Tensor], audio_noise_prob: float,
-                    generator: torch.Generator) -> dict[str, torch.Tensor]:
-    from kdtalker.diffusion.loss import diffusion_loss
+def _diffusion_loss(
+    net, scheduler, batch: dict[str, torch.Tensor], audio_noise_prob: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
 
-    return diffusion_loss(net, scheduler, batch["x0"], batch["ref"], batch["ori"], batch["audio"],
-                          audio_noise_prob=audio_noise_prob, generator=generator)
+    return diffusion_loss(
+        net,
+        scheduler,
+        batch["x0"],
+        batch["ref"],
+        batch["ori"],
+        batch["audio"],
+        audio_noise_prob=audio_noise_prob,
+        generator=generator,
+    )

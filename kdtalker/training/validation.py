@@ -9,15 +9,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from kdtalker.data.dataset import MotionWindows, NormalisedClip
+from kdtalker.diffusion.loss import diffusion_loss
+from kdtalker.diffusion.sampling import sample_motion
 from kdtalker.training.metrics import lip_correlation
 
 
 @torch.no_grad()
-def validation_loss(model, scheduler, dataset: MotionWindows, batch_size: int, device: torch.device,
-                    seed: int = 0) -> dict[str, float]:
-    """Mean loss / loss_pose / loss_exp over the (fixed) validation windows, fixed noise and timesteps, no augmentation."""
-    from kdtalker.diffusion.loss import diffusion_loss
-
+def validation_loss(
+    model, scheduler, dataset: MotionWindows, batch_size: int, device: torch.device, seed: int = 0
+) -> dict[str, float]:
+    """Mean loss / loss_pose / loss_exp over the (fixed) validation windows, fixed noise/timesteps, no augmentation."""
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -25,8 +26,16 @@ def validation_loss(model, scheduler, dataset: MotionWindows, batch_size: int, d
     count = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = diffusion_loss(model, scheduler, batch["x0"], batch["ref"], batch["ori"], batch["audio"],
-                             audio_noise_prob=0.0, generator=generator)
+        out = diffusion_loss(
+            model,
+            scheduler,
+            batch["x0"],
+            batch["ref"],
+            batch["ori"],
+            batch["audio"],
+            audio_noise_prob=0.0,
+            generator=generator,
+        )
         n = batch["x0"].shape[0]
         for k, v in out.items():
             totals[k] = totals.get(k, 0.0) + float(v) * n
@@ -36,26 +45,37 @@ def validation_loss(model, scheduler, dataset: MotionWindows, batch_size: int, d
 
 
 @torch.no_grad()
-def sample_clip(model, scheduler, clip: NormalisedClip, audio: np.ndarray, frames: int, steps: int,
-                device: torch.device, seed: int) -> np.ndarray:
-    """Sample `frames` normalised motion frames (frames, 70) after frame 0 of `clip`, driven by `audio` (frames, 512)."""
-    from kdtalker.diffusion.sampling import sample_motion
-
+def sample_clip(
+    model, scheduler, clip: NormalisedClip, audio: np.ndarray, frames: int, steps: int, device: torch.device, seed: int
+) -> np.ndarray:
+    """Sample `frames` normalised motion frames (frames, 70) after frame 0 of `clip`, by `audio` (frames, 512)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     ori = np.concatenate([np.zeros(7, np.float32), clip.kp[0]])
     out = sample_motion(
-        model, scheduler,
+        model,
+        scheduler,
         torch.from_numpy(np.ascontiguousarray(audio[:frames])).to(device),
         torch.from_numpy(clip.motion[0].copy()).to(device),
         torch.from_numpy(ori).to(device),
-        steps=steps, window=model.window, generator=generator, progress=False,
+        steps=steps,
+        window=model.window,
+        generator=generator,
+        progress=False,
     )
     return out.float().cpu().numpy()
 
 
 @torch.no_grad()
-def sampled_lip_correlation(model, scheduler, clips: Sequence[NormalisedClip], lip_channels: Sequence[int],
-                            max_frames: int, steps: int, device: torch.device, seed: int = 0) -> dict[str, float]:
+def sampled_lip_correlation(
+    model,
+    scheduler,
+    clips: Sequence[NormalisedClip],
+    lip_channels: Sequence[int],
+    max_frames: int,
+    steps: int,
+    device: torch.device,
+    seed: int = 0,
+) -> dict[str, float]:
     """Sample each clip with its own audio and with another clip's audio; lip-channel Pearson r against the truth.
 
     The shuffled-audio control uses clip (i + 1)'s audio for clip i (time-reversed audio when there is only one
@@ -66,11 +86,11 @@ def sampled_lip_correlation(model, scheduler, clips: Sequence[NormalisedClip], l
     frames = min(max_frames, *(len(c.motion) - 1 for c in clips))
     preds, shuffled, truths = [], [], []
     for i, clip in enumerate(clips):
-        own = clip.audio[1:1 + frames]
-        other = clips[(i + 1) % len(clips)].audio[1:1 + frames] if len(clips) > 1 else own[::-1]
+        own = clip.audio[1 : 1 + frames]
+        other = clips[(i + 1) % len(clips)].audio[1 : 1 + frames] if len(clips) > 1 else own[::-1]
         preds.append(sample_clip(model, scheduler, clip, own, frames, steps, device, seed + i))
         shuffled.append(sample_clip(model, scheduler, clip, other, frames, steps, device, seed + i))
-        truths.append(clip.motion[1:1 + frames])
+        truths.append(clip.motion[1 : 1 + frames])
     model.train(was_training)
     return {
         "lip_corr": lip_correlation(preds, truths, lip_channels),

@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint-dir", default=None, help="official weights (default: fixture weights in a temp dir)")
+    parser.add_argument(
+        "--checkpoint-dir", default=None, help="official weights (default: fixture weights in a temp dir)"
+    )
     parser.add_argument("--image", default=str(REPO / "examples" / "astronaut.png"))
     parser.add_argument("--audio", default=str(REPO / "examples" / "speech.wav"), help="looped/cut to --seconds")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -128,21 +130,25 @@ def run(args: argparse.Namespace) -> None:
         out = Path(tempfile.mkdtemp(prefix="kdtalker_bench_")) / "bench.mp4"
         pipe.timings.rendering = pipe.timings.writing = 0.0
         _reset_rss_peak()
-        start = time.perf_counter()
         pipe._render_to_file(renderer, f_s, x_s, x_d[:frames], face, image, wav[: frames * 640], out, controls)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         peak = _rss_peak_mib()
-        results["rendering"] = {"seconds": pipe.timings.rendering, "rss_mib": peak,
-                                "cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0}
+        results["rendering"] = {
+            "seconds": pipe.timings.rendering,
+            "rss_mib": peak,
+            "cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0,
+        }
         results["writing"] = {"seconds": pipe.timings.writing, "rss_mib": peak, "cuda_mib": 0.0}
 
     per_frame = (results["rendering"]["seconds"] + results["writing"]["seconds"]) / frames
     fixed = sum(results[k]["seconds"] for k in ("crop", "audio", "sampling"))
     full = fixed + per_frame * total
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}, dtype {args.dtype}; clip {args.seconds:g} s = {total} frames; {args.steps} DDIM steps; "
-          f"batch {args.batch_size}; rendered {frames} frames; weights: {'fixture' if tmp else root}")
+    print(
+        f"device: {name}, dtype {args.dtype}; clip {args.seconds:g} s = {total} frames; {args.steps} DDIM steps; "
+        f"batch {args.batch_size}; rendered {frames} frames; weights: {'fixture' if tmp else root}"
+    )
     print(f"{'stage':<10} {'seconds':>9} {'frames/s':>9} {'peak RSS MiB':>13} {'peak CUDA MiB':>14}")
     for stage in ("load", "crop", "audio", "sampling", "rendering", "writing"):
         r = results[stage]
@@ -150,7 +156,9 @@ def run(args: argparse.Namespace) -> None:
         rate = "" if stage in ("load", "crop") else f"{count / max(r['seconds'], 1e-9):9.2f}"
         print(f"{stage:<10} {r['seconds']:9.2f} {rate:>9} {r['rss_mib']:13.0f} {r['cuda_mib']:14.0f}")
     label = "measured" if frames == total else f"extrapolated from {frames} rendered frames"
-    print(f"end to end (without load): {full:.1f} s for {total} frames = {total / full:.2f} frames/s ({label}); "
-          f"real time = 25 frames/s")
+    print(
+        f"end to end (without load): {full:.1f} s for {total} frames = {total / full:.2f} frames/s ({label}); "
+        f"real time = 25 frames/s"
+    )
     if tmp is not None:
         tmp.cleanup()

@@ -33,9 +33,8 @@ def _sync(device: torch.device) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from kdtalker.diffusion import load_kdtalker
     from kdtalker.device import resolve_device
-    from kdtalker.diffusion import DDIMScheduler, Denoiser, sample_motion
+    from kdtalker.diffusion import DDIMScheduler, Denoiser, load_kdtalker, sample_motion
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -63,8 +62,12 @@ def run(args: argparse.Namespace) -> None:
     params = sum(p.numel() for p in model.parameters())
     weights = "checkpoint" if args.checkpoint else "random weights"
     print(f"device: {name}; model {params / 1e6:.2f} M parameters ({weights})")
-    print(f"utterance: {args.seconds:g} s = {frames} frames at {args.fps} fps = {windows} windows of {model.window}; "
-          f"{args.steps} DDIM steps; batch {args.samples}")
-    print(f"sampling time: {best:.2f} s (best of {len(times)}) = {best / windows:.2f} s per window, "
-          f"{1000 * best / (windows * args.steps):.1f} ms per denoiser step, "
-          f"{args.samples * frames / best:.1f} frames/s")
+    print(
+        f"utterance: {args.seconds:g} s = {frames} frames at {args.fps} fps = {windows} windows of {model.window}; "
+        f"{args.steps} DDIM steps; batch {args.samples}"
+    )
+    print(
+        f"sampling time: {best:.2f} s (best of {len(times)}) = {best / windows:.2f} s per window, "
+        f"{1000 * best / (windows * args.steps):.1f} ms per denoiser step, "
+        f"{args.samples * frames / best:.1f} frames/s"
+    )

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from fixture_weights import fixture_state_dict
+
 from kdtalker.audio import (
     audio_features,
     crop_to_frames,

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.diffusion import load_kdtalker, save_kdtalker
-from kdtalker.diffusion import DDIMScheduler, DDPMScheduler, MotionNorm, diffusion_loss, pack_motion, unpack_motion
+from kdtalker.diffusion import (
+    DDIMScheduler,
+    DDPMScheduler,
+    MotionNorm,
+    diffusion_loss,
+    load_kdtalker,
+    pack_motion,
+    save_kdtalker,
+    unpack_motion,
+)
 from kdtalker.diffusion.denoiser import relative_position_buckets
 from kdtalker.diffusion.sampling import padded_audio, sample_motion, sample_window
 from kdtalker.pipeline.compose import driving_keypoints
@@ -123,8 +131,9 @@ def test_training_loss(kdtalker_ref, model, augmented):
             context = model.context(t(ref, "train_aud"))
             close(context.mean(), ref["train_aug_mean"], TOL_LOSS, "train_aug_mean")
             close(context.std(), ref["train_aug_std"], TOL_LOSS, "train_aug_std")
-            losses = diffusion_loss(model, scheduler, *inputs, noise=noise, timesteps=steps,
-                                    audio_noise=t(ref, "train_aug_z"))
+            losses = diffusion_loss(
+                model, scheduler, *inputs, noise=noise, timesteps=steps, audio_noise=t(ref, "train_aug_z")
+            )
             prefix = "train_aug_"
         else:
             tokens = model.tokens(x_t, t(ref, "train_ref"), t(ref, "train_ori"))
@@ -162,8 +171,14 @@ def test_ddim_window_and_trajectory(kdtalker_ref, model):
     ref = kdtalker_ref
     steps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     out = sample_window(
-        model, DDIMScheduler(), t(ref, "ddim_xT")[None], t(ref, "ddim_ref"), t(ref, "ddim_ori"), t(ref, "ddim_aud"),
-        num_inference_steps=50, callback=lambda i, _t, x, eps: steps.__setitem__(i, (x[0].clone(), eps[0].clone())),
+        model,
+        DDIMScheduler(),
+        t(ref, "ddim_xT")[None],
+        t(ref, "ddim_ref"),
+        t(ref, "ddim_ori"),
+        t(ref, "ddim_aud"),
+        num_inference_steps=50,
+        callback=lambda i, _t, x, eps: steps.__setitem__(i, (x[0].clone(), eps[0].clone())),
     )
     close(out[0], ref["ddim_out"], TOL_SAMPLE, "ddim_out")
     for k, i in enumerate(ref["ddim_traj_steps"].tolist()):
@@ -186,8 +201,15 @@ def glue(kdtalker_ref, model, norm):
     input_x, ori = source_tokens(ref, norm)
     windows: list[tuple[torch.Tensor, torch.Tensor]] = []
     motion = sample_motion(
-        model, DDIMScheduler(), t(ref, "glue_aud"), input_x, ori, steps=50, noise=t(ref, "glue_xT"),
-        window_callback=lambda _k, r, x0: windows.append((r[0].clone(), x0[0].clone())), progress=False,
+        model,
+        DDIMScheduler(),
+        t(ref, "glue_aud"),
+        input_x,
+        ori,
+        steps=50,
+        noise=t(ref, "glue_xT"),
+        window_callback=lambda _k, r, x0: windows.append((r[0].clone(), x0[0].clone())),
+        progress=False,
     )
     return {"input_x": input_x, "ori": ori, "windows": windows, "motion": motion}
 
@@ -226,8 +248,16 @@ def test_glue_short_audio_official_quirk(kdtalker_ref, model, norm):
     assert padding == int(ref["glue_short_padding_size"])
     assert padded.shape[1] == ref["glue_short_xT"].shape[1]  # the official single window is shorter than 64
     motion = sample_motion(
-        model, DDIMScheduler(), audio, input_x, ori, steps=50, window=window, noise=t(ref, "glue_short_xT"),
-        official_short_audio=True, progress=False,
+        model,
+        DDIMScheduler(),
+        audio,
+        input_x,
+        ori,
+        steps=50,
+        window=window,
+        noise=t(ref, "glue_short_xT"),
+        official_short_audio=True,
+        progress=False,
     )
     assert motion.shape[0] == int(ref["glue_short_num_frames"])
     close(motion, ref["glue_short_norm_out"], TOL_SAMPLE, "glue_short_norm_out")

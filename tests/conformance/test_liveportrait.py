@@ -1,4 +1,4 @@
-"""Conformance with the official LivePortrait code: $KDTALKER_REFERENCE/liveportrait (README "How a test uses this folder").
+"""Conformance with the official LivePortrait code: $KDTALKER_REFERENCE/liveportrait (see its README).
 
 Fixture weights are written as official-layout .pth files and read back through the real loaders; every
 tolerance, seed and the salt come from the case set's manifest / cases.
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer import LivePortraitRenderer, headpose_to_degrees, rotation_matrix, transform_keypoints
+from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.stitching import apply_stitching, ratio_input, retarget_eye, retarget_lip, stitching_input
 
 
@@ -51,7 +51,9 @@ def capture(modules: dict[str, torch.nn.Module], pre: dict[str, torch.nn.Module]
     """Record module outputs (and, for `pre`, first inputs) by name while the block runs."""
     seen: dict[str, torch.Tensor] = {}
     handles = [m.register_forward_hook(lambda _m, _i, o, n=n: seen.__setitem__(n, o)) for n, m in modules.items()]
-    handles += [m.register_forward_pre_hook(lambda _m, i, n=n: seen.__setitem__(n, i[0])) for n, m in (pre or {}).items()]
+    handles += [
+        m.register_forward_pre_hook(lambda _m, i, n=n: seen.__setitem__(n, i[0])) for n, m in (pre or {}).items()
+    ]
     try:
         yield seen
     finally:
@@ -96,7 +98,10 @@ def test_motion_extractor_and_kp_info(liveportrait_ref, renderer):
     ref = liveportrait_ref
     net = renderer.motion.detector
     x = t(ref, "motion_extractor.in.x")
-    with capture({"stage0": net.stages[0], "stage3": net.stages[3], "features": net.norm}) as seen, torch.inference_mode():
+    with (
+        capture({"stage0": net.stages[0], "stage3": net.stages[3], "features": net.norm}) as seen,
+        torch.inference_mode(),
+    ):
         out = renderer.motion(x)
     for name in ("kp", "exp", "t", "scale", "pitch", "yaw", "roll"):
         check(ref, f"motion_extractor.out.{name}", out[name])
@@ -109,11 +114,17 @@ def test_motion_extractor_and_kp_info(liveportrait_ref, renderer):
 
 def test_keypoint_math(liveportrait_ref):
     ref = liveportrait_ref
-    check(ref, "wrapper.headpose_pred_to_degree.out.degree", headpose_to_degrees(t(ref, "wrapper.headpose_pred_to_degree.in.pred")))
+    check(
+        ref,
+        "wrapper.headpose_pred_to_degree.out.degree",
+        headpose_to_degrees(t(ref, "wrapper.headpose_pred_to_degree.in.pred")),
+    )
     rot = rotation_matrix(*(t(ref, f"wrapper.get_rotation_matrix.in.{a}") for a in ("pitch", "yaw", "roll")))
     check(ref, "wrapper.get_rotation_matrix.out.rot", rot)
     info = {n: t(ref, f"wrapper.get_kp_info.out.{n}") for n in ("kp", "exp", "t", "scale", "pitch", "yaw", "roll")}
-    refined = transform_keypoints(info["kp"], info["pitch"], info["yaw"], info["roll"], info["exp"], info["scale"], info["t"])
+    refined = transform_keypoints(
+        info["kp"], info["pitch"], info["yaw"], info["roll"], info["exp"], info["scale"], info["t"]
+    )
     check(ref, "wrapper.transform_keypoint.out.x_refined", refined)
     raw = {n: t(ref, f"motion_extractor.out.{n}") for n in ("kp", "exp", "t", "scale", "pitch", "yaw", "roll")}
     x_raw = transform_keypoints(raw["kp"], raw["pitch"], raw["yaw"], raw["roll"], raw["exp"], raw["scale"], raw["t"])
@@ -126,7 +137,11 @@ def test_stitching_retargeting(liveportrait_ref, renderer):
     kp_s, kp_d = t(ref, f"{p}.in.kp_source"), t(ref, f"{p}.in.kp_driving")
     eye_ratio, lip_ratio = t(ref, f"{p}.in.eye_ratio"), t(ref, f"{p}.in.lip_ratio")
     nets = renderer.retargeting
-    inputs = {"stitching": stitching_input(kp_s, kp_d), "lip": ratio_input(kp_s, lip_ratio), "eye": ratio_input(kp_s, eye_ratio)}
+    inputs = {
+        "stitching": stitching_input(kp_s, kp_d),
+        "lip": ratio_input(kp_s, lip_ratio),
+        "eye": ratio_input(kp_s, eye_ratio),
+    }
     with torch.inference_mode():
         for name, x in inputs.items():
             check(ref, f"{p}.{name}.in.x", x)
@@ -145,7 +160,10 @@ def test_warping_module(liveportrait_ref, renderer):
     dense = net.dense_motion_network
     feature = regenerate(ref, "warping_module.in.feature_3d")
     kp_s, kp_d = t(ref, "warping_module.in.kp_source"), t(ref, "warping_module.in.kp_driving")
-    with capture({"compressed": dense.norm, "hourglass": dense.hourglass, "dense": dense, "third": net.third}, pre={"warped": net.third}) as seen:
+    with capture(
+        {"compressed": dense.norm, "hourglass": dense.hourglass, "dense": dense, "third": net.third},
+        pre={"warped": net.third},
+    ) as seen:
         with torch.inference_mode():
             out = net(feature, kp_driving=kp_d, kp_source=kp_s)
     for name in ("out", "occlusion_map", "deformation"):

@@ -4,12 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from kdtalker.eval.weights import load_syncnet
 from kdtalker.errors import CheckpointError
 from kdtalker.eval.mfcc import mfcc
 from kdtalker.eval.syncnet import (
-    crop_face, crop_rect, distance_curve, lse_scores, resize_frame, scores_from_curve, smooth_track, sync_scores,
+    crop_face,
+    crop_rect,
+    distance_curve,
+    lse_scores,
+    resize_frame,
+    scores_from_curve,
+    smooth_track,
+    sync_scores,
 )
+from kdtalker.eval.weights import load_syncnet
 
 SPEC = "spec_syncnet.json"
 
@@ -27,8 +34,10 @@ def syncnet(audio_ref, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip_results(audio_ref, syncnet):
     frames = audio_ref["clip_frames_bgr"]
-    return (sync_scores(syncnet, frames, audio_ref["clip_audio_pcm16"]),
-            sync_scores(syncnet, frames, audio_ref["clipB_audio_pcm16"]))
+    return (
+        sync_scores(syncnet, frames, audio_ref["clip_audio_pcm16"]),
+        sync_scores(syncnet, frames, audio_ref["clipB_audio_pcm16"]),
+    )
 
 
 def test_mfcc(audio_ref):
@@ -43,7 +52,7 @@ def test_audio_tower(audio_ref, syncnet):
 
 def test_lip_tower(audio_ref, syncnet):
     frames = audio_ref["clip_frames_bgr"].astype(np.float32)
-    lip_in = np.stack([frames[s:s + 5].transpose(3, 0, 1, 2) for s in audio_ref["sn_lip_starts"]])
+    lip_in = np.stack([frames[s : s + 5].transpose(3, 0, 1, 2) for s in audio_ref["sn_lip_starts"]])
     with torch.inference_mode():
         out = syncnet.forward_lip(torch.from_numpy(lip_in))
     np.testing.assert_allclose(out.numpy(), audio_ref["sn_lip_out"], rtol=0, atol=1e-3)
@@ -52,7 +61,9 @@ def test_lip_tower(audio_ref, syncnet):
 def test_clip_features_and_scores(audio_ref, syncnet, clip_results):
     res, res_b = clip_results
     assert res.num_windows == int(audio_ref["clip_num_windows"])
-    assert min(len(audio_ref["clip_frames_bgr"]), len(audio_ref["clip_audio_pcm16"]) // 640) == int(audio_ref["clip_min_length"])
+    assert min(len(audio_ref["clip_frames_bgr"]), len(audio_ref["clip_audio_pcm16"]) // 640) == int(
+        audio_ref["clip_min_length"]
+    )
     np.testing.assert_allclose(res.dists, audio_ref["clip_dists"], rtol=0, atol=1e-3)
     np.testing.assert_allclose(res.mdist, audio_ref["clip_mdist"], rtol=0, atol=1e-3)
     assert res.offset == int(audio_ref["clip_offset"])
@@ -79,14 +90,18 @@ def test_clip_embeddings(audio_ref, syncnet):
     with torch.inference_mode():
         for i in range(0, n, 20):
             idx = range(i, min(n, i + 20))
-            lips.append(syncnet.forward_lip(torch.from_numpy(np.stack([frames[v:v + 5].transpose(3, 0, 1, 2) for v in idx]))))
-            auds.append(syncnet.forward_aud(torch.from_numpy(np.stack([cc[None, :, 4 * v:4 * v + 20] for v in idx]))))
+            lips.append(
+                syncnet.forward_lip(torch.from_numpy(np.stack([frames[v : v + 5].transpose(3, 0, 1, 2) for v in idx])))
+            )
+            auds.append(syncnet.forward_aud(torch.from_numpy(np.stack([cc[None, :, 4 * v : 4 * v + 20] for v in idx]))))
     np.testing.assert_allclose(torch.cat(lips).numpy(), audio_ref["clip_lip_feat"], rtol=0, atol=1e-3)
     np.testing.assert_allclose(torch.cat(auds).numpy(), audio_ref["clip_aud_feat"], rtol=0, atol=2e-4)
 
 
 def test_distance_step(audio_ref):
-    dists, mdist = distance_curve(torch.from_numpy(audio_ref["pd_lip_feat"]), torch.from_numpy(audio_ref["pd_aud_feat"]))
+    dists, mdist = distance_curve(
+        torch.from_numpy(audio_ref["pd_lip_feat"]), torch.from_numpy(audio_ref["pd_aud_feat"])
+    )
     np.testing.assert_allclose(dists.numpy(), audio_ref["pd_dists"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(mdist.numpy(), audio_ref["pd_mdist"], rtol=0, atol=1e-4)
     offset, conf, min_dist = scores_from_curve(mdist)
@@ -107,7 +122,9 @@ def test_crop_geometry(audio_ref):
     rects = np.array([crop_rect(s[t], x[t], y[t]) for t in range(len(s))])
     np.testing.assert_array_equal(rects, audio_ref["crop_rects"])
     for k, t in enumerate(audio_ref["crop_sel"]):
-        np.testing.assert_array_equal(crop_face(audio_ref["crop_still_bgr"], tuple(rects[t])), audio_ref["crop_out_bgr"][k])
+        np.testing.assert_array_equal(
+            crop_face(audio_ref["crop_still_bgr"], tuple(rects[t])), audio_ref["crop_out_bgr"][k]
+        )
 
 
 def test_loader_errors(tmp_path, audio_ref):
