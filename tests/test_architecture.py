@@ -79,3 +79,14 @@ def test_the_package_does_not_locate_repository_files():
         if "sys.path" in text or "__file__" in text:  # the package finds nothing relative to its own files
             offenders.append(str(path.relative_to(PACKAGE)))
     assert offenders == []
+
+
+def test_code_passes_the_linter():
+    import subprocess
+    import sys
+
+    repo = PACKAGE.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(repo)], capture_output=True, text=True, cwd=repo
+    )
+    assert result.returncode == 0, result.stdout[-3000:]

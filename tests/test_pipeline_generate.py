@@ -32,6 +32,7 @@ class RecordingRenderer:
 
     def __init__(self):
         self.batches: list[int] = []
+        self.chunk_sizes: list[int | None] = []
         self.stitched = 0
         g = torch.Generator().manual_seed(0)
         self.info = {
@@ -61,8 +62,9 @@ class RecordingRenderer:
         self.stitched += x_d.shape[0]
         return x_d
 
-    def render(self, f_s, x_s, x_d):
+    def render(self, f_s, x_s, x_d, chunk_size=None):
         self.batches.append(x_d.shape[0])
+        self.chunk_sizes.append(chunk_size)
         level = torch.sigmoid(x_d.mean(dim=(1, 2)))[:, None, None, None]
         shading = torch.linspace(0.8, 1.0, 512)[None, None, :, None]
         return (level * shading).expand(-1, 3, 512, 512).clone()
@@ -97,6 +99,7 @@ def test_generate_streams_batches_and_writes_the_clip(pipeline, tmp_path):
     assert abs(info["audio_duration"] - 1.0) < 0.03
     renderer = pipeline._models["renderer"]
     assert renderer.batches == [4] * 6 + [1]  # never more than batch_size frames at once
+    assert renderer.chunk_sizes == [4] * 7  # and batch_size frames per forward, whatever the renderer config says
     assert renderer.stitched == 25
     assert pipeline.timings.frames == 25 and pipeline.timings.rendering > 0
 
@@ -168,10 +171,10 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
         pipeline.generate(EXAMPLE, audio, out, colour="blue")
 
     class Exploding(RecordingRenderer):
-        def render(self, f_s, x_s, x_d):
+        def render(self, f_s, x_s, x_d, chunk_size=None):
             if len(self.batches) == 1:
                 raise RuntimeError("out of memory")
-            return super().render(f_s, x_s, x_d)
+            return super().render(f_s, x_s, x_d, chunk_size)
 
     pipeline._models["renderer"] = Exploding()
     with pytest.raises(RuntimeError):
@@ -189,8 +192,8 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
 def test_broken_weights_or_stats_stop_the_run(broken, pipeline, tmp_path):
     # What broken weights or statistics produce: NaN or one-colour frames, NaN keypoints. Nothing is written.
     class Broken(RecordingRenderer):
-        def render(self, f_s, x_s, x_d):
-            frames = super().render(f_s, x_s, x_d)
+        def render(self, f_s, x_s, x_d, chunk_size=None):
+            frames = super().render(f_s, x_s, x_d, chunk_size)
             if broken == "nan_frame" and len(self.batches) == 2:
                 frames[0, 1, 100, 200] = float("nan")
             if broken == "flat_frame" and len(self.batches) == 2:

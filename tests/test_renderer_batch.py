@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +136,32 @@ def test_stitching_passthrough_without_module(source):
     assert not torch.equal(r.stitch(x_s, x_d), x_d)
     r.retargeting = None
     assert torch.equal(r.stitch(x_s, x_d), x_d)
+
+
+def test_pipeline_batch_size_is_the_forward_size(source, tmp_path):
+    # The renderer config's chunk_size (4) used to override the pipeline's batch_size; now each render call of
+    # the pipeline goes through W and G with batch_size frames, and the renderer's own chunk_size is its default.
+    _, image, _, x_s, x_d = source
+    r = small_renderer(chunk_size=4)
+    f_s = r.appearance_features(image)
+    seen: list[int] = []
+    forward = r.decoder.forward
+    r.decoder.forward = lambda feature: (seen.append(feature.shape[0]), forward(feature))[1]
+    x_d = x_d.repeat(4, 1, 1)[:10]  # 10 frames
+    r.render(f_s, x_s, x_d)
+    assert seen == [4, 4, 2]
+    seen.clear()
+    r.render(f_s, x_s, x_d, chunk_size=8)
+    assert seen == [8, 2]
+
+    from hydra import compose, initialize_config_dir
+    from test_pipeline_checkpoints import make_fake_checkpoints
+
+    from kdtalker.pipeline import TalkingHeadPipeline
+
+    root = make_fake_checkpoints(tmp_path)
+    with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).parent.parent / "configs")):
+        cfg = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "batch_size=8"])
+    pipe = TalkingHeadPipeline.from_config(cfg)
+    assert pipe.controls.batch_size == 8 and pipe.renderer_factory.keywords["chunk_size"] == 4
+    assert pipe.renderer_factory.keywords["stitching"] is True  # every key of the renderer group is honoured

@@ -19,11 +19,11 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -31,7 +31,7 @@ from kdtalker.audio import audio_features, load_audio, num_video_frames
 from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.config import describe_type
 from kdtalker.device import resolve_device, resolve_dtype
-from kdtalker.diffusion import DDIMScheduler, MotionNorm, load_kdtalker, sample_motion
+from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, sample_motion
 from kdtalker.errors import ConfigError, KDTalkerError, VideoError
 from kdtalker.fileio import atomic_path, check_output_path
 from kdtalker.pipeline.compose import driving_keypoints
@@ -131,6 +131,9 @@ class TalkingHeadPipeline:
         model_kwargs: Mapping[str, Any] | None = None,
         renderer_kwargs: Mapping[str, Any] | None = None,
         audio_batch_size: int = 256,
+        model_class: type = Denoiser,
+        renderer_factory: Callable[[], Any] | None = None,
+        audio_checkpoint: str = "wav2lip.pth",
     ):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = resolve_device(device)
@@ -145,6 +148,9 @@ class TalkingHeadPipeline:
         self.model_kwargs = dict(model_kwargs or {})
         self.renderer_kwargs = dict(renderer_kwargs or {})
         self.audio_batch_size = audio_batch_size
+        self.model_class = model_class
+        self.renderer_factory = renderer_factory  # from_config: the renderer group's _target_ with its keys
+        self.audio_checkpoint = audio_checkpoint
         # Fail before any work when a weight file is missing, truncated or the wrong one.
         self.weight_files = check_checkpoint_dir(self.checkpoint_dir)
         if self.controls.crop_method == "insightface":
@@ -154,58 +160,61 @@ class TalkingHeadPipeline:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TalkingHeadPipeline":
-        """Build from the inference config (configs/inference.yaml with its audio/renderer/model/diffusion/crop)."""
+        """Build from the inference config (configs/inference.yaml and its groups); every value comes from there.
+
+        renderer: its `_target_` with all its keys (built when the models load); model: its `_target_` class
+        loaded from KDTalker.pth with the other keys; diffusion: the scheduler; audio: checkpoint file and batch.
+        """
         cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
-        crop = cfg.get("crop") or {}
-        values = {f.name: cfg[f.name] for f in fields(Controls) if cfg.get(f.name) is not None}
-        values.update(
-            crop_method=crop.get("method", "dlib"),
-            crop_scale=float(crop.get("scale", 1.0)),
-            face_index=int(crop.get("face_index", 0)),
+        crop = cfg.crop
+        controls = Controls(
+            **{f.name: cfg[f.name] for f in fields(Controls) if f.name in cfg},
+            crop_method=crop.method,
+            crop_scale=crop.scale,
+            face_index=crop.face_index,
         )
-        kalman = cfg.get("kalman") or {}
-
-        def group(name: str) -> dict[str, Any]:
-            node = cfg.get(name)
-            return (
-                {}
-                if node is None
-                else {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
-            )
-
-        renderer = {k: v for k, v in group("renderer").items() if k in ("configs", "chunk_size", "fold_batchnorm")}
+        if int(cfg.audio.sample_rate) != SAMPLE_RATE:
+            raise ConfigError(f"audio.sample_rate={cfg.audio.sample_rate}: the Wav2Lip mel is defined at {SAMPLE_RATE}")
+        model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
         try:
-            scheduler = instantiate(cfg.diffusion) if cfg.get("diffusion") is not None else None
+            model_class = get_class(model_kwargs.pop("_target_"))
+            renderer_factory = instantiate(cfg.renderer, _partial_=True)
+            scheduler = instantiate(cfg.diffusion)
         except Exception as exc:  # noqa: BLE001 - instantiate wraps constructor errors in its own types
-            raise ConfigError(f"the diffusion config could not be built: {exc}") from exc
+            detail = next((s for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+            raise ConfigError(f"the inference config could not be built: {detail}") from None
         return cls(
-            checkpoint_dir=cfg.get("checkpoint_dir") or "checkpoints",
-            device=cfg.get("device", "auto"),
-            dtype=cfg.get("dtype", "float32"),
-            controls=Controls(**values),
-            kalman_transition_cov=float(kalman.get("transition_cov", 0.05)),
-            kalman_observation_cov=float(kalman.get("observation_cov", 0.001)),
-            predictor_path=crop.get("predictor_path"),
+            checkpoint_dir=cfg.checkpoint_dir,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            controls=controls,
+            kalman_transition_cov=cfg.kalman.transition_cov,
+            kalman_observation_cov=cfg.kalman.observation_cov,
+            predictor_path=crop.predictor_path,
             scheduler=scheduler,
-            model_kwargs=group("model"),
-            renderer_kwargs=renderer,
-            audio_batch_size=int(group("audio").get("batch_size", 256)),
+            model_class=model_class,
+            model_kwargs=model_kwargs,
+            renderer_factory=renderer_factory,
+            audio_checkpoint=cfg.audio.checkpoint,
+            audio_batch_size=cfg.audio.batch_size,
         )
 
     def load(self) -> dict[str, Any]:
         """Load every model once: renderer, audio encoder, denoiser, scheduler, normalisation statistics."""
         if self._models is not None:
             return self._models
-
         start = time.perf_counter()
         root = self.checkpoint_dir
-        renderer_kwargs = {"chunk_size": self.controls.batch_size, **self.renderer_kwargs}
+        if self.renderer_factory is not None:
+            renderer = self.renderer_factory()
+        else:
+            renderer = LivePortraitRenderer.from_checkpoints(
+                root / "liveportrait", device=self.device, dtype=self.dtype, **self.renderer_kwargs
+            )
         self._models = {
-            "renderer": LivePortraitRenderer.from_checkpoints(
-                root / "liveportrait", device=self.device, dtype=self.dtype, **renderer_kwargs
-            ),
-            "audio": load_audio_encoder(root / "wav2lip.pth", device=self.device),
-            "denoiser": load_kdtalker(root / "KDTalker.pth", device=self.device, **self.model_kwargs),
+            "renderer": renderer,
+            "audio": load_audio_encoder(root / self.audio_checkpoint, device=self.device),
+            "denoiser": self.model_class.from_pretrained(root / "KDTalker.pth", self.device, **self.model_kwargs),
             "scheduler": self.scheduler if self.scheduler is not None else DDIMScheduler(),
             "norm": MotionNorm.load(root / NORM_FILE),
         }
@@ -339,7 +348,7 @@ class TalkingHeadPipeline:
                         batch = x_d[start : start + ctl.batch_size].to(device=x_s.device, dtype=x_s.dtype)
                         if ctl.stitching:
                             batch = renderer.stitch(x_s, batch)
-                        frames = renderer.render(f_s, x_s, batch)
+                        frames = renderer.render(f_s, x_s, batch, chunk_size=ctl.batch_size)
                         check_frames(frames, start, self.checkpoint_dir)
                         # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding).
                         frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -138,19 +138,22 @@ class LivePortraitRenderer(nn.Module):
         return warped
 
     @torch.inference_mode()
-    def render(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+    def render(
+        self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor, chunk_size: int | None = None
+    ) -> torch.Tensor:
         """One source f_s (1, 32, 16, 64, 64), x_s (1, 21, 3) and driving x_d (B, 21, 3) -> frames (B, 3, 512, 512).
 
         Source-only work (the dense-motion compression of f_s) is done once; frames go through W and G in
-        chunks of `chunk_size` so memory does not grow with B.
+        chunks of `chunk_size` (default: the renderer's own) so memory does not grow with B.
         """
+        chunk = max(1, int(chunk_size or self.chunk_size))
         f_s = f_s.to(self.device, self.dtype)
         x_s = x_s.to(self.device, self.dtype)
         x_d = x_d.to(self.device, self.dtype)
         compressed = self.warping.dense_motion_network.compress_source(f_s)
         frames = []
-        for start in range(0, x_d.shape[0], self.chunk_size):
-            x_chunk = x_d[start : start + self.chunk_size]
+        for start in range(0, x_d.shape[0], chunk):
+            x_chunk = x_d[start : start + chunk]
             warped = self.warping(f_s, x_chunk, x_s, compressed=compressed)
             frames.append(self.decoder(warped["out"]))
         return torch.cat(frames)
