@@ -1,15 +1,15 @@
-"""Print speed figures on the current device: `python scripts/benchmark.py {renderer,sampler,pipeline} [options]`."""
+"""Print speed figures on the current device: `python scripts/benchmark.py {renderer,sampler,pipeline} [options]`.
+
+The one argparse tool among the scripts: sub-commands with --flags (see --help of each); the sub-command modules
+live in scripts/benchmarks/ (importable because Python puts this script's folder on the path).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from kdtalker.cli import guarded  # noqa: E402
+from kdtalker.cli import guarded
 
 SUBCOMMANDS = {
     "renderer": "benchmarks.renderer",

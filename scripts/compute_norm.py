@@ -1,32 +1,28 @@
 """Normalisation statistics of extracted shards: `python scripts/compute_norm.py shards=DIR out=norm.npz`.
 
 Writes the official norm.npz layout (float32 {yaw,pitch,roll,scale}_{mean,std} (1,), t_* (3,), exp_*/kp_* (63,),
-c_lip_*/c_eye_* identity placeholders); a channel with zero std gets std 1.
+c_lip_*/c_eye_* identity placeholders); a channel with zero std gets std 1. Settings: configs/compute_norm.yaml.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from kdtalker.cli import guarded
-from kdtalker.data.norm_stats import write_norm
-from kdtalker.data.shards import shard_paths
-from kdtalker.errors import KDTalkerError
+from kdtalker.cli import run
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="shards=DIR (training shards, .npz/.mat) out=PATH (norm.npz)")
-    args = dict(kv.split("=", 1) for kv in parser.parse_args(argv).overrides if "=" in kv)
+def main(cfg) -> None:
+    """Read every shard, write the statistics."""
+    from kdtalker.data.norm_stats import write_norm
+    from kdtalker.data.shards import shard_paths
+    from kdtalker.errors import ConfigError
 
-    def compute() -> Path:
-        if "shards" not in args or "out" not in args:
-            raise KDTalkerError("usage: python scripts/compute_norm.py shards=DIR out=norm.npz")
-        return write_norm(shard_paths(args["shards"]), args["out"])
-
-    print(f"wrote {guarded(compute)}")
+    if not cfg.shards or not cfg.out:
+        raise ConfigError("usage: python scripts/compute_norm.py shards=DIR out=norm.npz")
+    print(f"wrote {write_norm(shard_paths(cfg.shards), cfg.out)}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main, CONFIGS, "compute_norm", usage=__doc__)

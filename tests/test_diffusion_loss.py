@@ -31,7 +31,9 @@ def test_loss_is_the_epsilon_mse_and_trains():
     x0, ref, ori, audio = batch()
     noise, steps = torch.randn(3, 6, 70), torch.tensor([0, 500, 999])
     out = diffusion_loss(model, sched, x0, ref, ori, audio, noise=noise, timesteps=steps)
-    eps = model(model.tokens(sched.add_noise(x0, noise, steps), ref, ori), steps, model.context(audio))[:, 2:]
+    eps = model.forward_tokens(model.tokens(sched.add_noise(x0, noise, steps), ref, ori), steps, model.context(audio))[
+        :, 2:
+    ]
     assert_close(out["loss"], ((eps - noise) ** 2).mean())
     assert_close(out["loss_pose"], ((eps - noise)[..., 1:7] ** 2).mean())
     assert_close(out["loss_exp"], ((eps - noise)[..., 7:] ** 2).mean())

@@ -80,7 +80,7 @@ def test_ablations_run_and_change_the_layout(attention, canonical, keys_absent):
     b, n = 2, 5
     x = model.tokens(torch.randn(b, n, 70), torch.randn(b, 70), torch.randn(b, 70))
     assert x.shape == (b, n + model.num_ref_tokens, 70)
-    out = model(x, torch.tensor([3, 900]), model.context(torch.randn(b, n, 24)))
+    out = model.forward_tokens(x, torch.tensor([3, 900]), model.context(torch.randn(b, n, 24)))
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
@@ -93,9 +93,13 @@ def test_attention_mixes_frames_and_rope_sees_positions():
     with torch.no_grad():
         for attention in ("rope", "plain"):
             model = small(attention=attention)
-            assert not torch.allclose(model(x, t, ctx)[0, 0], model(shifted, t, ctx)[0, 0])
+            assert not torch.allclose(
+                model.forward_tokens(x, t, ctx)[0, 0], model.forward_tokens(shifted, t, ctx)[0, 0]
+            )
         frame_wise = small(attention="none")
-        assert torch.equal(frame_wise(x, t, ctx)[0, :-1], frame_wise(shifted, t, ctx)[0, :-1])
+        assert torch.equal(
+            frame_wise.forward_tokens(x, t, ctx)[0, :-1], frame_wise.forward_tokens(shifted, t, ctx)[0, :-1]
+        )
 
 
 def test_split_modulation_equals_the_concatenated_condition():
@@ -165,3 +169,22 @@ def test_wrong_files_raise_checkpoint_errors(tmp_path):
         load_kdtalker(good, **{**SMALL, "width": 64, "head_dim": 32})
     with pytest.raises(CheckpointError, match="no EMA weights"):
         load_kdtalker(good, ema=True, **SMALL)
+
+
+def test_forward_owns_the_token_protocol():
+    # forward(x_t, t, audio, previous, canonical) = the official network on [canonical, previous, x_t] with zero
+    # audio on the reference tokens, frames only; a cached condition gives the same epsilon.
+    model = small()
+    b, n = 2, 5
+    x_t, prev, canon, audio = torch.randn(b, n, 70), torch.randn(b, 70), torch.randn(b, 70), torch.randn(b, n, 24)
+    t = torch.tensor([3, 900])
+    with torch.no_grad():
+        eps = model(x_t, t, audio, prev, canon)
+        full = model.forward_tokens(model.tokens(x_t, prev, canon), t, model.context(audio))
+        cached = model(x_t, t, audio, prev, canon, cond=model.condition(audio))
+        padded = model(x_t, t, model.context(audio), prev, canon)
+    assert eps.shape == (b, n, 70)
+    assert torch.equal(eps, full[:, model.num_ref_tokens :])
+    assert torch.equal(cached, eps) and torch.equal(padded, eps)
+    with pytest.raises(ValueError, match="frames"):
+        model(x_t, t, audio[:, :3], prev, canon)

@@ -13,14 +13,14 @@ import os
 import subprocess
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
 import soxr
 
 from kdtalker.audio.mel import SAMPLE_RATE
-from kdtalker.errors import AudioError
+from kdtalker.errors import AudioError, VideoError
 from kdtalker.fileio import temp_dir
+from kdtalker.media import ffmpeg_exe
 
 
 def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
@@ -44,8 +44,8 @@ ADVICE = {
 def _decode_ffmpeg(path: Path, advice: str = ADVICE["speech"]) -> tuple[np.ndarray, int]:
     """(C, N) float32 and the rate of the first audio stream via the imageio-ffmpeg binary (no resampling)."""
     try:
-        exe = imageio_ffmpeg.get_ffmpeg_exe()
-    except RuntimeError as exc:
+        exe = ffmpeg_exe()
+    except VideoError as exc:
         raise AudioError(
             f"{path} is not wav/flac/ogg/mp3 and no ffmpeg binary was found to decode it "
             "(pip install imageio-ffmpeg, or convert the file to wav)"

@@ -9,13 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtalker.errors import VideoError
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary shipped with imageio-ffmpeg."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
+from kdtalker.media import ffmpeg_exe
 
 
 def read_frames(path: str | os.PathLike, fps: float = 25.0, size: int = 256) -> np.ndarray:

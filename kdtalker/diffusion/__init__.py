@@ -3,11 +3,27 @@
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.diffusion.denoiser import Denoiser, load_kdtalker, save_kdtalker
 from kdtalker.diffusion.loss import augment_context, diffusion_loss
-from kdtalker.diffusion.motion import MOTION_DIM, MOTION_LAYOUT, MotionNorm, pack_motion, unpack_motion
+from kdtalker.diffusion.motion import (
+    ANGLES,
+    EXPRESSION,
+    MOTION_DIM,
+    MOTION_LAYOUT,
+    POSE,
+    SCALE,
+    TRANSLATION,
+    MotionNorm,
+    pack_motion,
+    unpack_motion,
+)
 from kdtalker.diffusion.sampling import initial_noise, padded_audio, sample_motion, sample_window
 from kdtalker.diffusion.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, SchedulerOutput
 
 __all__ = [
+    "ANGLES",
+    "EXPRESSION",
+    "POSE",
+    "SCALE",
+    "TRANSLATION",
     "DDIMScheduler",
     "DDPMScheduler",
     "Denoiser",

@@ -208,12 +208,14 @@ class ResidualAttention(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """epsilon-prediction network: forward(x (B, F, 70), t (B,), audio (B, F, 512)) -> (B, F, 70).
+    """epsilon-prediction network (DiT style): forward(x_t, t, audio, previous, canonical) -> epsilon of the frames.
 
-    F = num_ref_tokens + frames; `audio` is the context as given (samplers and the loss put zeros on the reference
-    tokens, see `context`). Ablations: attention "rope" (official) / "plain" (no rotary) / "none" (no attention
-    layers); `relative_position_bias` off; `canonical_token` False drops the ori token (one reference token).
-    `window` is the number of motion frames per window the model is trained and sampled with.
+    x_t (B, N, 70) noisy motion frames, t (B,) diffusion steps, audio (B, N, 512) per-frame audio features,
+    previous (B, 70) the motion of the frame before the window, canonical (B, 70) the source's canonical-keypoint
+    token (seven zeros + normalised x_c). The model owns its token protocol: inside it the sequence is
+    [canonical, previous, x_t] with zero audio on the reference tokens. Ablations: attention "rope" (official) /
+    "plain" (no rotary) / "none" (no attention layers); `relative_position_bias` off; `canonical_token` False drops
+    the canonical token. `window` is the number of frames per window the model is trained and sampled with.
     """
 
     def __init__(
@@ -324,11 +326,40 @@ class Denoiser(nn.Module):
                 h = layer[2](h, bias)
         return self.output_projection(h)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """x (B, F, 70), t (B,) int64, audio context (B, F, 512) -> epsilon for all F frames (B, F, 70)."""
-        if x.shape[1] != audio.shape[1]:
-            raise ValueError(f"x has {x.shape[1]} frames but the audio context has {audio.shape[1]}")
-        return self.denoise(x, self.time_modulation(t) + self.audio_modulation(audio))
+    def forward_tokens(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The official network on the whole token sequence: x (B, F, 70), t (B,), context (B, F, 512) -> (B, F, 70)."""
+        if x.shape[1] != context.shape[1]:
+            raise ValueError(f"x has {x.shape[1]} frames but the audio context has {context.shape[1]}")
+        return self.denoise(x, self.time_modulation(t) + self.audio_modulation(context))
+
+    def condition(self, audio: torch.Tensor) -> torch.Tensor:
+        """Per-frame audio (B, N, 512) -> the audio half of every block's modulation over [reference tokens | frames]
+        (B, N + reference tokens, blocks, 2 width); constant over the diffusion steps, so a sampler computes it once
+        per window and passes it to forward as `cond`."""
+        return self.audio_modulation(self.context(audio))
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        audio: torch.Tensor,
+        previous: torch.Tensor,
+        canonical: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x_t (B, N, 70), t (B,), audio (B, N, 512) -> epsilon (B, N, 70) for the N frames (not the reference tokens).
+
+        `audio` may also be the zero-padded context (B, N + reference tokens, 512), as the training augmentation
+        builds it; `cond` = condition(audio), given, skips recomputing the audio modulation.
+        """
+        tokens = self.tokens(x_t, previous, canonical)
+        if cond is None:
+            context = audio if audio.shape[1] == tokens.shape[1] else self.context(audio)
+            if context.shape[1] != tokens.shape[1]:
+                raise ValueError(f"x_t has {x_t.shape[1]} frames but audio has {audio.shape[1]}")
+            cond = self.audio_modulation(context)
+        eps = self.denoise(tokens, self.time_modulation(t) + cond)
+        return eps[:, self.num_ref_tokens :]
 
     # Weights ----------------------------------------------------------------------------------------------------
     @classmethod

@@ -6,10 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.diffusion.motion import EXPRESSION, POSE
 from kdtalker.diffusion.schedulers import NoiseSchedule
-
-POSE_CHANNELS = slice(1, 7)  # yaw, pitch, roll, t
-EXP_CHANNELS = slice(7, 70)
 
 
 def augment_context(context: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -22,7 +20,7 @@ def augment_context(context: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_loss(
-    model: Denoiser,
+    model: Denoiser | torch.nn.Module,
     scheduler: NoiseSchedule,
     x0: torch.Tensor,
     ref: torch.Tensor,
@@ -51,16 +49,18 @@ def diffusion_loss(
         timesteps = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator, device=device)
     timesteps = timesteps.to(x0.device)
     x_t = scheduler.add_noise(x0, noise, timesteps)
-    context = model.context(audio)
+    # The padded context (zero audio on the reference tokens) is built here because the official augmentation
+    # acts on all of it; `model` may be DistributedDataParallel around the Denoiser, whose forward does the rest.
+    context = getattr(model, "module", model).context(audio)
     if audio_noise is None and audio_noise_prob > 0:
         device = generator.device if generator else x0.device
         if torch.rand(1, generator=generator, device=device).item() > 1 - audio_noise_prob:
             audio_noise = torch.randn(context.shape, generator=generator, device=device)
     if audio_noise is not None:
         context = augment_context(context, audio_noise.to(context))
-    eps = model(model.tokens(x_t, ref, ori), timesteps, context)[:, model.num_ref_tokens :]
+    eps = model(x_t, timesteps, context, ref, ori)  # the padded (possibly augmented) context as the audio
     return {
         "loss": F.mse_loss(eps, noise),
-        "loss_pose": F.mse_loss(eps[..., POSE_CHANNELS], noise[..., POSE_CHANNELS]),
-        "loss_exp": F.mse_loss(eps[..., EXP_CHANNELS], noise[..., EXP_CHANNELS]),
+        "loss_pose": F.mse_loss(eps[..., POSE], noise[..., POSE]),
+        "loss_exp": F.mse_loss(eps[..., EXPRESSION], noise[..., EXPRESSION]),
     }

@@ -17,6 +17,13 @@ MOTION_DIM = 70
 KP_DIM = 63
 # (name, first channel, last channel + 1) in the order the official code concatenates them.
 MOTION_LAYOUT = (("scale", 0, 1), ("yaw", 1, 2), ("pitch", 2, 3), ("roll", 3, 4), ("t", 4, 7), ("exp", 7, 70))
+_AT = {name: (a, b) for name, a, b in MOTION_LAYOUT}
+# Named channel groups of the layout above: the one place the numbers live.
+SCALE = slice(*_AT["scale"])
+ANGLES = slice(_AT["yaw"][0], _AT["roll"][1])  # yaw, pitch, roll (degrees)
+TRANSLATION = slice(*_AT["t"])
+POSE = slice(ANGLES.start, TRANSLATION.stop)  # head pose: angles + translation
+EXPRESSION = slice(*_AT["exp"])  # the 21 x 3 expression offsets
 _NORM_SIZES = {"scale": 1, "yaw": 1, "pitch": 1, "roll": 1, "t": 3, "exp": 63, "kp": 63}
 
 Array = np.ndarray | torch.Tensor

@@ -79,11 +79,10 @@ def sample_window(
     timesteps = scheduler.set_timesteps(num_inference_steps)
     dtype = model.input_projection.weight.dtype
     x = x_T.to(dtype)
-    audio_mod = model.audio_modulation(model.context(audio.to(dtype)))
+    cond = model.condition(audio.to(dtype))
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="denoising", leave=False, **_quiet(progress))):
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        eps = model.denoise(model.tokens(x, ref, ori), model.time_modulation(t_batch) + audio_mod)
-        eps = eps[:, model.num_ref_tokens :]
+        eps = model(x, t_batch, audio, ref, ori, cond=cond)
         kwargs = {}
         if scheduler.adds_noise(t):  # only draw when the step uses noise, so seeded streams stay aligned
             if isinstance(generator, list):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtalker.errors import VideoError
-from kdtalker.pipeline.video import ffmpeg_exe
+from kdtalker.media import ffmpeg_exe
 
 
 def video_size(path: str | os.PathLike) -> tuple[int, int]:

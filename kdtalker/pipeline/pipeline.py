@@ -31,7 +31,8 @@ from kdtalker.audio import audio_features, load_audio, num_video_frames
 from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.config import describe_type
 from kdtalker.device import resolve_device, resolve_dtype
-from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, sample_motion
+from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, pack_motion, sample_motion
+from kdtalker.diffusion.motion import POSE
 from kdtalker.errors import ConfigError, KDTalkerError, VideoError
 from kdtalker.fileio import atomic_path, check_output_path
 from kdtalker.pipeline.compose import driving_keypoints
@@ -313,7 +314,7 @@ class TalkingHeadPipeline:
 
         if ctl.head_motion_scale != 1.0:
             # Pose = angles (channels 1-3) and translation (4-6); the expression (7+) is left as predicted.
-            pose = slice(1, 7)
+            pose = POSE
             motion = motion.clone()
             motion[:, pose] = raw[pose] + ctl.head_motion_scale * (motion[:, pose] - raw[pose])
         return motion
@@ -393,5 +394,5 @@ def check_frames(frames: torch.Tensor, first: int, checkpoint_dir: Path) -> None
 
 def source_motion(info: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """LivePortrait keypoint info of one image -> its raw 70-d motion [scale, yaw, pitch, roll, t(3), exp(63)]."""
-    parts = [info["scale"], info["yaw"], info["pitch"], info["roll"], info["t"], info["exp"]]
-    return torch.cat([p.reshape(-1).float() for p in parts])
+    parts = [info[k].reshape(1, -1).float() for k in ("scale", "yaw", "pitch", "roll", "t", "exp")]
+    return pack_motion(*parts)[0]

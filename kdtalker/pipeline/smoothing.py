@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SMOOTHED_CHANNELS = slice(1, 70)  # yaw, pitch, roll, t, exp; the scale (channel 0) is left as sampled
+from kdtalker.diffusion.motion import EXPRESSION, POSE
+
+SMOOTHED_CHANNELS = slice(POSE.start, EXPRESSION.stop)  # pose and expression; the scale is left as sampled
 
 
 def kalman_smooth(x: np.ndarray, transition_cov: float = 0.05, observation_cov: float = 0.001) -> np.ndarray:

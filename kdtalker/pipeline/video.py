@@ -13,18 +13,7 @@ import soundfile as sf
 
 from kdtalker.errors import VideoError
 from kdtalker.fileio import temp_dir
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary shipped with imageio-ffmpeg (or named by IMAGEIO_FFMPEG_EXE)."""
-    import imageio_ffmpeg
-
-    try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except RuntimeError as exc:
-        raise VideoError(
-            f"no ffmpeg binary found ({exc}); reinstall imageio-ffmpeg (`pip install -r requirements.txt`)"
-        ) from exc
+from kdtalker.media import ffmpeg_exe
 
 
 class VideoWriter:

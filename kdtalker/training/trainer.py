@@ -53,19 +53,6 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class _Wrapped:
-    """DDP for the forward call (gradient sync), the bare Denoiser for its helpers (context, tokens, ...)."""
-
-    def __init__(self, ddp: DistributedDataParallel) -> None:
-        self._ddp = ddp
-
-    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self._ddp(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ddp.module, name)
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch global RNGs."""
     random.seed(seed)
@@ -208,12 +195,8 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
             tqdm.write(f"resumed from {resume} at step {step}")
 
     net = (
-        _Wrapped(
-            DistributedDataParallel(
-                model,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True,
-            )
+        DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
         if info.enabled
         else model

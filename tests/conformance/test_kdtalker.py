@@ -103,7 +103,7 @@ def test_forward_and_intermediates(kdtalker_ref, model):
     hooks.append(model.output_projection.register_forward_pre_hook(lambda _m, i: seen.__setitem__("final", i[0])))
     try:
         with torch.no_grad():
-            out = model(t(ref, "fwd_x"), t(ref, "fwd_t"), t(ref, "fwd_ctx"))
+            out = model.forward_tokens(t(ref, "fwd_x"), t(ref, "fwd_t"), t(ref, "fwd_ctx"))
             close(model.time_mlp[0](t(ref, "fwd_t")), ref["fwd_sinusoidal"], TOL_FORWARD, "fwd_sinusoidal")
             close(model.time_embedding(t(ref, "fwd_t")), ref["fwd_temb"], TOL_FORWARD, "fwd_temb")
             close(model.time_rel_pos_bias(num_frames), ref["fwd_relpos_bias"], TOL_FORWARD, "fwd_relpos_bias")
@@ -137,7 +137,7 @@ def test_training_loss(kdtalker_ref, model, augmented):
             prefix = "train_aug_"
         else:
             tokens = model.tokens(x_t, t(ref, "train_ref"), t(ref, "train_ori"))
-            eps = model(tokens, steps, model.context(t(ref, "train_aud")))
+            eps = model.forward_tokens(tokens, steps, model.context(t(ref, "train_aud")))
             close(eps[:, 2:], ref["train_noise_pred"], TOL_FORWARD, "train_noise_pred")
             losses = diffusion_loss(model, scheduler, *inputs, noise=noise, timesteps=steps, audio_noise_prob=0.0)
             prefix = "train_"
