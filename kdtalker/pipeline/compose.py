@@ -14,7 +14,7 @@ import torch
 
 from kdtalker.diffusion.motion import unpack_motion
 from kdtalker.errors import ConfigError
-from kdtalker.renderer.keypoints import rotation_matrix
+from kdtalker.renderer.keypoints import pose_keypoints, rotation_matrix
 
 MODES = ("absolute", "relative")
 
@@ -48,5 +48,4 @@ def driving_keypoints(
         exp = src["exp"].to(device, torch.float32).reshape(1, 21, 3) + (exp - exp[:1])
         scale = (src["scale"].to(device, torch.float32).reshape(1) * (d["scale"] / d["scale"][:1])).reshape(num, 1, 1)
         t = src["t"].to(device, torch.float32).reshape(1, 3) + (t - t[:1])
-    t = torch.cat([t[:, :2], torch.zeros_like(t[:, 2:])], dim=1)
-    return scale * (kp_c @ rot + exp) + t[:, None, :]
+    return pose_keypoints(kp_c, rot, exp, scale, t)

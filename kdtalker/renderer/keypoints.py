@@ -44,8 +44,16 @@ def transform_keypoints(
     Angles are degrees ((B,) / (B, 1)) or (B, 66) bin logits; exp like kp; scale (B, 1) or (B,); t (B, 3).
     """
     b = kp.shape[0]
-    kp = kp.reshape(b, -1, 3)
-    exp = exp.reshape(b, -1, 3)
     rot = rotation_matrix(headpose_to_degrees(pitch), headpose_to_degrees(yaw), headpose_to_degrees(roll))
-    x = scale.reshape(b, 1, 1) * (kp @ rot + exp)
-    return x + torch.cat([t[:, :2], torch.zeros_like(t[:, 2:3])], dim=1).reshape(b, 1, 3)
+    return pose_keypoints(kp.reshape(b, -1, 3), rot, exp.reshape(b, -1, 3), scale, t)
+
+
+def pose_keypoints(
+    kp: torch.Tensor, rot: torch.Tensor, exp: torch.Tensor, scale: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """LivePortrait's transform with the rotation given: scale * (kp @ R + exp) + [t_x, t_y, 0] -> (B, K, 3).
+
+    kp, exp (B or 1, K, 3); rot (B, 3, 3); scale (B or 1) values in any shape; t (B, 3) (its z is dropped).
+    """
+    x = scale.reshape(-1, 1, 1) * (kp @ rot + exp)
+    return x + torch.cat([t[:, :2], torch.zeros_like(t[:, 2:3])], dim=1).reshape(-1, 1, 3)
