@@ -21,6 +21,7 @@ from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, 
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
 from kdtalker.pipeline.pipeline import source_motion
 from kdtalker.pipeline.video import probe_video
+from kdtalker.renderer import Source
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "astronaut.png"
@@ -45,24 +46,16 @@ class RecordingRenderer:
             "kp": 0.1 * torch.randn(1, 21, 3, generator=g),
         }
 
-    def prepare_image(self, rgb):
+    def encode_source(self, rgb):
         assert rgb.shape == (256, 256, 3)
-        return torch.zeros(1, 3, 256, 256)
-
-    def keypoint_info(self, image):
-        return {k: v.clone() for k, v in self.info.items()}
-
-    def appearance_features(self, image):
-        return torch.zeros(1, 32, 16, 64, 64)
-
-    def transform(self, info):
-        return torch.zeros(1, 21, 3)
+        info = {k: v.clone() for k, v in self.info.items()}
+        return Source(info, torch.zeros(1, 32, 16, 64, 64), torch.zeros(1, 21, 3), torch.zeros(1))
 
     def stitch(self, x_s, x_d):
         self.stitched += x_d.shape[0]
         return x_d
 
-    def render(self, f_s, x_s, x_d, chunk_size=None):
+    def render(self, source, x_d, chunk_size=None):
         self.batches.append(x_d.shape[0])
         self.chunk_sizes.append(chunk_size)
         level = torch.sigmoid(x_d.mean(dim=(1, 2)))[:, None, None, None]
@@ -171,10 +164,10 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
         pipeline.generate(EXAMPLE, audio, out, colour="blue")
 
     class Exploding(RecordingRenderer):
-        def render(self, f_s, x_s, x_d, chunk_size=None):
+        def render(self, source, x_d, chunk_size=None):
             if len(self.batches) == 1:
                 raise RuntimeError("out of memory")
-            return super().render(f_s, x_s, x_d, chunk_size)
+            return super().render(source, x_d, chunk_size)
 
     pipeline._models["renderer"] = Exploding()
     with pytest.raises(RuntimeError):
@@ -192,8 +185,8 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
 def test_broken_weights_or_stats_stop_the_run(broken, pipeline, tmp_path):
     # What broken weights or statistics produce: NaN or one-colour frames, NaN keypoints. Nothing is written.
     class Broken(RecordingRenderer):
-        def render(self, f_s, x_s, x_d, chunk_size=None):
-            frames = super().render(f_s, x_s, x_d, chunk_size)
+        def render(self, source, x_d, chunk_size=None):
+            frames = super().render(source, x_d, chunk_size)
             if broken == "nan_frame" and len(self.batches) == 2:
                 frames[0, 1, 100, 200] = float("nan")
             if broken == "flat_frame" and len(self.batches) == 2:

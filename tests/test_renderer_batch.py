@@ -102,7 +102,7 @@ def test_render_batch_equals_frame_by_frame(source):
     _, image, _, x_s, x_d = source
     r = small_renderer(chunk_size=2)
     f_s = r.appearance_features(image)
-    frames = r.render(f_s, x_s, x_d)
+    frames = r.render(r.source(f_s, x_s), x_d)
     assert frames.shape == (3, 3, 128, 128) and not frames.requires_grad
     assert 0 <= float(frames.min()) and float(frames.max()) <= 1
     for i in range(3):
@@ -112,12 +112,26 @@ def test_render_batch_equals_frame_by_frame(source):
     torch.testing.assert_close(frames, repeated, rtol=1e-4, atol=1e-5)
 
 
+def test_encode_source_is_the_source_only_work(source):
+    _, image, info, x_s, _ = source
+    r = small_renderer()
+    encoded = r.encode_source(image)
+    assert torch.equal(encoded.f_s, r.appearance_features(image)) and torch.equal(encoded.x_s, x_s)
+    assert all(torch.equal(encoded.info[k], v) for k, v in info.items())
+    assert torch.equal(encoded.compressed, r.warping.dense_motion_network.compress_source(encoded.f_s))
+
+
 def test_folded_batchnorm_matches_unfolded(source):
     _, image, _, x_s, x_d = source
     folded, plain = small_renderer(fold_batchnorm=True), small_renderer(fold_batchnorm=False)
     f_s = plain.appearance_features(image)
     torch.testing.assert_close(folded.appearance_features(image), f_s, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(folded.render(f_s, x_s, x_d[:2]), plain.render(f_s, x_s, x_d[:2]), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        folded.render(folded.source(f_s, x_s), x_d[:2]),
+        plain.render(plain.source(f_s, x_s), x_d[:2]),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_sampling_one_volume_equals_repeated_volume():
@@ -148,10 +162,10 @@ def test_pipeline_batch_size_is_the_forward_size(source, tmp_path):
     forward = r.decoder.forward
     r.decoder.forward = lambda feature: (seen.append(feature.shape[0]), forward(feature))[1]
     x_d = x_d.repeat(4, 1, 1)[:10]  # 10 frames
-    r.render(f_s, x_s, x_d)
+    r.render(r.source(f_s, x_s), x_d)
     assert seen == [4, 4, 2]
     seen.clear()
-    r.render(f_s, x_s, x_d, chunk_size=8)
+    r.render(r.source(f_s, x_s), x_d, chunk_size=8)
     assert seen == [8, 2]
 
     from hydra import compose, initialize_config_dir

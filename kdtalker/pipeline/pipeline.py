@@ -1,6 +1,6 @@
 """KDTalker inference: one portrait + one speech recording -> a talking-head mp4 with the speech as its sound.
 
-    image --crop 256--> LivePortrait source (f_s, x_s, keypoint info)     wav --> Wav2Lip features (T, 512)
+    image --crop 256--> renderer.encode_source: Source(info, f_s, x_s)     wav --> Wav2Lip features (T, 512)
                                 \\                                                   /
                                  DDIM over 64-frame windows (normalised motion (T, 70))
                                  -> denormalise -> Kalman smoothing -> head-motion scale
@@ -43,7 +43,7 @@ from kdtalker.pipeline.paste import PasteBack
 from kdtalker.pipeline.smoothing import smooth_motion
 from kdtalker.pipeline.video import VideoWriter
 from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
-from kdtalker.renderer import LivePortraitRenderer
+from kdtalker.renderer import LivePortraitRenderer, Source
 
 MOTION_MODES = ("absolute", "relative")
 CROP_METHODS = ("dlib", "insightface")
@@ -252,19 +252,15 @@ class TalkingHeadPipeline:
 
         with torch.inference_mode():
             with self._stage("crop"):
-                renderer = models["renderer"]
-                source = renderer.prepare_image(face.image)
-                source_info = renderer.keypoint_info(source)
-                f_s = renderer.appearance_features(source)
-                x_s = renderer.transform(source_info)
+                source = models["renderer"].encode_source(face.image)
             with self._stage("audio"):
                 features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
             with self._stage("sampling"):
-                motion = self.sample(source_info, features, ctl)
-                x_d = self.driving_keypoints(source_info, motion, ctl)
+                motion = self.sample(source.info, features, ctl)
+                x_d = self.driving_keypoints(source.info, motion, ctl)
                 if not torch.isfinite(x_d).all():
                     raise self._broken_motion("driving keypoints")
-            self._render_to_file(renderer, f_s, x_s, x_d, face, image, wav, output, ctl)
+            self._render_to_file(source, x_d, face, image, wav, output, ctl)
         self.timings.frames = num_frames
         return output
 
@@ -327,9 +323,7 @@ class TalkingHeadPipeline:
 
     def _render_to_file(
         self,
-        renderer,
-        f_s: torch.Tensor,
-        x_s: torch.Tensor,
+        source: Source,
         x_d: torch.Tensor,
         face: FaceCrop,
         image: np.ndarray,
@@ -337,6 +331,8 @@ class TalkingHeadPipeline:
         output: Path,
         ctl: Controls,
     ) -> None:
+        """Render x_d (T, 21, 3) from `source` in batches and stream them, with `wav`, into `output` (atomically)."""
+        renderer = self.load()["renderer"]
         paste = PasteBack(image, face.matrix) if ctl.paste_back else None
         height, width = (
             (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)
@@ -346,10 +342,10 @@ class TalkingHeadPipeline:
             try:
                 for start in tqdm(range(0, x_d.shape[0], ctl.batch_size), desc="rendering", unit="batch"):
                     with self._stage("rendering"):
-                        batch = x_d[start : start + ctl.batch_size].to(device=x_s.device, dtype=x_s.dtype)
+                        batch = x_d[start : start + ctl.batch_size].to(source.x_s)
                         if ctl.stitching:
-                            batch = renderer.stitch(x_s, batch)
-                        frames = renderer.render(f_s, x_s, batch, chunk_size=ctl.batch_size)
+                            batch = renderer.stitch(source.x_s, batch)
+                        frames = renderer.render(source, batch, chunk_size=ctl.batch_size)
                         check_frames(frames, start, self.checkpoint_dir)
                         # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding).
                         frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -3,7 +3,7 @@
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
 from kdtalker.renderer.keypoints import headpose_to_degrees, rotation_matrix, transform_keypoints
 from kdtalker.renderer.motion_extractor import MotionExtractor
-from kdtalker.renderer.renderer import LivePortraitRenderer
+from kdtalker.renderer.renderer import LivePortraitRenderer, Source
 from kdtalker.renderer.spade import SPADEDecoder
 from kdtalker.renderer.stitching import StitchingRetargetingNetwork, apply_stitching, retarget_eye, retarget_lip
 from kdtalker.renderer.warping import WarpingNetwork
@@ -13,6 +13,7 @@ __all__ = [
     "LivePortraitRenderer",
     "MotionExtractor",
     "SPADEDecoder",
+    "Source",
     "StitchingRetargetingNetwork",
     "WarpingNetwork",
     "apply_stitching",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -19,6 +20,21 @@ from kdtalker.renderer.motion_extractor import MotionExtractor
 from kdtalker.renderer.spade import SPADEDecoder
 from kdtalker.renderer.stitching import apply_stitching, retarget_eye, retarget_lip
 from kdtalker.renderer.warping import WarpingNetwork
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source image encoded once: everything every frame reuses.
+
+    info: keypoint_info (pitch/yaw/roll (1, 1) degrees, t (1, 3), exp, kp (1, 21, 3), scale (1, 1)); f_s the
+    appearance volume (1, 32, 16, 64, 64); x_s the posed source keypoints (1, 21, 3); compressed: the dense-motion
+    network's compression of f_s (source-only work of the warping module).
+    """
+
+    info: dict[str, torch.Tensor] | None
+    f_s: torch.Tensor
+    x_s: torch.Tensor
+    compressed: torch.Tensor
 
 
 class LivePortraitRenderer(nn.Module):
@@ -138,22 +154,32 @@ class LivePortraitRenderer(nn.Module):
         return warped
 
     @torch.inference_mode()
-    def render(
-        self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor, chunk_size: int | None = None
-    ) -> torch.Tensor:
-        """One source f_s (1, 32, 16, 64, 64), x_s (1, 21, 3) and driving x_d (B, 21, 3) -> frames (B, 3, 512, 512).
+    def encode_source(self, image: np.ndarray | torch.Tensor) -> Source:
+        """The source crop, uint8 RGB (256, 256, 3) or (1, 3, 256, 256) in [0, 1] -> Source (all source-only work)."""
+        image = self.prepare_image(image) if isinstance(image, np.ndarray) or image.ndim == 3 else image
+        info = self.keypoint_info(image)
+        return self.source(self.appearance_features(image), self.transform(info), info)
 
-        Source-only work (the dense-motion compression of f_s) is done once; frames go through W and G in
-        chunks of `chunk_size` (default: the renderer's own) so memory does not grow with B.
+    @torch.inference_mode()
+    def source(self, f_s: torch.Tensor, x_s: torch.Tensor, info: dict[str, torch.Tensor] | None = None) -> Source:
+        """A Source from its appearance volume f_s (1, 32, 16, 64, 64) and keypoints x_s (1, 21, 3)."""
+        f_s = f_s.to(self.device, self.dtype)
+        compressed = self.warping.dense_motion_network.compress_source(f_s)
+        return Source(info, f_s, x_s.to(self.device), compressed)  # x_s keeps float32 keypoint math
+
+    @torch.inference_mode()
+    def render(self, source: Source, x_d: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Source + driving keypoints x_d (B, 21, 3) -> frames (B, 3, 512, 512) in [0, 1].
+
+        The source-only work was done once, in `source`; frames go through W and G in chunks of `chunk_size`
+        (default: the renderer's own) so memory does not grow with B.
         """
         chunk = max(1, int(chunk_size or self.chunk_size))
-        f_s = f_s.to(self.device, self.dtype)
-        x_s = x_s.to(self.device, self.dtype)
         x_d = x_d.to(self.device, self.dtype)
-        compressed = self.warping.dense_motion_network.compress_source(f_s)
+        x_s = source.x_s.to(self.device, self.dtype)
         frames = []
         for start in range(0, x_d.shape[0], chunk):
             x_chunk = x_d[start : start + chunk]
-            warped = self.warping(f_s, x_chunk, x_s, compressed=compressed)
+            warped = self.warping(source.f_s, x_chunk, x_s, compressed=source.compressed)
             frames.append(self.decoder(warped["out"]))
         return torch.cat(frames)

@@ -114,11 +114,8 @@ def run(args: argparse.Namespace) -> None:
         with _measure(results, "crop", device):
             image = load_image(args.image)
             face = pipe.crop(image)
-            renderer = models["renderer"]
-            source = renderer.prepare_image(face.image)
-            info = renderer.keypoint_info(source)
-            f_s = renderer.appearance_features(source)
-            x_s = renderer.transform(info)
+            source = models["renderer"].encode_source(face.image)
+            info = source.info
         with _measure(results, "audio", device):
             wav = load_audio(clip)
             total = num_video_frames(len(wav))
@@ -130,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
         out = Path(tempfile.mkdtemp(prefix="kdtalker_bench_")) / "bench.mp4"
         pipe.timings.rendering = pipe.timings.writing = 0.0
         _reset_rss_peak()
-        pipe._render_to_file(renderer, f_s, x_s, x_d[:frames], face, image, wav[: frames * 640], out, controls)
+        pipe._render_to_file(source, x_d[:frames], face, image, wav[: frames * 640], out, controls)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         peak = _rss_peak_mib()

