@@ -1,4 +1,4 @@
-"""Fetch the official weights: `python scripts/download_weights.py [--dir checkpoints] [--crop-models]`.
+"""Fetch the official weights: `python scripts/download_weights.py [dir=checkpoints] [crop_models=true]`.
 
 Files already present are skipped; each download goes to a temporary file renamed only when complete.
 Without internet access it stops with one message saying which file to fetch by hand (checkpoints/README.md).
@@ -6,23 +6,34 @@ Without internet access it stops with one message saying which file to fetch by 
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import socket
-import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from kdtalker.cli import guarded
+from omegaconf import MISSING
+
+from kdtalker.cli import run
 from kdtalker.errors import KDTalkerError
 from kdtalker.fileio import atomic_path
 from kdtalker.pipeline.weights import CROP_FILES, NORM_FILE, WEIGHT_FILES
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 LIVEPORTRAIT = "https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/"
 KDTALKER = "https://huggingface.co/ChaolongYang/KDTalker/resolve/main/"
 SHIPPED_NORM = Path(__file__).resolve().parent.parent / "checkpoints" / NORM_FILE
 NORM_URL = "https://raw.githubusercontent.com/chaolongy/KDTalker/main/dataset_process/norm.npz"
+
+
+@dataclass
+class DownloadConfig:
+    """Types of configs/download_weights.yaml (which holds the values)."""
+
+    dir: str = MISSING
+    crop_models: bool = MISSING
+    timeout: float = MISSING
 
 
 def sources(crop_models: bool = False) -> dict[str, str]:
@@ -58,34 +69,28 @@ def download(url: str, target: Path, timeout: float = 30.0) -> None:
         ) from exc
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default="checkpoints", help="checkpoint folder (default: checkpoints)")
-    parser.add_argument(
-        "--crop-models", action="store_true", help="also fetch the insightface/LivePortrait ONNX crop models"
-    )
-    parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
-    args = parser.parse_args(argv)
-    root = Path(args.dir)
-
-    def fetch_all() -> None:
-        for relpath, url in sources(args.crop_models).items():
-            target = root / relpath
-            if target.is_file() and target.stat().st_size > 0:
-                print(f"present  {target}")
-                continue
-            if relpath == NORM_FILE and SHIPPED_NORM.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(SHIPPED_NORM, target)
-                print(f"copied   {target} (the statistics shipped with this repository)")
-                continue
-            print(f"fetching {target} <- {url}", flush=True)
-            download(url, target, args.timeout)
-
-    guarded(fetch_all)
+def main(cfg) -> None:
+    """Fetch every missing file of `sources()` into cfg.dir."""
+    root = Path(cfg.dir)
+    for relpath, url in sources(cfg.crop_models).items():
+        target = root / relpath
+        if target.is_file() and target.stat().st_size > 0:
+            print(f"present  {target}")
+            continue
+        if relpath == NORM_FILE and SHIPPED_NORM.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(SHIPPED_NORM, target)
+            print(f"copied   {target} (the statistics shipped with this repository)")
+            continue
+        print(f"fetching {target} <- {url}", flush=True)
+        download(url, target, cfg.timeout)
     print(f"all weights are in {root}")
-    return 0
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """`key=value` overrides of configs/download_weights.yaml -> main, with errors as one line."""
+    run(main, CONFIGS, "download_weights", DownloadConfig, argv=argv, usage=__doc__)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

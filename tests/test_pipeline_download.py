@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -14,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _script():
     spec = importlib.util.spec_from_file_location("download_weights", REPO / "scripts" / "download_weights.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would (its dataclass looks itself up there)
     spec.loader.exec_module(module)
     return module
 
@@ -31,7 +33,7 @@ def test_offline_download_fails_cleanly(tmp_path, monkeypatch, capsys):
     present.parent.mkdir(parents=True)
     present.write_bytes(b"already here")
     with pytest.raises(SystemExit) as stop:
-        script.main(["--dir", str(tmp_path), "--timeout", "1"])
+        script.cli([f"dir={tmp_path}", "timeout=1"])
     assert stop.value.code == 1
     err = capsys.readouterr()
     assert "present" in err.out and "appearance_feature_extractor.pth" in err.out
@@ -59,5 +61,5 @@ def test_shipped_norm_is_copied_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(
         script.urllib.request, "urlopen", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no network"))
     )
-    assert script.main(["--dir", str(tmp_path)]) == 0
+    script.cli([f"dir={tmp_path}"])
     assert (tmp_path / "norm.npz").read_bytes() == (REPO / "checkpoints" / "norm.npz").read_bytes()

@@ -37,6 +37,9 @@ def test_loads_official_layout_and_module_prefix(tmp_path, appearance_state, sti
     nets = ckpt.load_stitching_retargeting(stitching_nested)
     assert torch.equal(nets["lip"].mlp[0].weight, stitching_nested["retarget_mouth"]["module.mlp.0.weight"])
     assert set(nets.keys()) == {"stitching", "lip", "eye"}
+    # The MLP sizes come from the renderer config when it gives them: a wrong size is a clear mismatch.
+    with pytest.raises(CheckpointError, match=r"retarget_eye.*shape mismatch"):
+        ckpt.load_stitching_retargeting(stitching_nested, config={"retarget_eye": {"hidden_sizes": [32, 64]}})
 
 
 def test_truncated_file(tmp_path, appearance_state):

@@ -99,8 +99,14 @@ def load_spade_generator(
     return _load_base(SPADEDecoder, "LivePortrait SPADE generator", source, device, dtype, config)
 
 
-def load_stitching_retargeting(source: PathOrState, device="cpu", dtype=torch.float32) -> nn.ModuleDict:
-    """stitching_retargeting_module.pth -> ModuleDict(stitching, lip, eye) of MLPs (eval)."""
+def load_stitching_retargeting(
+    source: PathOrState, device="cpu", dtype=torch.float32, config: Mapping | None = None
+) -> nn.ModuleDict:
+    """stitching_retargeting_module.pth -> ModuleDict(stitching, lip, eye) of MLPs (eval).
+
+    config: {entry: {input_size, hidden_sizes, output_size}} per file entry (the renderer config's
+    `configs.stitching_retargeting_module`); entries it leaves out keep the official sizes.
+    """
     what = "LivePortrait stitching/retargeting module"
     checkpoint, name = _read(source, what)
     if not isinstance(checkpoint, Mapping):
@@ -114,8 +120,8 @@ def load_stitching_retargeting(source: PathOrState, device="cpu", dtype=torch.fl
             f"(expected {list(STITCHING_ENTRIES)}; found {list(checkpoint)[:5]})"
         )
     nets = nn.ModuleDict()
-    for entry, (wrapper_name, config) in STITCHING_ENTRIES.items():
-        net = StitchingRetargetingNetwork(**config)
+    for entry, (wrapper_name, official) in STITCHING_ENTRIES.items():
+        net = StitchingRetargetingNetwork(**{**official, **dict((config or {}).get(entry) or {})})
         load_state_strict(net, _without_module_prefix(checkpoint[entry]), f"{what} [{entry}]", name)
         nets[wrapper_name] = net
     return _finish(nets, device, dtype)

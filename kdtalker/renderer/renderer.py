@@ -83,7 +83,9 @@ class LivePortraitRenderer(nn.Module):
             ckpt.load_motion_extractor(files["motion_extractor"], device, dtype, configs.get("motion_extractor")),
             ckpt.load_warping_module(files["warping_module"], device, dtype, configs.get("warping_module")),
             ckpt.load_spade_generator(files["spade_generator"], device, dtype, configs.get("spade_generator")),
-            ckpt.load_stitching_retargeting(files["stitching_retargeting_module"], device, dtype)
+            ckpt.load_stitching_retargeting(
+                files["stitching_retargeting_module"], device, dtype, configs.get("stitching_retargeting_module")
+            )
             if stitching
             else None,
             chunk_size=chunk_size,
