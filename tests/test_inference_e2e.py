@@ -9,6 +9,7 @@ shape, file, stage and the video container are the real ones. 0.12 s of audio ->
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -190,3 +191,22 @@ def test_bad_inputs_give_one_message_and_no_output(tmp_path):
         assert message in result.stderr, (message, result.stderr[-2000:])
         assert not out.exists()
     assert not (tmp_path / "no").exists()
+
+
+def test_readme_python_examples_run(fixture_checkpoints, tmp_path, monkeypatch):
+    # Every ```python block of the README, in order, in one namespace, from a folder laid out like the repository
+    # (checkpoints/ with official-layout fixture weights, examples/ with a short cut of the speech).
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert len(blocks) == 4
+    (tmp_path / "examples").mkdir()
+    shutil.copyfile(REPO / "examples" / "astronaut.png", tmp_path / "examples" / "astronaut.png")
+    short_speech(tmp_path / "examples" / "speech.wav", 0.12)
+    (tmp_path / "checkpoints").symlink_to(fixture_checkpoints, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102 - our README
+    assert probe_video(tmp_path / "out.mp4")["frames"] == 3
+    assert namespace["feats"].shape == (3, 512) and namespace["windows"].shape == (3, 80, 16)
+    assert namespace["frames"].shape == (2, 3, 512, 512)
+    assert namespace["x_d"].shape == (3, 21, 3) and (tmp_path / "mine.pth").is_file()
