@@ -39,7 +39,7 @@ def test_loss_is_the_epsilon_mse_and_trains():
     assert_close(out["loss_exp"], ((eps - noise)[..., 7:] ** 2).mean())
     out["loss"].backward()
     assert model.output_projection.weight.grad is not None
-    assert model.layers[0][2].fn.fn.rotary_emb.freqs.grad is None  # frozen
+    assert model.layers[0].attn.fn.fn.rotary_emb.freqs.grad is None  # frozen
 
 
 def test_augmentation_coin_and_statistics():

@@ -6,6 +6,7 @@ Key maps only; loading onto the model is `Denoiser.from_pretrained` / `save_pret
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,43 @@ def _ema_state(ckpt: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
     return {k: (freqs if k.endswith("rotary_emb.freqs") else v) for k, v in state.items()}
 
 
+# Official module paths -> ours: the positional layer parts get names, a ResnetBlock's `mlp.1` is its modulation.
+_TO_OURS = (
+    (re.compile(r"^layers\.(\d+)\.0\.mlp\.1\."), r"layers.\1.res1.modulation."),
+    (re.compile(r"^layers\.(\d+)\.1\.mlp\.1\."), r"layers.\1.res2.modulation."),
+    (re.compile(r"^layers\.(\d+)\.0\."), r"layers.\1.res1."),
+    (re.compile(r"^layers\.(\d+)\.1\."), r"layers.\1.res2."),
+    (re.compile(r"^layers\.(\d+)\.2\."), r"layers.\1.attn."),
+)
+_TO_OFFICIAL = (
+    (re.compile(r"^layers\.(\d+)\.res1\.modulation\."), r"layers.\1.0.mlp.1."),
+    (re.compile(r"^layers\.(\d+)\.res2\.modulation\."), r"layers.\1.1.mlp.1."),
+    (re.compile(r"^layers\.(\d+)\.res1\."), r"layers.\1.0."),
+    (re.compile(r"^layers\.(\d+)\.res2\."), r"layers.\1.1."),
+    (re.compile(r"^layers\.(\d+)\.attn\."), r"layers.\1.2."),
+)
+
+
+def _renamed(key: str, rules: tuple[tuple[re.Pattern, str], ...]) -> str:
+    for pattern, replacement in rules:
+        new, count = pattern.subn(replacement, key)
+        if count:
+            return new
+    return key
+
+
+def official_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Denoiser state dict -> the same tensors under the official key names (no prefix), same order."""
+    return {_renamed(k, _TO_OFFICIAL): v for k, v in state.items()}
+
+
+def denoiser_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official key names (no prefix) -> the Denoiser's, same order (keys it does not know pass unchanged)."""
+    return {_renamed(k, _TO_OURS): v for k, v in state.items()}
+
+
 def kdtalker_state_dict(ckpt: Any, source: str = "the checkpoint", ema: bool = False) -> dict[str, torch.Tensor]:
-    """Official checkpoint dict (or a bare state dict) -> Denoiser state dict (prefix removed)."""
+    """Official checkpoint dict (or a bare state dict) -> Denoiser state dict (prefix removed, our key names)."""
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{WHAT}: {source} is not a checkpoint dict (got {type(ckpt).__name__})")
     if "model" in ckpt:
@@ -61,7 +97,7 @@ def kdtalker_state_dict(ckpt: Any, source: str = "the checkpoint", ema: bool = F
             f"{WHAT}: {source} has no 'model' entry and no '{KEY_PREFIX}*' keys - it is not KDTalker.pth"
         )
     state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
-    return strip_prefix(state, KEY_PREFIX)
+    return denoiser_keys(strip_prefix(state, KEY_PREFIX))
 
 
 def read_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
@@ -79,7 +115,7 @@ def official_layout(
     """Denoiser state dict(s) -> the official checkpoint dict {'model': {'point_model.model.' + key}, 'model_ema'}."""
 
     def prefixed(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {KEY_PREFIX + k: v.detach().cpu().clone() for k, v in sd.items()}
+        return {KEY_PREFIX + k: v.detach().cpu().clone() for k, v in official_keys(sd).items()}
 
     return {"model": prefixed(state), "model_ema": prefixed(ema_state) if ema_state is not None else {}, **extra}
 

@@ -5,8 +5,9 @@ zeros then the normalised source kp) and the previous frame's motion ("ref"). Ea
 ResnetBlock, ResnetBlock, pre-norm attention over frames (RoPE on 12 of each head's 64 channels plus a T5 relative
 position bias). Every ResnetBlock is modulated by cond = [time MLP (256) | audio (512)] of its frame.
 
-Module names follow the official checkpoint (`point_model.model.*` with that prefix removed), so KDTalker.pth
-loads strictly; a few of them (`fn.fn`, `mlp.1`, `time_mlp.1/3`) are therefore dictated by that file.
+Module names follow the official checkpoint (`point_model.model.*` with that prefix removed) except where a name
+says more: `layers.N.res1/res2/attn` for the official positional `layers.N.0/1/2` and `modulation` for a block's
+`mlp.1` (the key map in diffusion/checkpoint.py), so KDTalker.pth loads strictly and is written back unchanged.
 """
 
 from __future__ import annotations
@@ -83,16 +84,29 @@ class Block(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    """block2(block1(x, modulation)) + x; modulation = Linear(SiLU(cond)) split into (scale, shift)."""
+    """block2(block1(x, modulation)) + x; modulation = Linear(SiLU(cond)) split into (scale, shift).
+
+    The Linear (`modulation`; the checkpoint's `mlp.1`) is applied in two halves with the exact same numbers:
+    Linear([SiLU(time) | 0]) without bias plus Linear([0 | SiLU(audio)]) with it, so that a sampler computes the
+    audio half once per window (see Denoiser.condition).
+    """
 
     def __init__(self, dim: int, cond_dim: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * dim))
+        self.modulation = nn.Linear(cond_dim, 2 * dim)
         self.block1 = Block(dim, dim)
         self.block2 = Block(dim, dim)
 
+    def time_modulation(self, time_act: torch.Tensor) -> torch.Tensor:
+        """[SiLU(time) | 0] (B, cond_dim) -> its part of the modulation (B, 2 dim), bias excluded."""
+        return F.linear(time_act, self.modulation.weight)
+
+    def audio_modulation(self, audio_act: torch.Tensor) -> torch.Tensor:
+        """[0 | SiLU(audio)] (B, F, cond_dim) -> its part of the modulation (B, F, 2 dim), bias included."""
+        return self.modulation(audio_act)
+
     def forward(self, x: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
-        """x (B, F, dim), modulation (B, F, 2 dim) = mlp(cond) -> (B, F, dim)."""
+        """x (B, F, dim), modulation (B, F, 2 dim) = time part + audio part -> (B, F, dim)."""
         h = self.block1(x, modulation.chunk(2, dim=-1))
         return self.block2(h) + x
 
@@ -207,6 +221,21 @@ class ResidualAttention(nn.Module):
         return x + self.fn(x, bias)
 
 
+class DenoiserLayer(nn.Module):
+    """One of `depth` layers: two modulated ResnetBlocks, then (unless attention is off) residual attention."""
+
+    def __init__(self, width: int, cond_dim: int, attention: Attention | None):
+        super().__init__()
+        self.res1 = ResnetBlock(width, cond_dim)
+        self.res2 = ResnetBlock(width, cond_dim)
+        self.attn = ResidualAttention(width, attention) if attention is not None else None
+
+    def forward(self, h: torch.Tensor, modulation: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """h (B, F, width), modulation (B, F, 2, 2 width) for res1/res2, bias (heads, F, F) -> (B, F, width)."""
+        h = self.res2(self.res1(h, modulation[:, :, 0]), modulation[:, :, 1])
+        return self.attn(h, bias) if self.attn is not None else h
+
+
 class Denoiser(nn.Module):
     """epsilon-prediction network (DiT style): forward(x_t, t, audio, previous, canonical) -> epsilon of the frames.
 
@@ -264,12 +293,10 @@ class Denoiser(nn.Module):
             freqs = 1.0 / rotary_theta ** (torch.arange(0, rotary_dim, 2).float() / rotary_dim)
             rotary = RotaryEmbedding(nn.Parameter(freqs, requires_grad=False))
         cond_dim = time_dim + audio_dim
-        self.layers = nn.ModuleList()
-        for _ in range(depth):
-            layer = [ResnetBlock(width, cond_dim), ResnetBlock(width, cond_dim)]
-            if attention != "none":
-                layer.append(ResidualAttention(width, Attention(width, heads, head_dim, rotary)))
-            self.layers.append(nn.ModuleList(layer))
+        self.layers = nn.ModuleList(
+            DenoiserLayer(width, cond_dim, Attention(width, heads, head_dim, rotary) if attention != "none" else None)
+            for _ in range(depth)
+        )
         self.output_projection = nn.Linear(width, motion_dim)
         # Training from scratch starts from an almost-zero epsilon prediction, as the official initialisation.
         nn.init.normal_(self.output_projection.weight, std=1e-6)
@@ -277,7 +304,7 @@ class Denoiser(nn.Module):
 
     @property
     def resnet_blocks(self) -> list[ResnetBlock]:
-        return [block for layer in self.layers for block in layer[:2]]
+        return [block for layer in self.layers for block in (layer.res1, layer.res2)]
 
     # Inputs -----------------------------------------------------------------------------------------------------
     def tokens(self, x_t: torch.Tensor, ref: torch.Tensor, ori: torch.Tensor | None) -> torch.Tensor:
@@ -299,13 +326,13 @@ class Denoiser(nn.Module):
         """Context (B, F, 512) -> audio half (biases included) of all block modulations (B, F, blocks, 2 width)."""
         a = F.silu(context)
         a = torch.cat([a.new_zeros(*a.shape[:-1], self.time_dim), a], dim=-1)
-        return torch.stack([blk.mlp[1](a) for blk in self.resnet_blocks], dim=2)
+        return torch.stack([blk.audio_modulation(a) for blk in self.resnet_blocks], dim=2)
 
     def time_modulation(self, t: torch.Tensor) -> torch.Tensor:
         """Diffusion steps (B,) -> time half of every ResnetBlock's modulation (B, 1, blocks, 2 width)."""
         emb = F.silu(self.time_embedding(t))
         emb = torch.cat([emb, emb.new_zeros(emb.shape[0], self.audio_dim)], dim=-1)
-        return torch.stack([F.linear(emb, blk.mlp[1].weight) for blk in self.resnet_blocks], dim=1).unsqueeze(1)
+        return torch.stack([blk.time_modulation(emb) for blk in self.resnet_blocks], dim=1).unsqueeze(1)
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) integer steps -> (B, time_dim)."""
@@ -317,13 +344,8 @@ class Denoiser(nn.Module):
         """x (B, F, 70), modulation (B, F, blocks, 2 width) -> epsilon (B, F, 70)."""
         h = self.input_projection(x)
         bias = self.time_rel_pos_bias(x.shape[1]) if self.time_rel_pos_bias is not None else None
-        k = 0
-        for layer in self.layers:
-            for block in layer[:2]:
-                h = block(h, modulation[:, :, k])
-                k += 1
-            if len(layer) > 2:
-                h = layer[2](h, bias)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, modulation[:, :, 2 * i : 2 * i + 2], bias)
         return self.output_projection(h)
 
     def forward_tokens(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -97,7 +97,7 @@ def test_forward_and_intermediates(kdtalker_ref, model):
     num_frames = ref["fwd_x"].shape[1]
     assert torch.equal(relative_position_buckets(num_frames), t(ref, "fwd_relpos_bucket"))
     layer0 = model.layers[0]
-    watched = {"inproj": model.input_projection, "l0_res1": layer0[0], "l0_res2": layer0[1], "l0_attn": layer0[2]}
+    watched = {"inproj": model.input_projection, "l0_res1": layer0.res1, "l0_res2": layer0.res2, "l0_attn": layer0.attn}
     seen: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: seen.__setitem__(n, o)) for n, m in watched.items()]
     hooks.append(model.output_projection.register_forward_pre_hook(lambda _m, i: seen.__setitem__("final", i[0])))
@@ -107,7 +107,7 @@ def test_forward_and_intermediates(kdtalker_ref, model):
             close(model.time_mlp[0](t(ref, "fwd_t")), ref["fwd_sinusoidal"], TOL_FORWARD, "fwd_sinusoidal")
             close(model.time_embedding(t(ref, "fwd_t")), ref["fwd_temb"], TOL_FORWARD, "fwd_temb")
             close(model.time_rel_pos_bias(num_frames), ref["fwd_relpos_bias"], TOL_FORWARD, "fwd_relpos_bias")
-            angles = model.layers[0][2].fn.fn.rotary_emb.angles(num_frames)
+            angles = model.layers[0].attn.fn.fn.rotary_emb.angles(num_frames)
             close(angles, ref["fwd_rotary_angles"], TOL_FORWARD, "fwd_rotary_angles")
     finally:
         for h in hooks:
