@@ -224,11 +224,20 @@ class ResidualAttention(nn.Module):
 class DenoiserLayer(nn.Module):
     """One of `depth` layers: two modulated ResnetBlocks, then (unless attention is off) residual attention."""
 
-    def __init__(self, width: int, cond_dim: int, attention: Attention | None):
+    def __init__(
+        self,
+        width: int,
+        cond_dim: int,
+        heads: int,
+        head_dim: int,
+        rotary: RotaryEmbedding | None,
+        attention: bool = True,
+    ):
         super().__init__()
+        # Built in the official order (res1, res2, attention): the random initialisation depends on it.
         self.res1 = ResnetBlock(width, cond_dim)
         self.res2 = ResnetBlock(width, cond_dim)
-        self.attn = ResidualAttention(width, attention) if attention is not None else None
+        self.attn = ResidualAttention(width, Attention(width, heads, head_dim, rotary)) if attention else None
 
     def forward(self, h: torch.Tensor, modulation: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """h (B, F, width), modulation (B, F, 2, 2 width) for res1/res2, bias (heads, F, F) -> (B, F, width)."""
@@ -294,8 +303,7 @@ class Denoiser(nn.Module):
             rotary = RotaryEmbedding(nn.Parameter(freqs, requires_grad=False))
         cond_dim = time_dim + audio_dim
         self.layers = nn.ModuleList(
-            DenoiserLayer(width, cond_dim, Attention(width, heads, head_dim, rotary) if attention != "none" else None)
-            for _ in range(depth)
+            DenoiserLayer(width, cond_dim, heads, head_dim, rotary, attention != "none") for _ in range(depth)
         )
         self.output_projection = nn.Linear(width, motion_dim)
         # Training from scratch starts from an almost-zero epsilon prediction, as the official initialisation.
