@@ -37,29 +37,41 @@ def describe_os_error(exc: OSError) -> str:
     return f"{reason}: {name}" if name else reason
 
 
-def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
-    """Check that `path` can be written as a file; OutputError naming the problem. Leaves nothing behind."""
-    path = Path(path)
+def _check_target(path: Path, what: str) -> None:
+    """OutputError when `path` is a folder or a special file, or its folder is missing or not a folder."""
     if path.is_dir():
         raise OutputError(f"cannot write {what} {path}: it is an existing folder; give a file name inside it")
     if path.exists() and not path.is_file():
         raise OutputError(f"cannot write {what} {path}: it is not a regular file (a device or a pipe)")
-    folder = path.parent
-    if not folder.exists():
-        raise OutputError(f"cannot write {what} {path}: the folder {folder} does not exist (create it first)")
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {what} {path}: {folder} is not a folder")
-    probe = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}"
+    if not path.parent.exists():
+        raise OutputError(f"cannot write {what} {path}: the folder {path.parent} does not exist (create it first)")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {what} {path}: {path.parent} is not a folder")
+
+
+def _new_sibling(path: Path, what: str, mode: int) -> tuple[Path, int]:
+    """Create the hidden sibling `.NAME.<pid>.<random>.part` (umask applied to `mode`) -> (its path, its mode)."""
+    sibling = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}"
     try:
-        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
-        os.unlink(probe)
+        fd = os.open(sibling, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
     except OSError as exc:
-        reason = describe_os_error(OSError(exc.errno, exc.strerror))  # the probe's own name would only confuse
+        reason = describe_os_error(OSError(exc.errno, exc.strerror))  # the sibling's own name would only confuse
         raise OutputError(
-            f"cannot write {what} {path}: the folder {folder} does not accept new files ({reason}); "
+            f"cannot write {what} {path}: the folder {path.parent} does not accept new files ({reason}); "
             "choose another folder"
         ) from None
+    try:
+        return sibling, stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
+    """Check that `path` can be written as a file; OutputError naming the problem. Leaves nothing behind."""
+    path = Path(path)
+    _check_target(path, what)
+    probe, _ = _new_sibling(path, what, 0o600)  # a real write: permission bits say nothing to root, or of /proc
+    probe.unlink()
     return path
 
 
@@ -104,32 +116,21 @@ def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` when the block succeeds, delete it otherwise."""
-    path = check_output_path(path)
+    path = Path(path)
+    _check_target(path, what)
     remove_stale_parts(path.parent)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}"
-    try:
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies, as for open()
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {describe_os_error(exc)}") from None
+    tmp, new_mode = _new_sibling(path, what, 0o666)  # the mode open() would give a new file
     try:
         yield tmp
         try:
             # Writers may recreate the file (ffmpeg, torch.save): set the mode the output must end with.
-            mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
-            os.chmod(tmp, mode)
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.is_file() else new_mode)
             os.replace(tmp, path)
         except OSError as exc:
-            raise OutputError(f"cannot write {path}: {describe_os_error(exc)}") from None
+            raise OutputError(f"cannot write {what} {path}: {describe_os_error(exc)}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -115,12 +115,14 @@ def hostile_globals(names: set[str]) -> list[str]:
     return sorted(n for n in names if hostile(n))
 
 
-def refuse_hostile(path: str | os.PathLike, what: str, names: set[str] | None = None) -> set[str]:
+_PY2_MODULES = frozenset(_compat_pickle.IMPORT_MAPPING) | {module for module, _ in _compat_pickle.NAME_MAPPING}
+
+
+def refuse_hostile(path: str | os.PathLike, what: str) -> set[str]:
     """CheckpointError when the file names a hostile global; returns all the names it names."""
-    names = pickle_globals(path) if names is None else names
+    names = pickle_globals(path)
     bad = hostile_globals(names)
-    py2 = set(_compat_pickle.IMPORT_MAPPING) | {module for module, _ in _compat_pickle.NAME_MAPPING}
-    bad = [n for n in bad if n.rpartition(".")[0] not in py2] or bad  # name each once, as Python 3 spells it
+    bad = [n for n in bad if n.rpartition(".")[0] not in _PY2_MODULES] or bad  # each once, as Python 3 spells it
     if bad:
         raise CheckpointError(
             f"{what}: {path} was refused: it asks to call {', '.join(bad[:3])}, which no weight file needs - it "

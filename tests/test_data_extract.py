@@ -17,7 +17,7 @@ from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.data import read_shard, write_shard
 from kdtalker.data.extract import extract_folder, import_official
 from kdtalker.data.extractors import liveportrait_motion_fn, wav2lip_audio_fn
-from kdtalker.data.shards import Clip
+from kdtalker.data.shards import MOTION_KEYS, Clip
 from kdtalker.data.video import read_frames, write_test_video
 from kdtalker.errors import KDTalkerError
 from kdtalker.renderer import MotionExtractor
@@ -141,18 +141,7 @@ def test_damaged_shards_are_redone_and_disk_errors_stop(clips, extractors, tmp_p
 
 def test_killed_write_leaves_no_shard(tmp_path, monkeypatch):
     clip = Clip(
-        {
-            k: np.zeros((5, *s), np.float32)
-            for k, s in {
-                "scale": (1,),
-                "pitch": (1,),
-                "yaw": (1,),
-                "roll": (1,),
-                "t": (3,),
-                "exp": (21, 3),
-                "kp": (21, 3),
-            }.items()
-        },
+        {k: np.zeros((5, *s), np.float32) for k, s in MOTION_KEYS.items()},
         np.zeros((6, 512), np.float32),
     )
 

@@ -48,20 +48,23 @@ def _ema_state(ckpt: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
 
 
 # Official module paths -> ours: the positional layer parts get names, a ResnetBlock's `mlp.1` is its modulation.
-_TO_OURS = (
-    (re.compile(r"^layers\.(\d+)\.0\.mlp\.1\."), r"layers.\1.res1.modulation."),
-    (re.compile(r"^layers\.(\d+)\.1\.mlp\.1\."), r"layers.\1.res2.modulation."),
-    (re.compile(r"^layers\.(\d+)\.0\."), r"layers.\1.res1."),
-    (re.compile(r"^layers\.(\d+)\.1\."), r"layers.\1.res2."),
-    (re.compile(r"^layers\.(\d+)\.2\."), r"layers.\1.attn."),
+# Longest first, so that a block's `mlp.1` is renamed before the block itself.
+_LAYER_PARTS = (
+    ("0.mlp.1", "res1.modulation"),
+    ("1.mlp.1", "res2.modulation"),
+    ("0", "res1"),
+    ("1", "res2"),
+    ("2", "attn"),
 )
-_TO_OFFICIAL = (
-    (re.compile(r"^layers\.(\d+)\.res1\.modulation\."), r"layers.\1.0.mlp.1."),
-    (re.compile(r"^layers\.(\d+)\.res2\.modulation\."), r"layers.\1.1.mlp.1."),
-    (re.compile(r"^layers\.(\d+)\.res1\."), r"layers.\1.0."),
-    (re.compile(r"^layers\.(\d+)\.res2\."), r"layers.\1.1."),
-    (re.compile(r"^layers\.(\d+)\.attn\."), r"layers.\1.2."),
-)
+
+
+def _rules(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern, str], ...]:
+    """(from, to) layer-part pairs -> regex rules for keys 'layers.N.<from>.' -> 'layers.N.<to>.'."""
+    return tuple((re.compile(rf"^layers\.(\d+)\.{re.escape(a)}\."), rf"layers.\1.{b}.") for a, b in pairs)
+
+
+_TO_OURS = _rules(_LAYER_PARTS)
+_TO_OFFICIAL = _rules(tuple((b, a) for a, b in _LAYER_PARTS))
 
 
 def _renamed(key: str, rules: tuple[tuple[re.Pattern, str], ...]) -> str:

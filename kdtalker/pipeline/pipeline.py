@@ -13,6 +13,7 @@ clip; frames are rendered `batch_size` at a time and handed to ffmpeg as they co
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import typing
@@ -72,18 +73,7 @@ class Controls:
         """ConfigError for a value of the wrong type or out of range; returns self."""
         for name, kind in typing.get_type_hints(Controls).items():
             value = getattr(self, name)
-            # bool is an int in Python, and a whole float is no step count: only the exact kind is accepted,
-            # except ints for floats.
-            ok = (
-                isinstance(value, bool)
-                if kind is bool
-                else isinstance(value, int) and not isinstance(value, bool)
-                if kind is int
-                else isinstance(value, (int, float)) and not isinstance(value, bool)
-                if kind is float
-                else isinstance(value, kind)
-            )
-            if not ok:
+            if not _is_of_kind(value, kind):
                 raise ConfigError(f"{name}={value!r} is not valid: {name} takes {describe_type(Controls, name)}")
         checks = [
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
@@ -101,6 +91,15 @@ class Controls:
             if not ok:
                 raise ConfigError(message)
         return self
+
+
+def _is_of_kind(value: Any, kind: type) -> bool:
+    """isinstance for a control: bool is no int (Python says it is), a whole float is no int; an int is a float."""
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
 
 
 @dataclass
@@ -147,10 +146,16 @@ class TalkingHeadPipeline:
         self.predictor_path = predictor_path
         self.scheduler = scheduler
         self.model_kwargs = dict(model_kwargs or {})
-        self.renderer_kwargs = dict(renderer_kwargs or {})
         self.audio_batch_size = audio_batch_size
         self.model_class = model_class
-        self.renderer_factory = renderer_factory  # from_config: the renderer group's _target_ with its keys
+        # from_config: the renderer group's _target_ with its keys; otherwise the official files under checkpoint_dir
+        self.renderer_factory = renderer_factory or functools.partial(
+            LivePortraitRenderer.from_checkpoints,
+            self.checkpoint_dir / "liveportrait",
+            device=self.device,
+            dtype=self.dtype,
+            **(renderer_kwargs or {}),
+        )
         self.audio_checkpoint = audio_checkpoint
         # Fail before any work when a weight file is missing, truncated or the wrong one.
         self.weight_files = check_checkpoint_dir(self.checkpoint_dir)
@@ -206,14 +211,8 @@ class TalkingHeadPipeline:
             return self._models
         start = time.perf_counter()
         root = self.checkpoint_dir
-        if self.renderer_factory is not None:
-            renderer = self.renderer_factory()
-        else:
-            renderer = LivePortraitRenderer.from_checkpoints(
-                root / "liveportrait", device=self.device, dtype=self.dtype, **self.renderer_kwargs
-            )
         self._models = {
-            "renderer": renderer,
+            "renderer": self.renderer_factory(),
             "audio": load_audio_encoder(root / self.audio_checkpoint, device=self.device),
             "denoiser": self.model_class.from_pretrained(root / "KDTalker.pth", self.device, **self.model_kwargs),
             "scheduler": self.scheduler if self.scheduler is not None else DDIMScheduler(),
