@@ -18,8 +18,8 @@ from kdtalker.data import read_shard, write_shard
 from kdtalker.data.extract import extract_folder, import_official
 from kdtalker.data.extractors import liveportrait_motion_fn, wav2lip_audio_fn
 from kdtalker.data.shards import MOTION_KEYS, Clip
-from kdtalker.data.video import read_frames, write_test_video
 from kdtalker.errors import KDTalkerError
+from kdtalker.media import read_video, write_video
 from kdtalker.renderer import MotionExtractor
 from kdtalker.renderer.checkpoints import load_motion_extractor
 
@@ -64,9 +64,9 @@ def clips(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("work")
     (root / "id01").mkdir()
     for i, name in enumerate(["a.mp4", "b.mp4", "id01/a.mp4"]):
-        write_test_video(root / name, _frames(i, 12), audio=_wav(work / f"{i}.wav", 0.6, i))
-    write_test_video(root / "silent.mp4", _frames(5, 12))
-    write_test_video(root / "short.mp4", _frames(6, 3), audio=_wav(work / "s.wav", 0.12, 6))
+        write_video(root / name, _frames(i, 12), audio=_wav(work / f"{i}.wav", 0.6, i))
+    write_video(root / "silent.mp4", _frames(5, 12))
+    write_video(root / "short.mp4", _frames(6, 3), audio=_wav(work / "s.wav", 0.12, 6))
     (root / "broken.mp4").write_bytes(b"not a video at all" * 50)
     return root
 
@@ -86,7 +86,7 @@ def test_extract_folder_skips_bad_clips_and_resumes(clips, extractors, tmp_path)
     assert sorted(p.name for p in out.iterdir()) == ["a.npz", "b.npz", "id01__a.npz"]  # no temp files left
 
     clip = read_shard(out / "a.npz")
-    frames = read_frames(clips / "a.mp4")
+    frames = read_video(clips / "a.mp4", fps=25.0, size=256)
     assert clip.num_frames == len(frames) == 12
     assert clip.motion["exp"].shape == (12, 21, 3) and clip.motion["yaw"].shape == (12, 1)
     assert clip.aud_feat.shape[1] == 512 and clip.aud_feat.dtype == np.float32

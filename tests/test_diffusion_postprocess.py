@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from kdtalker.diffusion import pack_motion
+from kdtalker.diffusion.smoothing import kalman_smooth, smooth_motion
 from kdtalker.errors import ConfigError
 from kdtalker.pipeline.compose import driving_keypoints
-from kdtalker.pipeline.smoothing import kalman_smooth, smooth_motion
 from kdtalker.renderer.keypoints import transform_keypoints
 
 

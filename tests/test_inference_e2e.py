@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 from reference import ReferenceSet
 
-from kdtalker.pipeline.video import probe_video
+from kdtalker.media import probe_video
 
 REPO = Path(__file__).resolve().parent.parent
 LIVEPORTRAIT_FILES = {

@@ -18,9 +18,9 @@ from test_pipeline_checkpoints import make_fake_checkpoints
 from kdtalker.audio import AudioEncoder
 from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm
 from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, OutputError, VideoError
+from kdtalker.media import probe_video
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
 from kdtalker.pipeline.pipeline import source_motion
-from kdtalker.pipeline.video import probe_video
 from kdtalker.renderer import Source
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,8 +7,9 @@ import pytest
 
 from kdtalker.errors import VideoError
 from kdtalker.fileio import atomic_path
+from kdtalker.media import probe_video
 from kdtalker.pipeline.paste import PasteBack, feathered_mask
-from kdtalker.pipeline.video import VideoWriter, probe_video
+from kdtalker.pipeline.video import VideoWriter
 
 
 def test_feathered_mask():

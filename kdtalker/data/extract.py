@@ -13,9 +13,9 @@ import torch
 from tqdm import tqdm
 
 from kdtalker.data.shards import MOTION_KEYS, Clip, read_shard, write_shard
-from kdtalker.data.video import read_frames
 from kdtalker.errors import KDTalkerError, OutputError
 from kdtalker.fileio import describe_os_error
+from kdtalker.media import read_video
 
 # frames (B, 256, 256, 3) uint8 -> {key: (B, *MOTION_KEYS[key])}
 MotionFn = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -111,7 +111,7 @@ def extract_clip(
     """One video -> Clip; KDTalkerError (unreadable, no audio, shorter than `min_frames` aligned frames)."""
     wav = load_audio(video)  # first: a clip without a sound track fails before the slow motion pass
     aud_feat = np.asarray(audio_fn(wav), np.float32)
-    frames = read_frames(video, fps=fps, size=size)
+    frames = read_video(video, fps=fps, size=size)
     aligned = min(len(frames) - 1, len(aud_feat) - 2)
     if aligned < min_frames:
         raise KDTalkerError(

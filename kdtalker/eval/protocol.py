@@ -38,10 +38,10 @@ from kdtalker.eval.csim import align_face, csim, five_points
 from kdtalker.eval.fid import fid_from_features, image_features
 from kdtalker.eval.fps import Stopwatch, frames_per_second
 from kdtalker.eval.hopenet import diversity, hog_detector, mmod_detector, pose_std, pose_std_degrees, video_pose_logits
-from kdtalker.eval.media import read_audio_pcm16, read_video
 from kdtalker.eval.syncnet import crop_track, sync_scores
 from kdtalker.eval.weights import load_arcface, load_hopenet, load_inception, load_syncnet, mmod_detector_path
 from kdtalker.fileio import atomic_path
+from kdtalker.media import read_audio_pcm16, read_video
 from kdtalker.pipeline import TalkingHeadPipeline
 from kdtalker.pipeline.face import detect_faces_dlib
 

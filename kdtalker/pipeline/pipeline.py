@@ -34,6 +34,7 @@ from kdtalker.config import describe_type
 from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, pack_motion, sample_motion
 from kdtalker.diffusion.motion import POSE
+from kdtalker.diffusion.smoothing import smooth_motion
 from kdtalker.errors import ConfigError, KDTalkerError, VideoError
 from kdtalker.fileio import atomic_path, check_output_path
 from kdtalker.pipeline.compose import driving_keypoints
@@ -41,7 +42,6 @@ from kdtalker.pipeline.face import FaceCrop, crop_face
 from kdtalker.pipeline.face_onnx import crop_face_onnx
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.paste import PasteBack
-from kdtalker.pipeline.smoothing import smooth_motion
 from kdtalker.pipeline.video import VideoWriter
 from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
 from kdtalker.renderer import LivePortraitRenderer, Source

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -157,55 +156,3 @@ class VideoWriter:
     def _proc_stdin_open(self) -> bool:
         proc = getattr(self, "_proc", None)
         return proc is not None and proc.stdin is not None and not proc.stdin.closed
-
-
-def probe_video(path: str | os.PathLike) -> dict:
-    """Read back an mp4 with ffmpeg: dict(frames, fps, width, height, video_codec, audio_codec, audio_duration,
-    duration)."""
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"video {path} not found")
-    info: dict = {"video_codec": None, "audio_codec": None, "fps": None, "width": None, "height": None}
-    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
-    for line in header.splitlines():
-        line = line.strip()
-        if "Video:" in line and info["video_codec"] is None:
-            info["video_codec"] = line.split("Video:")[1].split()[0].strip(",")
-            size = re.search(r"\b(\d{2,5})x(\d{2,5})\b", line)
-            fps = re.search(r"([\d.]+) fps", line)
-            if size:
-                info["width"], info["height"] = int(size.group(1)), int(size.group(2))
-            if fps:
-                info["fps"] = float(fps.group(1))
-        elif "Audio:" in line and info["audio_codec"] is None:
-            info["audio_codec"] = line.split("Audio:")[1].split()[0].strip(",")
-    if info["video_codec"] is None:
-        raise VideoError(f"{path} holds no readable video stream: {header.strip()[-500:]}")
-    info["frames"], info["duration"] = _count(path, "0:v:0")
-    info["audio_duration"] = _count(path, "0:a:0")[1] if info["audio_codec"] else None
-    return info
-
-
-def _count(path: Path, stream: str) -> tuple[int, float]:
-    """Decode one stream to null: (number of video frames (0 for audio), its duration in seconds)."""
-    log = subprocess.run(
-        [
-            ffmpeg_exe(),
-            "-hide_banner",
-            "-nostats",
-            "-progress",
-            "pipe:1",
-            "-i",
-            str(path),
-            "-map",
-            stream,
-            "-f",
-            "null",
-            "-",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    frames = [int(v) for v in re.findall(r"^frame=(\d+)", log.stdout, re.M)]
-    times = [int(v) for v in re.findall(r"^out_time_us=(\d+)", log.stdout, re.M)]
-    return (frames[-1] if frames else 0), (times[-1] / 1e6 if times else 0.0)

@@ -1,10 +1,10 @@
 """End-to-end inference speed and peak memory per stage (crop, audio, sampling, rendering, writing) for a 10 s clip.
 
-    python scripts/benchmark.py pipeline                          # fixture weights, CPU-friendly: 8 rendered frames
+    python scripts/benchmark.py pipeline                          # random weights, CPU-friendly: 8 rendered frames
     python scripts/benchmark.py pipeline --checkpoint-dir checkpoints --frames 0 --device cuda
 
-Without --checkpoint-dir the official-layout files are written from the fixture weights of the test reference set
-(same shapes and cost as the real ones, meaningless pictures). Sampling always covers the whole clip; with
+Without --checkpoint-dir the official-layout files are written from randomly initialised modules (same shapes and
+cost as the real ones, meaningless pictures). Sampling always covers the whole clip; with
 --frames N only the first N frames are rendered and written and the full-clip time is extrapolated from them
 (printed as such). Memory: peak resident set size of this process per stage (Linux), and peak CUDA memory.
 """
@@ -12,7 +12,6 @@ Without --checkpoint-dir the official-layout files are written from the fixture 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -20,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchmarks.weights import write_random_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint-dir", default=None, help="official weights (default: fixture weights in a temp dir)"
+        "--checkpoint-dir", default=None, help="official weights (default: random weights in a temp dir)"
     )
     parser.add_argument("--image", default=str(REPO / "examples" / "astronaut.png"))
     parser.add_argument("--audio", default=str(REPO / "examples" / "speech.wav"), help="looped/cut to --seconds")
@@ -96,12 +96,9 @@ def run(args: argparse.Namespace) -> None:
     tmp = None
     root = args.checkpoint_dir
     if root is None:
-        sys.path.insert(0, str(REPO / "tests"))
-        from test_inference_e2e import write_fixture_checkpoints
-
         tmp = tempfile.TemporaryDirectory(prefix="kdtalker_fixture_ckpt_")
-        print("writing fixture weights ...", flush=True)
-        root = write_fixture_checkpoints(Path(tmp.name))
+        print("writing random weights in the official layout ...", flush=True)
+        root = write_random_checkpoints(Path(tmp.name))
     controls = Controls(steps=args.steps, batch_size=args.batch_size, paste_back=args.paste_back)
     pipe = TalkingHeadPipeline(root, device=args.device, dtype=args.dtype, controls=controls)
     device = pipe.device
@@ -144,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(
         f"device: {name}, dtype {args.dtype}; clip {args.seconds:g} s = {total} frames; {args.steps} DDIM steps; "
-        f"batch {args.batch_size}; rendered {frames} frames; weights: {'fixture' if tmp else root}"
+        f"batch {args.batch_size}; rendered {frames} frames; weights: {'random' if tmp else root}"
     )
     print(f"{'stage':<10} {'seconds':>9} {'frames/s':>9} {'peak RSS MiB':>13} {'peak CUDA MiB':>14}")
     for stage in ("load", "crop", "audio", "sampling", "rendering", "writing"):

@@ -23,8 +23,8 @@ from kdtalker.diffusion import (
 )
 from kdtalker.diffusion.denoiser import relative_position_buckets
 from kdtalker.diffusion.sampling import padded_audio, sample_motion, sample_window
+from kdtalker.diffusion.smoothing import kalman_smooth
 from kdtalker.pipeline.compose import driving_keypoints
-from kdtalker.pipeline.smoothing import kalman_smooth
 
 # README "Recommended tolerances": (atol, rtol).
 TOL_FORWARD = (1e-4, 1e-4)  # fwd_*, train_xt, train_noise_pred
