@@ -7,12 +7,15 @@ the driving keypoints. The real networks on official-layout files are covered by
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 from test_pipeline_checkpoints import make_fake_checkpoints
 
 from kdtalker.audio import AudioEncoder
@@ -21,7 +24,7 @@ from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, 
 from kdtalker.media import probe_video
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
 from kdtalker.pipeline.pipeline import source_motion
-from kdtalker.renderer import Source
+from kdtalker.renderer import AppearanceFeatureExtractor, MotionExtractor, Source, SPADEDecoder, WarpingNetwork
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "astronaut.png"
@@ -262,3 +265,55 @@ def test_from_the_inference_config(tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
         default = compose("inference", overrides=[f"checkpoint_dir={root}"])
     assert TalkingHeadPipeline.from_config(default).controls == Controls(steps=50)  # the defaults are the official ones
+
+
+def _signature_defaults(target) -> dict:
+    return {name: p.default for name, p in inspect.signature(target).parameters.items() if p.default is not p.empty}
+
+
+def test_python_api_defaults_are_the_yaml_values(tmp_path):
+    """The Python API (no Hydra) and inference.py with no overrides run the same official configuration."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import get_method
+
+    from kdtalker.diffusion.smoothing import smooth_motion
+    from kdtalker.renderer.checkpoints import STITCHING_ENTRIES
+    from kdtalker.renderer.warping import DenseMotionNetwork
+
+    root = make_fake_checkpoints(tmp_path)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        cfg = compose("inference", overrides=[f"checkpoint_dir={root}"])
+    yaml = TalkingHeadPipeline.from_config(cfg)
+    python = TalkingHeadPipeline(root)
+    assert yaml.controls == python.controls
+    for name in ("kalman_transition_cov", "kalman_observation_cov", "audio_batch_size", "audio_checkpoint"):
+        assert getattr(yaml, name) == getattr(python, name), name
+    assert _signature_defaults(smooth_motion) == {"transition_cov": 0.05, "observation_cov": 0.001}
+    assert (cfg.kalman.transition_cov, cfg.kalman.observation_cov) == (0.05, 0.001)
+    # every group's keys are its target's own defaults: model, scheduler, renderer (+ each module's sizes)
+    model = OmegaConf.to_container(cfg.model)
+    assert model.pop("_target_") == "kdtalker.diffusion.Denoiser" and model == _signature_defaults(Denoiser)
+    scheduler = OmegaConf.to_container(cfg.diffusion)
+    assert get_class(scheduler.pop("_target_")) is DDIMScheduler
+    assert scheduler == _signature_defaults(DDIMScheduler) and python.scheduler is None  # None -> DDIMScheduler()
+    renderer = OmegaConf.to_container(cfg.renderer, resolve=True)
+    factory = get_method(renderer.pop("_target_"))
+    defaults = _signature_defaults(factory)
+    configs = renderer.pop("configs")
+    for key in ("chunk_size", "fold_batchnorm", "stitching"):
+        assert renderer[key] == defaults[key] == python.renderer_factory.keywords.get(key, defaults[key]), key
+    for name, cls in [
+        ("appearance_feature_extractor", AppearanceFeatureExtractor),
+        ("motion_extractor", MotionExtractor),
+        ("warping_module", WarpingNetwork),
+        ("spade_generator", SPADEDecoder),
+    ]:
+        own = {**_signature_defaults(cls), "dense_motion_params": configs[name].get("dense_motion_params")}
+        assert {k: list(v) if isinstance(v, tuple) else v for k, v in own.items() if k in configs[name]} == configs[
+            name
+        ], name
+    dense = configs["warping_module"]["dense_motion_params"]
+    assert dense == {k: v for k, v in _signature_defaults(DenseMotionNetwork).items() if k in dense}
+    official = {entry: sizes for entry, (_, sizes) in STITCHING_ENTRIES.items()}
+    assert configs["stitching_retargeting_module"] == official
+    assert cfg.audio.batch_size == 256 and cfg.audio.checkpoint == "wav2lip.pth"

@@ -126,13 +126,13 @@ class DenseMotionNetwork(nn.Module):
 
     def __init__(
         self,
-        block_expansion: int,
-        num_blocks: int,
-        max_features: int,
-        num_kp: int,
-        feature_channel: int,
-        reshape_depth: int,
-        compress: int,
+        block_expansion: int = 32,
+        num_blocks: int = 5,
+        max_features: int = 1024,
+        num_kp: int = 21,
+        feature_channel: int = 32,
+        reshape_depth: int = 16,
+        compress: int = 4,
         estimate_occlusion_map: bool = True,
     ):
         super().__init__()
@@ -196,10 +196,11 @@ class WarpingNetwork(nn.Module):
         flag_use_occlusion_map: bool = True,
     ):
         super().__init__()
-        params = dict(block_expansion=32, max_features=1024, num_blocks=5, reshape_depth=16, compress=4)
-        params.update(dense_motion_params or {})
         self.dense_motion_network = DenseMotionNetwork(
-            num_kp=num_kp, feature_channel=reshape_channel, estimate_occlusion_map=estimate_occlusion_map, **params
+            num_kp=num_kp,
+            feature_channel=reshape_channel,
+            estimate_occlusion_map=estimate_occlusion_map,
+            **(dense_motion_params or {}),
         )
         width = block_expansion * 2**num_down_blocks
         self.third = ConvNormAct(2, max_features, width, leaky=True)
