@@ -87,3 +87,24 @@ def test_relative_mode_starts_at_the_source_pose():
     assert_close(x_d[0], x_s[0], rtol=1e-5, atol=1e-5)  # frame 0 of the motion maps onto the source
     with pytest.raises(ConfigError, match="absolute"):
         driving_keypoints(src, motion, mode="sideways")
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0, 7.0, 200.0])
+def test_streaming_smoother_equals_the_whole_clip_smoother(strength):
+    """Pushed in uneven pieces (one row, whole windows, more than the lag), the output is smooth_motion's, bit for bit."""
+    from kdtalker.diffusion.smoothing import StreamingSmoother
+
+    rs = np.random.RandomState(int(strength * 10))
+    motion = (0.1 * rs.standard_normal((263, 70)).cumsum(0)).astype(np.float32)
+    smoother = StreamingSmoother(0.05, 0.001 * strength, enabled=strength > 0)
+    pieces, start = [], 0
+    for size in (1, 64, 3, 64, 0, 100, 31):
+        pieces.append(smoother.push(motion[start : start + size]))
+        start += size
+    pieces.append(smoother.finish())
+    assert all(p.dtype == np.float32 and p.shape[1] == 70 for p in pieces)
+    want = smooth_motion(motion, 0.05, 0.001 * strength) if strength > 0 else motion
+    np.testing.assert_array_equal(np.concatenate(pieces), want)
+    if strength == 1.0:
+        assert smoother.lag == 11  # rows are final 11 frames after they arrive (official settings)
+        assert len(pieces[1]) == 65 - 11  # after 65 rows, all but the last 11 are out

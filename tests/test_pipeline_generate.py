@@ -8,6 +8,7 @@ the driving keypoints. The real networks on official-layout files are covered by
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ from test_pipeline_checkpoints import make_fake_checkpoints
 
 from kdtalker.audio import AudioEncoder
 from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm
+from kdtalker.diffusion.motion import POSE
+from kdtalker.diffusion.sampling import motion_windows
+from kdtalker.diffusion.smoothing import smooth_motion
 from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, OutputError, VideoError
 from kdtalker.media import probe_video
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
@@ -317,3 +321,78 @@ def test_python_api_defaults_are_the_yaml_values(tmp_path):
     official = {entry: sizes for entry, (_, sizes) in STITCHING_ENTRIES.items()}
     assert configs["stitching_retargeting_module"] == official
     assert cfg.audio.batch_size == 256 and cfg.audio.checkpoint == "wav2lip.pth"
+
+
+class CountingScheduler(DDIMScheduler):
+    """DDIM that counts the windows sampled so far (one set_timesteps call per window)."""
+
+    windows = 0
+
+    def set_timesteps(self, *args, **kwargs):
+        self.windows += 1
+        return super().set_timesteps(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "controls",
+    [
+        dict(),
+        dict(smoothing=30.0, head_motion_scale=0.5, batch_size=7),
+        dict(motion_mode="relative", smoothing=0.0, batch_size=3, paste_back=True),
+    ],
+)
+def test_stream_gives_the_frames_generate_writes(pipeline, tmp_path, monkeypatch, controls):
+    """73 frames = two motion windows: the frames streamed equal the frames written, and come window by window."""
+    import kdtalker.pipeline.video as video
+
+    written = []
+    original_write = video.VideoWriter.write
+    monkeypatch.setattr(video.VideoWriter, "write", lambda self, f: (written.append(f.copy()), original_write(self, f)))
+    audio = speech(tmp_path / "a.wav", 2.95)
+    pipeline.generate(EXAMPLE, audio, tmp_path / "out.mp4", **controls)
+    scheduler = pipeline._models["scheduler"] = CountingScheduler()
+    scheduler.windows = 0  # (its constructor sets the default timesteps once)
+    windows_at_first_frame = None
+    streamed = []
+    for frame in pipeline.stream(EXAMPLE, audio, **controls):
+        if windows_at_first_frame is None:
+            windows_at_first_frame = scheduler.windows
+        streamed.append(frame)
+    written = np.concatenate(written)
+    assert len(streamed) == len(written) == 73 and scheduler.windows == 2
+    assert streamed[0].shape == written.shape[1:] and streamed[0].dtype == np.uint8
+    np.testing.assert_array_equal(np.stack(streamed), written)
+    assert windows_at_first_frame == 1  # the first frame came before the second window was sampled
+    # the streamed motion equals the whole-clip official post-processing (full RTS smoothing at once)
+    info = pipeline._models["renderer"].info
+    features = torch.randn(73, 512, generator=torch.Generator().manual_seed(1))
+    ctl = replace(pipeline.controls, **controls)
+    pieces = list(pipeline.motion_pieces(info, features, ctl))
+    assert len(pieces) >= 2
+    raw = torch.cat([pipeline._models["norm"].denormalize(x0[0]) for _, x0 in _windows(pipeline, info, features, ctl)])[
+        :73
+    ].float()
+    want = raw.numpy() if ctl.smoothing == 0 else smooth_motion(raw.numpy(), 0.05, 0.001 * ctl.smoothing)
+    want = torch.from_numpy(want)
+    src = source_motion(info)
+    if ctl.head_motion_scale != 1:
+        want[:, POSE] = src[POSE] + ctl.head_motion_scale * (want[:, POSE] - src[POSE])
+    torch.testing.assert_close(torch.cat(pieces), want, rtol=0, atol=0)
+
+
+def _windows(pipeline, info, features, ctl):
+    models = pipeline._models
+    norm = models["norm"]
+    raw = source_motion(info)
+    ori = norm.canonical_token(info["kp"].reshape(63).float())
+    generator = torch.Generator().manual_seed(int(ctl.seed))
+    return motion_windows(
+        models["denoiser"],
+        models["scheduler"],
+        features[None],
+        norm.normalize(raw)[None],
+        ori[None],
+        steps=ctl.steps,
+        generator=generator,
+        progress=False,
+    )

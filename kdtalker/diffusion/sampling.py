@@ -16,7 +16,7 @@ unchanged wherever the official code returns the right length; `official_short_a
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -105,6 +105,56 @@ def padded_audio(audio: torch.Tensor, window: int, official_short_audio: bool = 
     return audio.repeat(1, reps, 1)[:, : num_frames + padding], padding
 
 
+def _utterance_inputs(model, audio, source_motion, ori, noise):
+    single = audio.ndim == 2
+    if single:
+        audio, source_motion = audio[None], source_motion.reshape(1, -1)
+        ori = None if ori is None else ori.reshape(1, -1)
+        noise = None if noise is None else noise[None]
+    if audio.shape[1] == 0:
+        raise AudioError("the audio is shorter than one video frame: there is no motion to sample")
+    return single, audio, source_motion, ori, noise
+
+
+@torch.no_grad()
+def motion_windows(
+    model: Denoiser,
+    scheduler,
+    audio: torch.Tensor,
+    source_motion: torch.Tensor,
+    ori: torch.Tensor | None,
+    steps: int | None = None,
+    window: int | None = None,
+    generator: Generators = None,
+    *,
+    noise: torch.Tensor | None = None,
+    official_short_audio: bool = False,
+    progress: bool = True,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Sample window after window: yields (ref (B, 70), x0 (B, N, 70)) for windows k = 0, 1, ... of the padded audio.
+
+    Arguments as `sample_motion` (batched inputs only); window k covers padded rows [kN, (k+1)N), so its frames
+    are frames kN.. of the utterance. A caller can use each window as soon as it is sampled (streaming).
+    """
+    window = window or model.window
+    device, dtype = model.input_projection.weight.device, model.input_projection.weight.dtype
+    batch = audio.shape[0]
+    audio = audio.to(device, dtype)
+    padded, _ = padded_audio(audio, window, official_short_audio)
+    ref = source_motion.to(device, dtype).expand(batch, -1)
+    ori = None if ori is None else ori.to(device, dtype).expand(batch, -1)
+    starts = list(range(0, padded.shape[1] - 1, window))
+    for k, start in enumerate(tqdm(starts, desc="sampling motion windows", **_quiet(progress))):
+        chunk = padded[:, start : start + window]
+        if noise is not None:
+            x_T = noise[:, k].to(device, dtype)
+        else:
+            x_T = initial_noise(batch, chunk.shape[1], model.motion_dim, generator, device).to(dtype)
+        x0 = sample_window(model, scheduler, x_T, ref, ori, chunk, num_inference_steps=steps, generator=generator)
+        yield ref, x0
+        ref = x0[:, -1]
+
+
 @torch.no_grad()
 def sample_motion(
     model: Denoiser,
@@ -130,32 +180,29 @@ def sample_motion(
     x_T explicitly. The windows of one utterance run one after another (each starts from the previous one's last
     frame); a batch of utterances runs its windows side by side. `window_callback(k, ref, x0)` sees each window.
     """
-    single = audio.ndim == 2
-    if single:
-        audio, source_motion = audio[None], source_motion.reshape(1, -1)
-        ori = None if ori is None else ori.reshape(1, -1)
-        noise = None if noise is None else noise[None]
-    batch, num_frames = audio.shape[:2]
-    if num_frames == 0:
-        raise AudioError("the audio is shorter than one video frame: there is no motion to sample")
+    single, audio, source_motion, ori, noise = _utterance_inputs(model, audio, source_motion, ori, noise)
     window = window or model.window
-    device, dtype = model.input_projection.weight.device, model.input_projection.weight.dtype
-    audio = audio.to(device, dtype)
-    padded, padding = padded_audio(audio, window, official_short_audio)
-    ref = source_motion.to(device, dtype).expand(batch, -1)
-    ori = None if ori is None else ori.to(device, dtype).expand(batch, -1)
-    starts = list(range(0, padded.shape[1] - 1, window))
-    outputs = [ref[:, None]]
-    for k, start in enumerate(tqdm(starts, desc="sampling motion windows", **_quiet(progress))):
-        chunk = padded[:, start : start + window]
-        if noise is not None:
-            x_T = noise[:, k].to(device, dtype)
-        else:
-            x_T = initial_noise(batch, chunk.shape[1], model.motion_dim, generator, device).to(dtype)
-        x0 = sample_window(model, scheduler, x_T, ref, ori, chunk, num_inference_steps=steps, generator=generator)
+    padding = (window - audio.shape[1] % window) % window
+    windows = motion_windows(
+        model,
+        scheduler,
+        audio,
+        source_motion,
+        ori,
+        steps,
+        window,
+        generator,
+        noise=noise,
+        official_short_audio=official_short_audio,
+        progress=progress,
+    )
+    outputs = []
+    for k, (ref, x0) in enumerate(windows):
         if window_callback is not None:
             window_callback(k, ref, x0)
         outputs.append(x0)
-        ref = x0[:, -1]
-    motion = torch.cat(outputs, dim=1)[:, 1 : padded.shape[1] - padding + 1]
+    # the windows cover the padded audio; the official slice [1 : L - padding + 1] of [source, windows] keeps T rows
+    # (fewer, through a negative stop, in the official short-audio quirk)
+    padded_length = sum(x.shape[1] for x in outputs)
+    motion = torch.cat([outputs[0][:, :1], *outputs], dim=1)[:, 1 : padded_length - padding + 1]
     return motion[0] if single else motion

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdtalker.diffusion.motion import EXPRESSION, POSE
+from kdtalker.diffusion.motion import EXPRESSION, MOTION_DIM, POSE
 
 SMOOTHED_CHANNELS = slice(POSE.start, EXPRESSION.stop)  # pose and expression; the scale is left as sampled
 
@@ -47,3 +47,83 @@ def smooth_motion(motion: np.ndarray, transition_cov: float = 0.05, observation_
     out = motion.copy()
     out[:, SMOOTHED_CHANNELS] = kalman_smooth(motion[:, SMOOTHED_CHANNELS], transition_cov, observation_cov)
     return out
+
+
+def _smoothing_lag(transition_cov: float, observation_cov: float, tolerance: float = 1e-18) -> int:
+    """Frames after which a future observation moves the RTS estimate by less than `tolerance` of its size.
+
+    The variance sequence does not depend on the data: the backward gains G_t = P_t / (P_t + q) settle to a
+    constant below 1 and the influence of frame t + L on frame t is their product over the L frames between.
+    """
+    pred_var, gains = 1.0, []  # x_0 ~ N(z_0, 1)
+    for _ in range(10000):
+        filt_var = pred_var * observation_cov / (pred_var + observation_cov)
+        pred_var = filt_var + transition_cov
+        gains.append(filt_var / pred_var)
+    worst = max(gains)
+    if worst <= 0.0:
+        return 1
+    lag, influence = 0, 1.0
+    while influence > tolerance:
+        influence *= worst
+        lag += 1
+    return lag
+
+
+class StreamingSmoother:
+    """`smooth_motion` over a clip that arrives in pieces: push (n, 70) rows, get the rows that are final.
+
+    A fixed-lag RTS smoother: row t is given out once row t + lag has arrived, where `lag` is chosen so that later
+    rows change it by less than 1e-18 of their size (far below float32), so the output equals `smooth_motion` of
+    the whole clip. With the official settings the lag is 11 frames. strength 0 = no smoothing.
+    """
+
+    def __init__(self, transition_cov: float = 0.05, observation_cov: float = 0.001, enabled: bool = True):
+        self.q, self.r, self.enabled = float(transition_cov), float(observation_cov), enabled
+        self.lag = _smoothing_lag(self.q, self.r) if enabled else 0
+        self._raw: list[np.ndarray] = []  # float32 rows as pushed
+        self._pred_mean: list[np.ndarray] = []
+        self._filt_mean: list[np.ndarray] = []
+        self._pred_var: list[float] = []
+        self._filt_var: list[float] = []
+        self._emitted = 0
+
+    def push(self, motion: np.ndarray) -> np.ndarray:
+        """Denormalised motion rows (n, 70) -> the (m, 70) float32 rows that no later row can change (m may be 0)."""
+        for row in np.asarray(motion, dtype=np.float32):
+            self._raw.append(row)
+            if self.enabled:
+                self._filter(row[SMOOTHED_CHANNELS].astype(np.float64))
+        return self._emit(len(self._raw) - self.lag)
+
+    def finish(self) -> np.ndarray:
+        """The remaining rows (the clip has ended: the last row is smoothed as the last of the clip)."""
+        return self._emit(len(self._raw))
+
+    def _filter(self, z: np.ndarray) -> None:
+        if not self._filt_mean:
+            pred_mean, pred_var = z, 1.0
+        else:
+            pred_mean, pred_var = self._filt_mean[-1], self._filt_var[-1] + self.q
+        gain = pred_var / (pred_var + self.r)
+        self._pred_mean.append(pred_mean)
+        self._pred_var.append(pred_var)
+        self._filt_mean.append(pred_mean + gain * (z - pred_mean))
+        self._filt_var.append(pred_var - gain * pred_var)
+
+    def _emit(self, stop: int) -> np.ndarray:
+        start = self._emitted
+        if stop <= start:
+            return np.empty((0, MOTION_DIM), np.float32)
+        out = np.stack(self._raw[start:stop])
+        if self.enabled:
+            # backward pass from the newest row (as if the clip ended there) down to the rows given out now
+            last = len(self._raw) - 1
+            smooth = np.empty((last + 1 - start, self._filt_mean[0].shape[0]))
+            smooth[-1] = self._filt_mean[last]
+            for t in range(last - 1, start - 1, -1):
+                back_gain = self._filt_var[t] / self._pred_var[t + 1]
+                smooth[t - start] = self._filt_mean[t] + back_gain * (smooth[t + 1 - start] - self._pred_mean[t + 1])
+            out[:, SMOOTHED_CHANNELS] = smooth[: stop - start]
+        self._emitted = stop
+        return out

@@ -23,10 +23,13 @@ def driving_keypoints(
     source_info: Mapping[str, torch.Tensor | np.ndarray],
     motion: torch.Tensor | np.ndarray,
     mode: str = "absolute",
+    first: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """Source kp_info + raw motion (T, 70) (smoothed, scale unsmoothed) -> driving keypoints x_d (T, 21, 3) float32.
 
     source_info: pitch, yaw, roll (1, 1) degrees, t (1, 3), exp (1, 21, 3) or (1, 63), scale (1, 1), kp like exp.
+    first: the clip's frame 0 (1, 70) that relative mode measures deltas from, when `motion` is a later piece of
+    the clip (default: motion[:1]).
     """
     if mode not in MODES:
         raise ConfigError(f"motion mode {mode!r} is not one of {MODES}")
@@ -43,9 +46,13 @@ def driving_keypoints(
     if mode == "absolute":
         scale = src["scale"].to(device, torch.float32).reshape(1, 1, 1)
     else:
+        d0 = unpack_motion(
+            motion[:1] if first is None else torch.as_tensor(first).to(device, torch.float32).reshape(1, -1)
+        )
+        rot0 = rotation_matrix(d0["pitch"], d0["yaw"], d0["roll"])
         rot_src = rotation_matrix(*(src[k].to(device, torch.float32) for k in ("pitch", "yaw", "roll")))
-        rot = rot @ rot[:1].transpose(1, 2) @ rot_src
-        exp = src["exp"].to(device, torch.float32).reshape(1, 21, 3) + (exp - exp[:1])
-        scale = (src["scale"].to(device, torch.float32).reshape(1) * (d["scale"] / d["scale"][:1])).reshape(num, 1, 1)
-        t = src["t"].to(device, torch.float32).reshape(1, 3) + (t - t[:1])
+        rot = rot @ rot0.transpose(1, 2) @ rot_src
+        exp = src["exp"].to(device, torch.float32).reshape(1, 21, 3) + (exp - d0["exp"].reshape(1, 21, 3))
+        scale = (src["scale"].to(device, torch.float32).reshape(1) * (d["scale"] / d0["scale"])).reshape(num, 1, 1)
+        t = src["t"].to(device, torch.float32).reshape(1, 3) + (t - d0["t"])
     return pose_keypoints(kp_c, rot, exp, scale, t)

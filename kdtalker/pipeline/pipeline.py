@@ -14,6 +14,7 @@ clip; frames are rendered `batch_size` at a time and handed to ffmpeg as they co
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import time
 import typing
@@ -32,9 +33,10 @@ from kdtalker.audio import audio_features, load_audio, num_video_frames
 from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.config import describe_type
 from kdtalker.device import resolve_device, resolve_dtype
-from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, pack_motion, sample_motion
+from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, pack_motion
 from kdtalker.diffusion.motion import POSE
-from kdtalker.diffusion.smoothing import smooth_motion
+from kdtalker.diffusion.sampling import motion_windows
+from kdtalker.diffusion.smoothing import StreamingSmoother
 from kdtalker.errors import ConfigError, KDTalkerError, VideoError
 from kdtalker.fileio import atomic_path, check_output_path
 from kdtalker.pipeline.compose import driving_keypoints
@@ -103,6 +105,20 @@ def _is_of_kind(value: Any, kind: type) -> bool:
 
 
 @dataclass
+class _Job:
+    """One run's prepared inputs: controls, the encoded source, audio features (T, 512), the trimmed waveform."""
+
+    controls: Controls
+    source: Source
+    features: torch.Tensor
+    wav: np.ndarray
+    num_frames: int
+    paste: PasteBack | None
+    width: int
+    height: int
+
+
+@dataclass
 class Timings:
     """Seconds per stage of the last `generate` call (+ model loading); rendering and writing interleave."""
 
@@ -112,6 +128,7 @@ class Timings:
     sampling: float = 0.0
     rendering: float = 0.0
     writing: float = 0.0
+    wall: float = 0.0  # first input read to last frame out (stages may overlap; each stage counts its busy time)
     frames: int = 0
 
 
@@ -229,16 +246,52 @@ class TalkingHeadPipeline:
         **controls: Any,
     ) -> Path:
         """Portrait + speech -> `output` mp4 (fps frames/s, 512x512 or the source size with paste_back, H.264 + AAC)."""
-        known = {f.name for f in fields(Controls)}
-        if set(controls) - known:
-            raise ConfigError(f"unknown control(s) {sorted(set(controls) - known)}; known: {sorted(known)}")
-        ctl = replace(self.controls, **controls).validate()
+        ctl = self._controls(controls)
         output = Path(output)
         if output.suffix.lower() != ".mp4":
             raise VideoError(f"output {output} must be an .mp4 file")
         check_output_path(output, "the video")  # a folder, a read-only place or /proc fails now, not after rendering
-        self.timings = Timings(load=self.timings.load)
+        job = self._prepare(source_image, driven_audio, ctl)
+        with atomic_path(output) as tmp:
+            writer = VideoWriter(
+                tmp, job.width, job.height, ctl.fps, audio=job.wav, sample_rate=SAMPLE_RATE, crf=ctl.crf
+            )
+            try:
+                for frames in self._frame_batches(job):
+                    with self._stage("writing"):
+                        writer.write(frames)
+                with self._stage("writing"):
+                    writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        self._finish_timings(job)
+        return output
 
+    def stream(
+        self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, **controls: Any
+    ) -> Iterator[np.ndarray]:
+        """Portrait + speech -> uint8 RGB frames (H, W, 3), each yielded as soon as it is rendered.
+
+        The same frames `generate` writes for the same controls; the first one comes after the first motion window
+        has been sampled and one render batch drawn, not after the whole clip.
+        """
+        ctl = self._controls(controls)
+        job = self._prepare(source_image, driven_audio, ctl)
+        for frames in self._frame_batches(job):
+            yield from frames
+        self._finish_timings(job)
+
+    def _controls(self, controls: Mapping[str, Any]) -> Controls:
+        known = {f.name for f in fields(Controls)}
+        if set(controls) - known:
+            raise ConfigError(f"unknown control(s) {sorted(set(controls) - known)}; known: {sorted(known)}")
+        return replace(self.controls, **controls).validate()
+
+    def _prepare(self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, ctl: Controls) -> "_Job":
+        """Inputs checked and read, models loaded, the source encoded and the audio features computed (once)."""
+        self.timings = Timings(load=self.timings.load)
+        self._wall_start = time.perf_counter()
         # The cheap input checks come first: a wrong path fails at once, not after loading the models.
         with self._stage("crop"):
             image = load_image(source_image)
@@ -248,20 +301,14 @@ class TalkingHeadPipeline:
             num_frames = num_video_frames(len(wav), SAMPLE_RATE, ctl.fps)
             wav = wav[: int(num_frames * SAMPLE_RATE / ctl.fps)]  # the sound of exactly the frames we make
         models = self.load()
-
         with torch.inference_mode():
             with self._stage("crop"):
                 source = models["renderer"].encode_source(face.image)
             with self._stage("audio"):
                 features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
-            with self._stage("sampling"):
-                motion = self.sample(source.info, features, ctl)
-                x_d = self.driving_keypoints(source.info, motion, ctl)
-                if not torch.isfinite(x_d).all():
-                    raise self._broken_motion("driving keypoints")
-            self._render_to_file(source, x_d, face, image, wav, output, ctl)
-        self.timings.frames = num_frames
-        return output
+        paste = PasteBack(image, face.matrix) if ctl.paste_back else None
+        height, width = (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)  # yuv420p
+        return _Job(ctl, source, features, wav, num_frames, paste, width, height)
 
     def crop(self, image: np.ndarray, ctl: Controls | None = None) -> FaceCrop:
         """(H, W, 3) uint8 RGB -> the 256x256 source crop by the configured method."""
@@ -278,85 +325,114 @@ class TalkingHeadPipeline:
 
     def sample(self, source_info: dict[str, torch.Tensor], features: torch.Tensor, ctl: Controls) -> torch.Tensor:
         """Source keypoint info + audio features (T, 512) -> denormalised, smoothed motion (T, 70) float32."""
+        return torch.cat(list(self.motion_pieces(source_info, features, ctl)))
+
+    def motion_pieces(
+        self, source_info: dict[str, torch.Tensor], features: torch.Tensor, ctl: Controls
+    ) -> Iterator[torch.Tensor]:
+        """As `sample`, in pieces (n, 70) that are final as soon as they come (window by window, smoothing lag)."""
         models = self.load()
         norm = models["norm"]
         num_frames = features.shape[0]
         raw = source_motion(source_info).to(features.device)  # (70,) unnormalised
         ori = norm.canonical_token(source_info["kp"].reshape(63).float().to(raw.device))
         generator = torch.Generator(device=models["denoiser"].input_projection.weight.device).manual_seed(int(ctl.seed))
-        motion = sample_motion(
+        windows = motion_windows(
             models["denoiser"],
             models["scheduler"],
-            features.float(),
-            norm.normalize(raw),
-            ori,
+            features.float()[None],
+            norm.normalize(raw)[None],
+            ori[None],
             steps=ctl.steps,
             generator=generator,
         )
-        if motion.shape[0] != num_frames:
-            raise KDTalkerError(f"the sampler returned {motion.shape[0]} frames for {num_frames} audio frames")
-        motion = norm.denormalize(motion).float()
-        if not torch.isfinite(motion).all():
-            raise self._broken_motion("sampled motion")
-
-        if ctl.smoothing > 0:
-            # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
-            # the observation noise: more noise = trust the samples less = smoother.
-            smoothed = smooth_motion(
-                motion.cpu().numpy(), self.kalman_transition_cov, self.kalman_observation_cov * ctl.smoothing
-            )
-            motion = torch.from_numpy(smoothed).to(motion.device)
-
-        if ctl.head_motion_scale != 1.0:
-            # Pose = angles (channels 1-3) and translation (4-6); the expression (7+) is left as predicted.
-            pose = POSE
-            motion = motion.clone()
-            motion[:, pose] = raw[pose] + ctl.head_motion_scale * (motion[:, pose] - raw[pose])
-        return motion
+        # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
+        # the observation noise: more noise = trust the samples less = smoother.
+        smoother = StreamingSmoother(
+            self.kalman_transition_cov, self.kalman_observation_cov * ctl.smoothing, enabled=ctl.smoothing > 0
+        )
+        done = 0
+        while True:
+            with self._stage("sampling"):
+                piece = next(windows, None)
+                if piece is None:
+                    rows = smoother.finish()
+                else:
+                    x0 = piece[1][0, : num_frames - done]
+                    done += x0.shape[0]
+                    motion = norm.denormalize(x0).float()
+                    if not torch.isfinite(motion).all():
+                        raise self._broken_motion("sampled motion")
+                    rows = smoother.push(motion.cpu().numpy())
+                rows = torch.from_numpy(rows).to(raw.device)
+                if ctl.head_motion_scale != 1.0:
+                    # Pose = angles and translation; the expression is left as predicted.
+                    rows[:, POSE] = raw[POSE] + ctl.head_motion_scale * (rows[:, POSE] - raw[POSE])
+            if rows.shape[0]:
+                yield rows
+            if piece is None:
+                break
+        if done != num_frames:
+            raise KDTalkerError(f"the sampler returned {done} frames for {num_frames} audio frames")
 
     def driving_keypoints(
-        self, source_info: dict[str, torch.Tensor], motion: torch.Tensor, ctl: Controls
-    ) -> torch.Tensor:
-        """Motion (T, 70) -> driving keypoints x_d (T, 21, 3), official absolute or relative composition."""
-        return driving_keypoints(source_info, motion, mode=ctl.motion_mode)
-
-    def _render_to_file(
         self,
-        source: Source,
-        x_d: torch.Tensor,
-        face: FaceCrop,
-        image: np.ndarray,
-        wav: np.ndarray,
-        output: Path,
+        source_info: dict[str, torch.Tensor],
+        motion: torch.Tensor,
         ctl: Controls,
-    ) -> None:
-        """Render x_d (T, 21, 3) from `source` in batches and stream them, with `wav`, into `output` (atomically)."""
+        first: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Motion (T, 70) -> driving keypoints x_d (T, 21, 3), official absolute or relative composition.
+
+        first: the clip's frame 0 (1, 70) when `motion` is a later piece (relative mode measures from it)."""
+        return driving_keypoints(source_info, motion, mode=ctl.motion_mode, first=first)
+
+    def _frame_batches(self, job: "_Job") -> Iterator[np.ndarray]:
+        """Rendered uint8 frames (B, H, W, 3) in order, batches of batch_size counted from frame 0 (so the batch
+        split, and with it every frame, does not depend on how the motion arrives)."""
+        ctl, source = job.controls, job.source
         renderer = self.load()["renderer"]
-        paste = PasteBack(image, face.matrix) if ctl.paste_back else None
-        height, width = (
-            (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)
-        )  # yuv420p: even sizes
-        with atomic_path(output) as tmp:
-            writer = VideoWriter(tmp, width, height, ctl.fps, audio=wav, sample_rate=SAMPLE_RATE, crf=ctl.crf)
-            try:
-                for start in tqdm(range(0, x_d.shape[0], ctl.batch_size), desc="rendering", unit="batch"):
-                    with self._stage("rendering"):
-                        batch = x_d[start : start + ctl.batch_size].to(source.x_s)
-                        if ctl.stitching:
-                            batch = renderer.stitch(source.x_s, batch)
-                        frames = renderer.render(source, batch, chunk_size=ctl.batch_size)
-                        check_frames(frames, start, self.checkpoint_dir)
-                        # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding).
-                        frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-                    with self._stage("writing"):
-                        if paste is not None:
-                            frames = paste(frames)[:, :height, :width]
-                        writer.write(frames)
-                with self._stage("writing"):
-                    writer.close()
-            except BaseException:
-                writer.abort()
-                raise
+        pending: list[torch.Tensor] = []
+        first, frame_0 = 0, None
+        progress = tqdm(total=job.num_frames, desc="rendering", unit="frame")
+        try:
+            with torch.inference_mode():
+                for motion in itertools.chain(self.motion_pieces(source.info, job.features, ctl), [None]):
+                    if motion is not None:
+                        frame_0 = motion[:1] if frame_0 is None else frame_0
+                        with self._stage("sampling"):
+                            x_d = self.driving_keypoints(source.info, motion, ctl, first=frame_0)
+                            if not torch.isfinite(x_d).all():
+                                raise self._broken_motion("driving keypoints")
+                        pending.append(x_d)
+                    ready = torch.cat(pending) if pending else None
+                    while ready is not None and ready.shape[0] and (ready.shape[0] >= ctl.batch_size or motion is None):
+                        batch, ready = ready[: ctl.batch_size], ready[ctl.batch_size :]
+                        yield self._render_batch(renderer, source, batch, first, job)
+                        first += batch.shape[0]
+                        progress.update(batch.shape[0])
+                    pending = [ready] if ready is not None and ready.shape[0] else []
+        finally:
+            progress.close()
+        self.timings.frames = first
+
+    def _render_batch(self, renderer: Any, source: Source, x_d: torch.Tensor, first: int, job: "_Job") -> np.ndarray:
+        """Driving keypoints (B, 21, 3) -> uint8 frames (B, H, W, 3) (pasted back when asked)."""
+        with self._stage("rendering"):
+            batch = x_d.to(source.x_s)
+            if job.controls.stitching:
+                batch = renderer.stitch(source.x_s, batch)
+            frames = renderer.render(source, batch, chunk_size=job.controls.batch_size)
+            check_frames(frames, first, self.checkpoint_dir)
+            # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding).
+            frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        if job.paste is not None:
+            with self._stage("writing"):
+                frames = job.paste(frames)[:, : job.height, : job.width]
+        return frames
+
+    def _finish_timings(self, job: "_Job") -> None:
+        self.timings.wall = time.perf_counter() - self._wall_start
 
     def _broken_motion(self, what: str) -> KDTalkerError:
         return KDTalkerError(
