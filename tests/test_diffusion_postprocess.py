@@ -91,7 +91,7 @@ def test_relative_mode_starts_at_the_source_pose():
 
 @pytest.mark.parametrize("strength", [0.0, 0.5, 1.0, 7.0, 200.0])
 def test_streaming_smoother_equals_the_whole_clip_smoother(strength):
-    """Pushed in uneven pieces (one row, whole windows, more than the lag), the output is smooth_motion's, bit for bit."""
+    """Pushed in uneven pieces (one row, whole windows, more than the lag): smooth_motion's output, bit for bit."""
     from kdtalker.diffusion.smoothing import StreamingSmoother
 
     rs = np.random.RandomState(int(strength * 10))

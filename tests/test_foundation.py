@@ -39,3 +39,21 @@ def test_device_and_dtype_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_dtype_checks_per_device(monkeypatch):
+    """bfloat16 on CPU only where it is native (one clear error elsewhere); float16 never on CPU."""
+    import kdtalker.device as device_module
+    from kdtalker.device import check_dtype, fastest_dtype
+    from kdtalker.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    assert check_dtype(cpu, torch.float32) is torch.float32
+    with pytest.raises(ConfigError, match="float16 is for GPUs"):
+        check_dtype(cpu, torch.float16)
+    monkeypatch.setattr(device_module, "cpu_has_bfloat16", lambda: False)
+    with pytest.raises(ConfigError, match="needs AVX512-BF16 or AMX, and this CPU has"):
+        check_dtype(cpu, torch.bfloat16)
+    assert fastest_dtype(cpu) is torch.float32
+    monkeypatch.setattr(device_module, "cpu_has_bfloat16", lambda: True)
+    assert check_dtype(cpu, torch.bfloat16) is torch.bfloat16 and fastest_dtype(cpu) is torch.bfloat16

@@ -396,3 +396,25 @@ def _windows(pipeline, info, features, ctl):
         generator=generator,
         progress=False,
     )
+
+
+def test_presets_and_the_per_device_batch(tmp_path):
+    """preset=fast: 10 DDIM steps and the device's fastest precision; command-line keys still win; batch by device."""
+    from hydra import compose, initialize_config_dir
+
+    from kdtalker.device import fastest_dtype
+    from kdtalker.pipeline.pipeline import default_batch_size
+
+    root = make_fake_checkpoints(tmp_path)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        official = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu"])
+        fast = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "preset=fast"])
+        mine = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "preset=fast", "steps=20"])
+    assert (official.steps, official.dtype, official.batch_size) == (50, "float32", None)
+    assert (fast.steps, fast.diffusion.num_inference_steps, fast.dtype) == (10, 10, "fastest")
+    assert mine.steps == 20
+    pipe = TalkingHeadPipeline.from_config(fast)
+    assert pipe.controls.steps == 10 and pipe.dtype is fastest_dtype(torch.device("cpu"))
+    assert pipe._controls({}).batch_size == default_batch_size(torch.device("cpu")) == 1
+    assert pipe._controls({"batch_size": 3}).batch_size == 3
+    assert default_batch_size(torch.device("cuda")) == 16

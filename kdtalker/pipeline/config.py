@@ -43,7 +43,7 @@ class InferenceConfig:
     motion_mode: str = MISSING
     stitching: bool = MISSING
     paste_back: bool = MISSING
-    batch_size: int = MISSING
+    batch_size: Optional[int] = MISSING
     fps: float = MISSING
     crf: int = MISSING
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
