@@ -1,4 +1,4 @@
-"""Print speed figures on the current device: `python scripts/benchmark.py {renderer,sampler,pipeline} [options]`.
+"""Speed figures on this device: `python scripts/benchmark.py {renderer,sampler,pipeline,latency} [options]`.
 
 The one argparse tool among the scripts: sub-commands with --flags (see --help of each); the sub-command modules
 live in scripts/benchmarks/ (importable because Python puts this script's folder on the path).
@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "renderer": "benchmarks.renderer",
     "sampler": "benchmarks.sampler",
     "pipeline": "benchmarks.pipeline",
+    "latency": "benchmarks.latency",
 }
 
 

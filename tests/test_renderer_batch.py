@@ -42,7 +42,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def small_renderer(fold_batchnorm: bool = True, chunk_size: int = 2) -> LivePortraitRenderer:
+def small_renderer(fold_batchnorm: bool = True, chunk_size: int = 2, **options) -> LivePortraitRenderer:
     """Same architecture, small widths: 64x64 image -> (4, 16, 16, 16) volume -> 128x128 frames."""
     nets = [
         AppearanceFeatureExtractor(
@@ -65,7 +65,8 @@ def small_renderer(fold_batchnorm: bool = True, chunk_size: int = 2) -> LivePort
             "eye": _fixture_init(StitchingRetargetingNetwork(66, [16], 63), "e"),
         }
     )
-    return LivePortraitRenderer(*nets, retargeting, chunk_size=chunk_size, fold_batchnorm=fold_batchnorm)
+    options = {"memory_format": "contiguous", **options}
+    return LivePortraitRenderer(*nets, retargeting, chunk_size=chunk_size, fold_batchnorm=fold_batchnorm, **options)
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +180,36 @@ def test_pipeline_batch_size_is_the_forward_size(source, tmp_path):
     pipe = TalkingHeadPipeline.from_config(cfg)
     assert pipe.controls.batch_size == 8 and pipe.renderer_factory.keywords["chunk_size"] == 4
     assert pipe.renderer_factory.keywords["stitching"] is True  # every key of the renderer group is honoured
+
+
+@pytest.mark.parametrize("dims, factor", [(2, 2), (2, 3), (2, 4), (3, 2)])
+def test_conv_after_nearest_upsampling_on_the_small_input(dims, factor):
+    """The polyphase conv equals upsample-then-conv (float64: to rounding; the same products, weights summed)."""
+    from kdtalker.renderer.layers import conv_nearest_upsampled, polyphase_kernels
+
+    gen = torch.Generator().manual_seed(factor)
+    shape = (2, 5, 7, 6) if dims == 2 else (2, 5, 3, 7, 6)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    weight = torch.randn(4, 5, *([3] * dims), generator=gen, dtype=torch.float64)
+    bias = torch.randn(4, generator=gen, dtype=torch.float64)
+    conv = F.conv2d if dims == 2 else F.conv3d
+    scale = factor if dims == 2 else (1, factor, factor)
+    want = conv(F.interpolate(x, scale_factor=scale, mode="nearest"), weight, bias, padding=1)
+    got = conv_nearest_upsampled(x, polyphase_kernels(weight, factor), bias, factor, 4)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # taps per output pixel and axis pair: 4 of 9 at x2, 2.25 of 9 at x4 (phases 1, 2 of 4 read one pixel per axis)
+    taps = sum(k.shape[0] // 4 * k.shape[-1] * k.shape[-2] for *_, k in polyphase_kernels(weight, factor))
+    assert taps == {2: 16, 3: 25, 4: 36}[factor]  # x2: 4 phases x 4 taps; x3: 5 x 5; x4: 6 x 6 (of 9 f^2)
+
+
+@pytest.mark.parametrize("options", [dict(fuse_ops=False), dict(memory_format="channels_last")])
+def test_fast_paths_match_the_official_op_sequence(source, options):
+    """Polyphase/shared SPADE convs (default) vs the official op order, and channels_last vs contiguous."""
+    _, image, _, x_s, x_d = source
+    fast, other = small_renderer(), small_renderer(**options)
+    assert other.channels_last == (options.get("memory_format") == "channels_last")
+    f_s = fast.appearance_features(image)
+    torch.testing.assert_close(
+        fast.render(fast.source(f_s, x_s), x_d), other.render(other.source(f_s, x_s), x_d), rtol=1e-4, atol=1e-5
+    )

@@ -51,3 +51,78 @@ def fold_all_batchnorms(module: nn.Module) -> nn.Module:
         if isinstance(m, ConvNormAct):
             m.fold_batchnorm()
     return module
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Every 4-d parameter/buffer of `module` to channels_last and every 5-d one to channels_last_3d (in place)."""
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 4:
+            return t.contiguous(memory_format=torch.channels_last)
+        if t.ndim == 5:
+            return t.contiguous(memory_format=torch.channels_last_3d)
+        return t
+
+    return module._apply(convert)
+
+
+def channels_last_like(x: torch.Tensor) -> torch.Tensor:
+    """x (4-d or 5-d) in the channels-last layout of its rank."""
+    return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+
+
+def _tap_offsets(factor: int) -> list[list[int]]:
+    """Per output phase p of a nearest x`factor` upsampling: the low-res offset each 3-tap of a conv reads."""
+    return [[(p + k - 1) // factor for k in range(3)] for p in range(factor)]
+
+
+def polyphase_kernels(weight: torch.Tensor, factor: int) -> list[tuple[list[int], list[int], int, int, torch.Tensor]]:
+    """A 3x3 (or d x 3 x 3) conv weight (Co, Ci, [kd,] 3, 3) -> per group of output phases (ys, xs, y0, x0, kernel).
+
+    conv(nearest_upsample(x, factor)) at output pixel (f Y + py, f X + px) reads only low-res pixels Y + o,
+    o in {-1, 0, 1}: the taps that land on the same low-res pixel add up to one weight, so each phase is a conv
+    of the low-res x with a 1- or 2-tap kernel per axis (4 taps instead of 9 at x2, 2.25 on average at x4).
+    Phases with the same support share one conv (their kernels stacked along the output channels).
+    """
+    offsets = _tap_offsets(factor)
+    supports: dict[tuple[int, int], list[int]] = {}
+    for phase, taps in enumerate(offsets):
+        supports.setdefault((min(taps), max(taps)), []).append(phase)
+    groups = []
+    for (y0, y1), ys in supports.items():
+        for (x0, x1), xs in supports.items():
+            kernels = []
+            for py in ys:
+                for px in xs:
+                    kernel = weight.new_zeros(*weight.shape[:-2], y1 - y0 + 1, x1 - x0 + 1)
+                    for ky in range(3):
+                        for kx in range(3):
+                            kernel[..., offsets[py][ky] - y0, offsets[px][kx] - x0] += weight[..., ky, kx]
+                    kernels.append(kernel)
+            groups.append((ys, xs, y0, x0, torch.cat(kernels)))
+    return groups
+
+
+def conv_nearest_upsampled(
+    x: torch.Tensor, groups: list, bias: torch.Tensor | None, factor: int, out_channels: int
+) -> torch.Tensor:
+    """conv(k3, padding 1)(nearest_upsample(x, factor over the last two axes)) without the upsampled input.
+
+    x (B, C, [D,] H, W) -> (B, out_channels, [D,] factor H, factor W); `groups` from polyphase_kernels. Equal to
+    the direct computation up to float rounding (the same products, the weights summed first).
+    """
+    three_d = x.ndim == 5
+    conv = F.conv3d if three_d else F.conv2d
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    padded = F.pad(x, (1, 1, 1, 1))  # zero padding of the upsampled map = zero padding of the low-res one
+    out = x.new_empty(b, out_channels, *x.shape[2:-2], factor * h, factor * w)
+    for ys, xs, y0, x0, kernel in groups:
+        ny, nx = kernel.shape[-2], kernel.shape[-1]
+        window = padded[..., 1 + y0 : 1 + y0 + h + ny - 1, 1 + x0 : 1 + x0 + w + nx - 1]
+        phase_bias = None if bias is None else bias.repeat(len(ys) * len(xs))
+        result = conv(window, kernel, phase_bias, padding=(1, 0, 0) if three_d else 0)
+        result = result.view(b, len(ys), len(xs), out_channels, *result.shape[2:])
+        for i, py in enumerate(ys):
+            for j, px in enumerate(xs):
+                out[..., py::factor, px::factor] = result[:, i, j]
+    return out

@@ -11,15 +11,27 @@ import torch
 from torch import nn
 
 from kdtalker.device import resolve_device, resolve_dtype
-from kdtalker.errors import ImageError
+from kdtalker.errors import ConfigError, ImageError
 from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
 from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
-from kdtalker.renderer.layers import fold_all_batchnorms
+from kdtalker.renderer.layers import channels_last_like, fold_all_batchnorms, to_channels_last
 from kdtalker.renderer.motion_extractor import MotionExtractor
-from kdtalker.renderer.spade import SPADEDecoder
+from kdtalker.renderer.spade import SPADEDecoder, SPADEResnetBlock
 from kdtalker.renderer.stitching import apply_stitching, retarget_eye, retarget_lip
-from kdtalker.renderer.warping import WarpingNetwork
+from kdtalker.renderer.warping import UpBlock3d, WarpingNetwork
+
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+
+
+def _use_channels_last(memory_format: str, device: torch.device) -> bool:
+    """auto: channels_last on CUDA and on AVX-512 CPUs (where it measured ~1.4x on the 3x3 convs); contiguous on
+    others (on an AVX2-only CPU it measured no faster)."""
+    if memory_format not in MEMORY_FORMATS:
+        raise ConfigError(f"renderer.memory_format={memory_format!r} is not one of {MEMORY_FORMATS}")
+    if memory_format == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and torch.cpu._is_avx512_supported())
+    return memory_format == "channels_last"
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,8 @@ class LivePortraitRenderer(nn.Module):
         retargeting: nn.ModuleDict | None = None,
         chunk_size: int = 4,
         fold_batchnorm: bool = True,
+        fuse_ops: bool = True,
+        memory_format: str = "auto",
     ):
         super().__init__()
         self.appearance = appearance
@@ -60,6 +74,13 @@ class LivePortraitRenderer(nn.Module):
         self.eval().requires_grad_(False)
         if fold_batchnorm:
             fold_all_batchnorms(self)
+        for module in self.modules():
+            if isinstance(module, (SPADEResnetBlock, UpBlock3d)):
+                module.fused = fuse_ops
+        self.channels_last = _use_channels_last(memory_format, self.device)
+        if self.channels_last:
+            to_channels_last(self.warping)
+            to_channels_last(self.decoder)
 
     @classmethod
     def from_checkpoints(
@@ -71,6 +92,8 @@ class LivePortraitRenderer(nn.Module):
         stitching: bool = True,
         chunk_size: int = 4,
         fold_batchnorm: bool = True,
+        fuse_ops: bool = True,
+        memory_format: str = "auto",
     ) -> "LivePortraitRenderer":
         """Load the official files under `liveportrait_dir` (base_models/*.pth, retargeting_models/*.pth)."""
         device, dtype = resolve_device(device), resolve_dtype(dtype)
@@ -90,6 +113,8 @@ class LivePortraitRenderer(nn.Module):
             else None,
             chunk_size=chunk_size,
             fold_batchnorm=fold_batchnorm,
+            fuse_ops=fuse_ops,
+            memory_format=memory_format,
         )
 
     @property
@@ -166,6 +191,8 @@ class LivePortraitRenderer(nn.Module):
     def source(self, f_s: torch.Tensor, x_s: torch.Tensor, info: dict[str, torch.Tensor] | None = None) -> Source:
         """A Source from its appearance volume f_s (1, 32, 16, 64, 64) and keypoints x_s (1, 21, 3)."""
         f_s = f_s.to(self.device, self.dtype)
+        if self.channels_last:
+            f_s = channels_last_like(f_s)
         compressed = self.warping.dense_motion_network.compress_source(f_s)
         return Source(info, f_s, x_s.to(self.device), compressed)  # x_s keeps float32 keypoint math
 
@@ -182,6 +209,6 @@ class LivePortraitRenderer(nn.Module):
         frames = []
         for start in range(0, x_d.shape[0], chunk):
             x_chunk = x_d[start : start + chunk]
-            warped = self.warping(source.f_s, x_chunk, x_s, compressed=source.compressed)
-            frames.append(self.decoder(warped["out"]))
+            warped = self.warping(source.f_s, x_chunk, x_s, compressed=source.compressed)["out"]
+            frames.append(self.decoder(channels_last_like(warped) if self.channels_last else warped))
         return torch.cat(frames)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdtalker.renderer.layers import conv_nearest_upsampled, polyphase_kernels
+
 SPADE_HIDDEN = 128
 
 
@@ -59,14 +61,23 @@ class SPADE(nn.Module):
         self.mlp_beta = nn.Conv2d(SPADE_HIDDEN, norm_nc, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        normalized = F.instance_norm(x, eps=1e-5)
+        """The official op sequence: x (B, C, H, W), seg (B, label_nc, h, w) -> (B, C, H, W)."""
         seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
-        actv = self.mlp_shared(seg)
+        return self.modulate(x, self.mlp_shared(seg))
+
+    def modulate(self, x: torch.Tensor, actv: torch.Tensor) -> torch.Tensor:
+        """IN(x) * (1 + gamma(actv)) + beta(actv) from the shared activation actv (B, 128, H, W)."""
+        normalized = F.instance_norm(x, eps=1e-5)
         return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
 
 
 class SPADEResnetBlock(nn.Module):
-    """shortcut(x) + conv_1(LReLU(norm_1(conv_0(LReLU(norm_0(x)))))); shortcut conv_s(norm_s(x)) if fin != fout."""
+    """shortcut(x) + conv_1(LReLU(norm_1(conv_0(LReLU(norm_0(x)))))); shortcut conv_s(norm_s(x)) if fin != fout.
+
+    At inference the block's SPADEs share work: their mlp_shared convs read the same resized seg map, so they run
+    as one conv, straight from the low-resolution map when it is a nearest upsampling (`conv_nearest_upsampled`,
+    2.25-4x fewer multiply-adds). Same numbers up to float rounding; the stacked weights are cached.
+    """
 
     def __init__(self, fin: int, fout: int, label_nc: int):
         super().__init__()
@@ -80,8 +91,48 @@ class SPADEResnetBlock(nn.Module):
         self.norm_1 = SPADE(fmid, label_nc)
         if self.learned_shortcut:
             self.norm_s = SPADE(fin, label_nc)
+        self._fused: dict = {}
+        self.fused = True  # False: the official op sequence (each SPADE on its own, upsample then conv)
+        self._register_load_state_dict_pre_hook(lambda *args, **kwargs: self._fused.clear())
+
+    def _norms(self) -> list[SPADE]:
+        return [self.norm_0, self.norm_1] + ([self.norm_s] if self.learned_shortcut else [])
+
+    def _fused_weights(self, factor: int) -> dict:
+        """The stacked mlp_shared weights (as polyphase groups when factor > 1) and biases, for this dtype/device."""
+        like = self.norm_0.mlp_shared[0].weight
+        key = (factor, like.dtype, like.device)
+        if key not in self._fused:
+            norms = self._norms()
+            shared_w = torch.cat([n.mlp_shared[0].weight for n in norms])
+            self._fused[key] = {
+                "shared": polyphase_kernels(shared_w, factor) if factor > 1 else shared_w,
+                "shared_bias": torch.cat([n.mlp_shared[0].bias for n in norms]),
+            }
+        return self._fused[key]
+
+    def _shared_activations(self, seg: torch.Tensor, size: torch.Size, factor: int, fused: dict) -> list:
+        bias = fused["shared_bias"]
+        if factor > 1:
+            actv = conv_nearest_upsampled(seg, fused["shared"], bias, factor, bias.shape[0])
+        else:
+            actv = F.conv2d(F.interpolate(seg, size=size, mode="nearest"), fused["shared"], bias, padding=1)
+        return list(F.relu(actv).split(SPADE_HIDDEN, dim=1))
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        if not self.fused or self.training or torch.is_grad_enabled():
+            return self._forward_official(x, seg)
+        h, w = x.shape[2:]
+        sh, sw = seg.shape[2:]
+        factor = h // sh if (h % sh == 0 and w % sw == 0 and h // sh == w // sw) else 1
+        fused = self._fused_weights(factor)
+        actvs = self._shared_activations(seg, x.shape[2:], factor, fused)
+        shortcut = self.conv_s(self.norm_s.modulate(x, actvs[2])) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0.modulate(x, actvs[0]), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1.modulate(dx, actvs[1]), 0.2))
+        return shortcut + dx
+
+    def _forward_official(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))

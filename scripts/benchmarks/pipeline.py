@@ -1,12 +1,14 @@
-"""End-to-end inference speed and peak memory per stage (crop, audio, sampling, rendering, writing) for a 10 s clip.
+"""End-to-end inference speed and peak memory per stage for a 10 s and a 60 s clip, through `stream()`.
 
-    python scripts/benchmark.py pipeline                          # random weights, CPU-friendly: 8 rendered frames
+    python scripts/benchmark.py pipeline                          # random weights, CPU-friendly: 4 rendered frames
     python scripts/benchmark.py pipeline --checkpoint-dir checkpoints --frames 0 --device cuda
 
 Without --checkpoint-dir the official-layout files are written from randomly initialised modules (same shapes and
-cost as the real ones, meaningless pictures). Sampling always covers the whole clip; with
---frames N only the first N frames are rendered and written and the full-clip time is extrapolated from them
-(printed as such). Memory: peak resident set size of this process per stage (Linux), and peak CUDA memory.
+cost as the real ones, meaningless pictures). Per clip: the motion of the whole clip is sampled (timed and its
+peak memory taken), then frames are streamed and the run stops after --frames of them (0 = all); the full-clip
+time is sampling + crop/audio + the measured per-frame render cost times the clip's frames (printed as
+extrapolated). Memory: peak resident set size of this process per stage (Linux), and peak CUDA memory; the
+two clip lengths side by side show what grows with the clip (only the (T, 70) motion and (T, 21, 3) keypoints).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image", default=str(REPO / "examples" / "astronaut.png"))
     parser.add_argument("--audio", default=str(REPO / "examples" / "speech.wav"), help="looped/cut to --seconds")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--frames", type=int, default=8, help="frames to render and write (0 = all)")
+    parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0], help="clip lengths")
+    parser.add_argument("--frames", type=int, default=4, help="frames to render per clip (0 = all)")
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=None, help="render batch (default: the device's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--paste-back", action="store_true")
@@ -89,14 +91,13 @@ def _clip(path: str, seconds: float) -> Path:
 
 
 def run(args: argparse.Namespace) -> None:
-    from kdtalker.audio import audio_features, load_audio, num_video_frames
+    from kdtalker.audio import load_audio
     from kdtalker.pipeline import Controls, TalkingHeadPipeline
-    from kdtalker.pipeline.image import load_image
 
     tmp = None
     root = args.checkpoint_dir
     if root is None:
-        tmp = tempfile.TemporaryDirectory(prefix="kdtalker_fixture_ckpt_")
+        tmp = tempfile.TemporaryDirectory(prefix="kdtalker_bench_ckpt_")
         print("writing random weights in the official layout ...", flush=True)
         root = write_random_checkpoints(Path(tmp.name))
     controls = Controls(steps=args.steps, batch_size=args.batch_size, paste_back=args.paste_back)
@@ -104,55 +105,50 @@ def run(args: argparse.Namespace) -> None:
     device = pipe.device
     results: dict = {}
     with _measure(results, "load", device):
-        models = pipe.load()
-    clip = _clip(args.audio, args.seconds)
-
-    with torch.inference_mode():
-        with _measure(results, "crop", device):
-            image = load_image(args.image)
-            face = pipe.crop(image)
-            source = models["renderer"].encode_source(face.image)
-            info = source.info
-        with _measure(results, "audio", device):
-            wav = load_audio(clip)
-            total = num_video_frames(len(wav))
-            features = audio_features(wav, models["audio"], batch_size=pipe.audio_batch_size)
-        with _measure(results, "sampling", device):
-            motion = pipe.sample(info, features, controls)
-            x_d = pipe.driving_keypoints(info, motion, controls)
-        frames = total if args.frames <= 0 else min(args.frames, total)
-        out = Path(tempfile.mkdtemp(prefix="kdtalker_bench_")) / "bench.mp4"
-        pipe.timings.rendering = pipe.timings.writing = 0.0
-        _reset_rss_peak()
-        pipe._render_to_file(source, x_d[:frames], face, image, wav[: frames * 640], out, controls)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        peak = _rss_peak_mib()
-        results["rendering"] = {
-            "seconds": pipe.timings.rendering,
-            "rss_mib": peak,
-            "cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0,
-        }
-        results["writing"] = {"seconds": pipe.timings.writing, "rss_mib": peak, "cuda_mib": 0.0}
-
-    per_frame = (results["rendering"]["seconds"] + results["writing"]["seconds"]) / frames
-    fixed = sum(results[k]["seconds"] for k in ("crop", "audio", "sampling"))
-    full = fixed + per_frame * total
+        pipe.load()
+    ctl = pipe._controls({})
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(
-        f"device: {name}, dtype {args.dtype}; clip {args.seconds:g} s = {total} frames; {args.steps} DDIM steps; "
-        f"batch {args.batch_size}; rendered {frames} frames; weights: {'random' if tmp else root}"
+        f"device: {name}, dtype {pipe.dtype}; {args.steps} DDIM steps; render batch {ctl.batch_size}; "
+        f"weights: {'random' if tmp else root}; load {results['load']['seconds']:.1f} s"
     )
-    print(f"{'stage':<10} {'seconds':>9} {'frames/s':>9} {'peak RSS MiB':>13} {'peak CUDA MiB':>14}")
-    for stage in ("load", "crop", "audio", "sampling", "rendering", "writing"):
-        r = results[stage]
-        count = frames if stage in ("rendering", "writing") else total
-        rate = "" if stage in ("load", "crop") else f"{count / max(r['seconds'], 1e-9):9.2f}"
-        print(f"{stage:<10} {r['seconds']:9.2f} {rate:>9} {r['rss_mib']:13.0f} {r['cuda_mib']:14.0f}")
-    label = "measured" if frames == total else f"extrapolated from {frames} rendered frames"
-    print(
-        f"end to end (without load): {full:.1f} s for {total} frames = {total / full:.2f} frames/s ({label}); "
-        f"real time = 25 frames/s"
-    )
+    for seconds in args.seconds:
+        clip = _clip(args.audio, seconds)
+        total = len(load_audio(clip)) // 640
+        results = {}
+        with _measure(results, "sampling", device), torch.inference_mode():
+            job = pipe._prepare(args.image, clip, ctl)
+            for _ in pipe.motion_pieces(job.source.info, job.features, ctl):
+                pass
+        prepare = pipe.timings.crop + pipe.timings.audio
+        sampling = pipe.timings.sampling
+        wanted = total if args.frames <= 0 else min(args.frames, total)
+        frames, first = 0, None
+        with _measure(results, "streaming", device):
+            start = time.perf_counter()
+            for _ in pipe.stream(args.image, clip):
+                frames += 1
+                first = time.perf_counter() - start if first is None else first
+                if frames >= wanted:
+                    break
+        streamed = pipe.timings
+        per_frame = (streamed.rendering + streamed.writing) / frames
+        full = prepare + sampling + per_frame * total
+        label = "measured" if frames == total else f"extrapolated from {frames} rendered frames"
+        print(f"clip {seconds:g} s = {total} frames")
+        print(f"  {'stage':<22} {'seconds':>9} {'frames/s':>9} {'peak RSS MiB':>13} {'peak CUDA MiB':>14}")
+        rows = [
+            ("crop + audio", prepare, None, results["sampling"]),
+            ("sampling (whole clip)", sampling, total, results["sampling"]),
+            (f"rendering ({frames} frames)", streamed.rendering, frames, results["streaming"]),
+        ]
+        for stage, secs, count, mem in rows:
+            rate = f"{count / max(secs, 1e-9):9.2f}" if count else ""
+            print(f"  {stage:<22} {secs:9.2f} {rate:>9} {mem['rss_mib']:13.0f} {mem['cuda_mib']:14.0f}")
+        print(
+            f"  first frame after {first:.1f} s; end to end (without load): {full:.1f} s for {total} frames = "
+            f"{total / full:.2f} frames/s ({label}); real time = 25 frames/s",
+            flush=True,
+        )
     if tmp is not None:
         tmp.cleanup()

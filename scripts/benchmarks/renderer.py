@@ -1,20 +1,25 @@
-"""Renderer speed: LivePortrait frames/s (warping + SPADE decoder) for several batch sizes, with per-stage times.
+"""Renderer speed: ours against the official op sequence, side by side in one run, float32 and bfloat16.
 
-    python scripts/benchmark.py renderer [--device auto] [--dtype float32] [--batch-sizes 1 4 16] [--repeats 1]
+    python scripts/benchmark.py renderer [--device auto] [--batch-sizes 1 4] [--repeats 2] [--dtypes float32 bfloat16]
 
-Weights are random (speed does not depend on their values); sizes are the official full-size configs.
+Both sides are the same modules with the same (random, full-size) weights: speed does not depend on the values.
+The reference runs what LivePortrait's own modules do: BatchNorm unfolded, NCHW, each SPADE on its own,
+upsample-then-conv, the source compression redone for every frame, float32. Ours: the renderer as configured
+(folded BatchNorm, fused ops, memory format `auto`, source work once). Runs alternate (reference, ours, ...) so
+drift of the machine's speed hits both; the best of --repeats is reported. For bfloat16, where the device runs it,
+the error against our float32 output is printed per stage (warped features, decoded frame).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
-from collections import defaultdict
 
-import numpy as np
 import torch
 
-from kdtalker.device import resolve_device, resolve_dtype
+from kdtalker.device import check_dtype, cpu_name, resolve_device, resolve_dtype
+from kdtalker.errors import ConfigError
 from kdtalker.renderer import (
     AppearanceFeatureExtractor,
     LivePortraitRenderer,
@@ -26,99 +31,98 @@ from kdtalker.renderer import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument(
-        "--repeats", type=int, default=1, help="timed renders per batch size (after one warm-up at batch 1)"
-    )
-    parser.add_argument("--chunk-size", type=int, default=4, help="frames per warping/decoder forward inside render()")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="float32 | bfloat16 | float16")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=2, help="timed renders per side and batch size (best kept)")
+    parser.add_argument("--memory-format", default="auto", help="ours: auto | contiguous | channels_last")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
-    parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm unfolded (the official op sequence)")
 
 
-class StageTimer:
-    """Wall time spent inside chosen modules' forward calls (synchronising CUDA at each boundary)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    def __init__(self, device: torch.device, **modules: torch.nn.Module):
-        self.device = device
-        self.totals: dict[str, float] = defaultdict(float)
-        self._start: dict[str, float] = {}
-        for name, module in modules.items():
-            module.register_forward_pre_hook(lambda _m, _i, n=name: self._enter(n))
-            module.register_forward_hook(lambda _m, _i, _o, n=name: self._leave(n))
 
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+def _timed(device: torch.device, fn) -> tuple[float, torch.Tensor]:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
 
-    def _enter(self, name: str) -> None:
-        self._start[name] = self._now()
 
-    def _leave(self, name: str) -> None:
-        self.totals[name] += self._now() - self._start.pop(name)
-
-    def reset(self) -> None:
-        self.totals.clear()
+def _error(got: torch.Tensor, want: torch.Tensor) -> str:
+    diff = (got.float() - want.float()).abs()
+    scale = want.float().abs().max().clamp_min(1e-12)
+    return f"max |err| {diff.max():.2e} ({diff.max() / scale:.2%} of max), mean |err| {diff.mean():.2e}"
 
 
 def run(args: argparse.Namespace) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
-    renderer = LivePortraitRenderer(
-        AppearanceFeatureExtractor(),
-        MotionExtractor(),
-        WarpingNetwork(),
-        SPADEDecoder(),
-        chunk_size=args.chunk_size,
-        fold_batchnorm=not args.no_fold,
-    ).to(device=device, dtype=dtype)
-    threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(
-        f"renderer benchmark: device={device} dtype={dtype} threads={threads} chunk_size={args.chunk_size} "
-        f"fold_batchnorm={not args.no_fold}",
-        flush=True,
-    )
+    modules = [AppearanceFeatureExtractor(), MotionExtractor(), WarpingNetwork(), SPADEDecoder()]
+    reference = LivePortraitRenderer(
+        *copy.deepcopy(modules), fold_batchnorm=False, fuse_ops=False, memory_format="contiguous"
+    ).to(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_name()}"
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    print(f"renderer benchmark on {where}{threads}; weights random, full-size official configs", flush=True)
 
-    rgb = np.random.RandomState(0).randint(0, 256, (256, 256, 3), dtype=np.uint8)
-    timer = StageTimer(
-        device,
-        appearance=renderer.appearance,
-        motion=renderer.motion,
-        warping=renderer.warping,
-        decoder=renderer.decoder,
-    )
-    image = renderer.prepare_image(rgb)
-    f_s = renderer.appearance_features(image)
-    x_s = renderer.transform(renderer.keypoint_info(image))
-    print(
-        f"source: appearance {timer.totals['appearance']:.2f} s, motion {timer.totals['motion']:.2f} s "
-        "(once per source image)",
-        flush=True,
-    )
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    ref_source = reference.encode_source(image)
+    gen = torch.Generator().manual_seed(1)
+    drive = ref_source.x_s.cpu() + 0.02 * torch.randn(max(args.batch_sizes), 21, 3, generator=gen)
 
-    def drive(batch: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(batch)
-        return x_s.cpu() + 0.02 * torch.randn(batch, *x_s.shape[1:], generator=gen, dtype=x_s.dtype)
+    def reference_render(x_d: torch.Tensor) -> torch.Tensor:
+        # the official wrapper: warping_module(f_s, kp_source, kp_driving) then the SPADE generator, per call
+        return reference.warp_decode(ref_source.f_s, ref_source.x_s, x_d.to(device))["out"]
 
-    print("warm-up render (batch 1) ...", flush=True)
-    source = renderer.source(f_s, x_s)
-    renderer.render(source, drive(1))
-    for batch in args.batch_sizes:
-        x_d = drive(batch)
-        for rep in range(args.repeats):
-            timer.reset()
-            start = timer._now()
-            frames = renderer.render(source, x_d)
-            total = timer._now() - start
-            assert frames.shape == (batch, 3, 512, 512)
+    float32_ours = None
+    for dtype_name in args.dtypes:
+        dtype = resolve_dtype(dtype_name)
+        try:
+            check_dtype(device, dtype)
+        except ConfigError as exc:
+            print(f"{dtype_name}: skipped: {exc}", flush=True)
+            continue
+        ours = LivePortraitRenderer(*copy.deepcopy(modules), memory_format=args.memory_format).to(device, dtype)
+        source = ours.encode_source(image)
+        print(
+            f"{dtype_name}: ours = fold_batchnorm, fuse_ops, channels_last={ours.channels_last}; warm-up ...",
+            flush=True,
+        )
+        reference_render(drive[:1])
+        ours.render(source, drive[:1])
+        for batch in args.batch_sizes:
+            x_d = drive[:batch]
+            times: dict[str, list[float]] = {"reference": [], "ours": []}
+            for _ in range(args.repeats):
+                seconds, want = _timed(device, lambda: reference_render(x_d))
+                times["reference"].append(seconds)
+                seconds, got = _timed(device, lambda: ours.render(source, x_d, chunk_size=batch))
+                times["ours"].append(seconds)
+            ref_s, our_s = min(times["reference"]) / batch, min(times["ours"]) / batch
             print(
-                f"batch {batch:3d} [{rep + 1}/{args.repeats}]: {batch / total:6.3f} frames/s  "
-                f"{total / batch:6.2f} s/frame  "
-                f"(warping {timer.totals['warping'] / batch:.2f} s/frame, "
-                f"decoder {timer.totals['decoder'] / batch:.2f} s/frame, "
-                f"total {total:.1f} s)",
+                f"  batch {batch:3d}: reference (official ops, float32) {1 / ref_s:7.3f} frames/s ({ref_s:.2f} s/frame)"
+                f" | ours ({dtype_name}) {1 / our_s:7.3f} frames/s ({our_s:6.2f} s/frame) | x{ref_s / our_s:.2f}",
                 flush=True,
             )
+            if dtype == torch.float32 and batch == args.batch_sizes[0]:
+                float32_ours = (ours, source, x_d)
+                print(f"    ours float32 vs reference: frames {_error(got, want)}", flush=True)
+            elif dtype != torch.float32 and float32_ours is not None and batch == args.batch_sizes[0]:
+                _print_stage_errors(float32_ours, ours, source, x_d)
+
+
+def _print_stage_errors(float32_side: tuple, ours: LivePortraitRenderer, source, x_d: torch.Tensor) -> None:
+    """Per stage, the half-precision renderer against our float32 one on the same input."""
+    full, full_source, _ = float32_side
+    with torch.inference_mode():
+        want_w = full.warping(full_source.f_s, x_d.to(full.device), full_source.x_s, compressed=full_source.compressed)
+        got_w = ours.warping(source.f_s, x_d.to(ours.device, ours.dtype), source.x_s.to(ours.dtype), source.compressed)
+        want_g = full.decoder(want_w["out"])
+        got_g = ours.decoder(got_w["out"])
+    print(f"    error vs float32: warped features {_error(got_w['out'], want_w['out'])}", flush=True)
+    print(f"    error vs float32: decoded frames  {_error(got_g, want_g)}", flush=True)
