@@ -31,7 +31,8 @@ def main(cfg) -> None:
     t = pipeline.timings
     print(
         f"wrote {output}: {t.frames} frames; seconds: load {t.load:.1f}, crop {t.crop:.1f}, audio {t.audio:.1f}, "
-        f"sampling {t.sampling:.1f}, rendering {t.rendering:.1f}, writing {t.writing:.1f}"
+        f"sampling {t.sampling:.1f}, rendering {t.rendering:.1f}, writing {t.writing:.1f} (busy time per stage); "
+        f"wall {t.wall:.1f}"
     )
 
 

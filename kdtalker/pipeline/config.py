@@ -46,5 +46,6 @@ class InferenceConfig:
     batch_size: Optional[int] = MISSING
     fps: float = MISSING
     crf: int = MISSING
+    overlap: Optional[bool] = MISSING
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     crop: CropConfig = field(default_factory=CropConfig)

@@ -45,6 +45,7 @@ from kdtalker.pipeline.face import FaceCrop, crop_face
 from kdtalker.pipeline.face_onnx import crop_face_onnx
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.paste import PasteBack
+from kdtalker.pipeline.prefetch import prefetch
 from kdtalker.pipeline.video import VideoWriter
 from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
 from kdtalker.renderer import LivePortraitRenderer, Source
@@ -156,6 +157,7 @@ class TalkingHeadPipeline:
         model_class: type = Denoiser,
         renderer_factory: Callable[[], Any] | None = None,
         audio_checkpoint: str = "wav2lip.pth",
+        overlap: bool | None = None,
     ):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = resolve_device(device)
@@ -179,6 +181,8 @@ class TalkingHeadPipeline:
             **(renderer_kwargs or {}),
         )
         self.audio_checkpoint = audio_checkpoint
+        # sample window k+1 while window k renders: on by default where the two run side by side (a GPU)
+        self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
         # Fail before any work when a weight file is missing, truncated or the wrong one.
         self.weight_files = check_checkpoint_dir(self.checkpoint_dir)
         if self.controls.crop_method == "insightface":
@@ -225,6 +229,7 @@ class TalkingHeadPipeline:
             renderer_factory=renderer_factory,
             audio_checkpoint=cfg.audio.checkpoint,
             audio_batch_size=cfg.audio.batch_size,
+            overlap=cfg.overlap,
         )
 
     def load(self) -> dict[str, Any]:
@@ -403,7 +408,8 @@ class TalkingHeadPipeline:
         progress = tqdm(total=job.num_frames, desc="rendering", unit="frame")
         try:
             with torch.inference_mode():
-                for motion in itertools.chain(self.motion_pieces(source.info, job.features, ctl), [None]):
+                pieces = self.motion_pieces(source.info, job.features, ctl)
+                for motion in itertools.chain(prefetch(pieces) if self.overlap else pieces, [None]):
                     if motion is not None:
                         frame_0 = motion[:1] if frame_0 is None else frame_0
                         with self._stage("sampling"):
