@@ -304,6 +304,7 @@ def test_python_api_defaults_are_the_yaml_values(tmp_path):
     factory = get_method(renderer.pop("_target_"))
     defaults = _signature_defaults(factory)
     configs = renderer.pop("configs")
+    assert renderer["compile_modules"] is cfg.compile is defaults["compile_modules"] is False
     for key in ("chunk_size", "fold_batchnorm", "stitching", "fuse_ops", "memory_format"):
         assert renderer[key] == defaults[key] == python.renderer_factory.keywords.get(key, defaults[key]), key
     for name, cls in [

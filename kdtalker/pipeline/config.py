@@ -47,5 +47,6 @@ class InferenceConfig:
     fps: float = MISSING
     crf: int = MISSING
     overlap: Optional[bool] = MISSING
+    compile: bool = MISSING
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     crop: CropConfig = field(default_factory=CropConfig)

@@ -63,6 +63,7 @@ class LivePortraitRenderer(nn.Module):
         fold_batchnorm: bool = True,
         fuse_ops: bool = True,
         memory_format: str = "auto",
+        compile_modules: bool = False,
     ):
         super().__init__()
         self.appearance = appearance
@@ -81,6 +82,11 @@ class LivePortraitRenderer(nn.Module):
         if self.channels_last:
             to_channels_last(self.warping)
             to_channels_last(self.decoder)
+        if compile_modules:
+            # static shapes per batch size; on CUDA "reduce-overhead" replays each shape as a CUDA graph
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+            self.warping = torch.compile(self.warping, dynamic=False, mode=mode)
+            self.decoder = torch.compile(self.decoder, dynamic=False, mode=mode)
 
     @classmethod
     def from_checkpoints(
@@ -94,6 +100,7 @@ class LivePortraitRenderer(nn.Module):
         fold_batchnorm: bool = True,
         fuse_ops: bool = True,
         memory_format: str = "auto",
+        compile_modules: bool = False,
     ) -> "LivePortraitRenderer":
         """Load the official files under `liveportrait_dir` (base_models/*.pth, retargeting_models/*.pth)."""
         device, dtype = resolve_device(device), resolve_dtype(dtype)
@@ -115,6 +122,7 @@ class LivePortraitRenderer(nn.Module):
             fold_batchnorm=fold_batchnorm,
             fuse_ops=fuse_ops,
             memory_format=memory_format,
+            compile_modules=compile_modules,
         )
 
     @property
