@@ -21,13 +21,15 @@ def main(cfg) -> None:
     from kdtalker.pipeline import TalkingHeadPipeline
 
     for key in ("source_image", "driven_audio", "output"):
-        if not cfg.get(key):
+        if not cfg.get(key) and not (key == "driven_audio" and cfg.get("motion_file")):
             raise ConfigError(
                 f"{key}=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav "
                 "output=out.mp4"
             )
     pipeline = TalkingHeadPipeline.from_config(cfg)
-    output = pipeline.generate(cfg.source_image, cfg.driven_audio, cfg.output)
+    output = pipeline.generate(
+        cfg.source_image, cfg.driven_audio, cfg.output, save_motion=cfg.save_motion, motion_file=cfg.motion_file
+    )
     t = pipeline.timings
     print(
         f"wrote {output}: {t.frames} frames; seconds: load {t.load:.1f}, crop {t.crop:.1f}, audio {t.audio:.1f}, "

@@ -35,8 +35,10 @@ def _existing(path: str | os.PathLike) -> Path:
 
 
 def _header(path: Path) -> dict:
-    """ffmpeg's stream header of `path`: dict(video_codec, width, height, fps, audio_codec); VideoError if no video."""
+    """ffmpeg's stream header: dict(video_codec, width, height, fps, audio_codec, sample_rate, channels); VideoError
+    if there is no video stream."""
     info: dict = {"video_codec": None, "audio_codec": None, "fps": None, "width": None, "height": None}
+    info.update(sample_rate=None, channels=None)
     header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
     for line in header.splitlines():
         line = line.strip()
@@ -50,6 +52,13 @@ def _header(path: Path) -> dict:
                 info["fps"] = float(fps.group(1))
         elif "Audio:" in line and info["audio_codec"] is None:
             info["audio_codec"] = line.split("Audio:")[1].split()[0].strip(",")
+            rate = re.search(r"(\d+) Hz", line)
+            layout = re.search(r"Hz, ([^,]+)", line)
+            info["sample_rate"] = int(rate.group(1)) if rate else None
+            if layout:
+                words = {"mono": 1, "stereo": 2}
+                count = re.match(r"(\d+)", layout.group(1))
+                info["channels"] = words.get(layout.group(1).strip(), int(count.group(1)) if count else None)
     if info["video_codec"] is None or info["width"] is None:
         raise VideoError(f"video {path} is unreadable: it holds no readable video stream ({header.strip()[-300:]})")
     return info
@@ -62,7 +71,8 @@ def video_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def probe_video(path: str | os.PathLike) -> dict:
-    """Read a video back: dict(frames, fps, width, height, video_codec, audio_codec, audio_duration, duration)."""
+    """Read a video back: dict(frames, fps, width, height, video_codec, audio_codec, sample_rate, channels,
+    audio_duration, duration)."""
     path = _existing(path)
     info = _header(path)
     info["frames"], info["duration"] = _count(path, "0:v:0")

@@ -207,6 +207,7 @@ def test_readme_python_examples_run(fixture_checkpoints, tmp_path, monkeypatch):
     for index, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102 - our README
     assert probe_video(tmp_path / "out.mp4")["frames"] == 3
+    assert namespace["first"].shape == (512, 512, 3) and namespace["first"].dtype == np.uint8
     assert namespace["feats"].shape == (3, 512) and namespace["windows"].shape == (3, 80, 16)
     assert namespace["frames"].shape == (2, 3, 512, 512)
     assert namespace["x_d"].shape == (3, 21, 3) and (tmp_path / "mine.pth").is_file()

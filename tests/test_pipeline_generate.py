@@ -421,3 +421,72 @@ def test_presets_and_the_per_device_batch(tmp_path):
     assert pipe._controls({}).batch_size == default_batch_size(torch.device("cpu")) == 1
     assert pipe._controls({"batch_size": 3}).batch_size == 3
     assert default_batch_size(torch.device("cuda")) == 16
+
+
+def test_the_sound_is_the_users_recording(pipeline, tmp_path):
+    """The mp4 carries the input file's own audio (its rate and channels), cut to exactly the video's length."""
+    mono, rate = sf.read(REPO / "examples" / "speech.wav", dtype="float32")
+    clip = mono[8000 : 8000 + int(1.3 * rate)]
+    stereo = np.stack([clip, 0.5 * clip], axis=1)
+    sf.write(tmp_path / "stereo.wav", stereo, 44100)  # a 44.1 kHz stereo recording (its pitch does not matter)
+    seconds = len(stereo) / 44100
+    frames = int(seconds * 25)
+    info = probe_video(pipeline.generate(EXAMPLE, tmp_path / "stereo.wav", tmp_path / "out.mp4"))
+    assert info["frames"] == frames and (info["sample_rate"], info["channels"], info["audio_codec"]) == (
+        44100,
+        2,
+        "aac",
+    )
+    assert abs(info["audio_duration"] - frames / 25) < 0.03  # cut to the video, not the recording's length
+
+
+def test_save_motion_then_render_it_again(pipeline, tmp_path, monkeypatch):
+    """save_motion writes what is rendered; motion_file renders it again (no audio model, no sampling): same frames."""
+    import kdtalker.pipeline.video as video
+
+    written = []
+    original_write = video.VideoWriter.write
+    monkeypatch.setattr(video.VideoWriter, "write", lambda self, f: (written.append(f.copy()), original_write(self, f)))
+    audio = speech(tmp_path / "a.wav", 1.0)
+    pipeline.generate(EXAMPLE, audio, tmp_path / "a.mp4", save_motion=tmp_path / "m.npz", motion_mode="relative")
+    first = np.concatenate(written)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as saved:
+        motion, x_d = saved["motion"], saved["x_d"]
+        assert motion.shape == (25, 70) and x_d.shape == (25, 21, 3) and saved["source_kp"].shape == (1, 21, 3)
+    info = pipeline._models["renderer"].info
+    want = pipeline.driving_keypoints(info, torch.from_numpy(motion), pipeline._controls({"motion_mode": "relative"}))
+    np.testing.assert_array_equal(x_d, want.numpy())  # x_d is the composition of the saved motion
+
+    written.clear()
+    pipeline._models["denoiser"] = pipeline._models["audio"] = None  # neither may be used now
+    pipeline.generate(EXAMPLE, None, tmp_path / "b.mp4", motion_file=tmp_path / "m.npz", motion_mode="relative")
+    np.testing.assert_array_equal(np.concatenate(written), first)
+    assert probe_video(tmp_path / "b.mp4")["audio_codec"] is None  # no sound given, none written
+    assert [f.name for f in tmp_path.iterdir() if f.name.startswith(".")] == []  # no temp files left
+
+
+@pytest.mark.parametrize(
+    "contents, message",
+    [
+        (dict(other=np.zeros((3, 70))), "no 'motion' array"),
+        (dict(motion=np.zeros((3, 69))), r"must be \(frames, 70\)"),
+        (dict(motion=np.full((3, 70), np.nan)), "finite"),
+    ],
+)
+def test_bad_motion_files_are_one_clear_error(pipeline, tmp_path, contents, message):
+    np.savez(tmp_path / "m.npz", **contents)
+    with pytest.raises(ConfigError, match=message):
+        pipeline.generate(EXAMPLE, None, tmp_path / "out.mp4", motion_file=tmp_path / "m.npz")
+    assert not (tmp_path / "out.mp4").exists()
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="not a readable"):
+        pipeline.generate(EXAMPLE, None, tmp_path / "out.mp4", motion_file=tmp_path / "junk.npz")
+    with pytest.raises(ConfigError, match="driven_audio=PATH is required"):
+        pipeline.generate(EXAMPLE, None, tmp_path / "out.mp4")
+
+
+def test_stream_leaves_the_callers_grad_mode_alone(pipeline, tmp_path):
+    """Between two frames the caller's own code runs with its own autograd state, not the pipeline's."""
+    audio = speech(tmp_path / "a.wav", 0.3)
+    modes = [(torch.is_grad_enabled(), torch.is_inference_mode_enabled()) for _ in pipeline.stream(EXAMPLE, audio)]
+    assert modes and set(modes) == {(True, False)}

@@ -105,7 +105,8 @@ def padded_audio(audio: torch.Tensor, window: int, official_short_audio: bool = 
     return audio.repeat(1, reps, 1)[:, : num_frames + padding], padding
 
 
-def _utterance_inputs(model, audio, source_motion, ori, noise):
+def _utterance_inputs(audio, source_motion, ori, noise):
+    """Single-utterance inputs as a batch of one (and whether they were single); AudioError for no frames."""
     single = audio.ndim == 2
     if single:
         audio, source_motion = audio[None], source_motion.reshape(1, -1)
@@ -136,6 +137,8 @@ def motion_windows(
     Arguments as `sample_motion` (batched inputs only); window k covers padded rows [kN, (k+1)N), so its frames
     are frames kN.. of the utterance. A caller can use each window as soon as it is sampled (streaming).
     """
+    if audio.shape[1] == 0:
+        raise AudioError("the audio is shorter than one video frame: there is no motion to sample")
     window = window or model.window
     device, dtype = model.input_projection.weight.device, model.input_projection.weight.dtype
     batch = audio.shape[0]
@@ -180,7 +183,7 @@ def sample_motion(
     x_T explicitly. The windows of one utterance run one after another (each starts from the previous one's last
     frame); a batch of utterances runs its windows side by side. `window_callback(k, ref, x0)` sees each window.
     """
-    single, audio, source_motion, ori, noise = _utterance_inputs(model, audio, source_motion, ori, noise)
+    single, audio, source_motion, ori, noise = _utterance_inputs(audio, source_motion, ori, noise)
     window = window or model.window
     padding = (window - audio.shape[1] % window) % window
     windows = motion_windows(

@@ -34,6 +34,8 @@ class InferenceConfig:
     driven_audio: Optional[str] = MISSING
     output: Optional[str] = MISSING
     checkpoint_dir: str = MISSING
+    save_motion: Optional[str] = MISSING
+    motion_file: Optional[str] = MISSING
     device: str = MISSING
     dtype: str = MISSING
     seed: int = MISSING

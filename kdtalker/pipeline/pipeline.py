@@ -20,7 +20,7 @@ import time
 import types
 import typing
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -34,7 +34,7 @@ from kdtalker.audio import audio_features, load_audio, num_video_frames
 from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.config import describe_type
 from kdtalker.device import check_dtype, fastest_dtype, resolve_device, resolve_dtype
-from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, pack_motion
+from kdtalker.diffusion import MOTION_DIM, DDIMScheduler, Denoiser, MotionNorm, pack_motion
 from kdtalker.diffusion.motion import POSE
 from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import StreamingSmoother
@@ -122,6 +122,9 @@ class _Job:
     paste: PasteBack | None
     width: int
     height: int
+    given_motion: torch.Tensor | None = None  # (T, 70) from motion_file: rendered as it is
+    motion: list = field(default_factory=list)  # the rendered motion, piece by piece (for save_motion)
+    x_d: list = field(default_factory=list)  # the driving keypoints, piece by piece
 
 
 @dataclass
@@ -251,20 +254,32 @@ class TalkingHeadPipeline:
     def generate(
         self,
         source_image: str | os.PathLike,
-        driven_audio: str | os.PathLike,
+        driven_audio: str | os.PathLike | None,
         output: str | os.PathLike,
+        *,
+        save_motion: str | os.PathLike | None = None,
+        motion_file: str | os.PathLike | None = None,
         **controls: Any,
     ) -> Path:
-        """Portrait + speech -> `output` mp4 (fps frames/s, 512x512 or the source size with paste_back, H.264 + AAC)."""
+        """Portrait + speech -> `output` mp4 (fps frames/s, 512x512 or the source size with paste_back, H.264 + AAC).
+
+        save_motion: also write the rendered motion to this .npz (`save_motion_file`); motion_file: render the motion
+        of such a file instead of sampling one (no audio model, no diffusion; driven_audio, if given, is the sound).
+        """
         ctl = self._controls(controls)
         output = Path(output)
         if output.suffix.lower() != ".mp4":
             raise VideoError(f"output {output} must be an .mp4 file")
         check_output_path(output, "the video")  # a folder, a read-only place or /proc fails now, not after rendering
-        job = self._prepare(source_image, driven_audio, ctl)
+        if save_motion is not None:
+            save_motion = _npz_path(save_motion, "save_motion")
+            check_output_path(save_motion, "the motion file")
+        job = self._prepare(source_image, driven_audio, ctl, motion_file)
         with atomic_path(output) as tmp:
+            # the sound is the user's own recording (its rate and channels), cut to exactly the video's length
+            duration = job.num_frames / ctl.fps
             writer = VideoWriter(
-                tmp, job.width, job.height, ctl.fps, audio=job.wav, sample_rate=SAMPLE_RATE, crf=ctl.crf
+                tmp, job.width, job.height, ctl.fps, crf=ctl.crf, audio_file=driven_audio, duration=duration
             )
             try:
                 for frames in self._frame_batches(job):
@@ -272,6 +287,8 @@ class TalkingHeadPipeline:
                         writer.write(frames)
                 with self._stage("writing"):
                     writer.close()
+                    if save_motion is not None:
+                        save_motion_file(save_motion, job)
             except BaseException:
                 writer.abort()
                 raise
@@ -279,15 +296,20 @@ class TalkingHeadPipeline:
         return output
 
     def stream(
-        self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, **controls: Any
+        self,
+        source_image: str | os.PathLike,
+        driven_audio: str | os.PathLike | None,
+        *,
+        motion_file: str | os.PathLike | None = None,
+        **controls: Any,
     ) -> Iterator[np.ndarray]:
-        """Portrait + speech -> uint8 RGB frames (H, W, 3), each yielded as soon as it is rendered.
+        """Portrait + speech (or a motion file) -> uint8 RGB frames (H, W, 3), each yielded as soon as it is rendered.
 
         The same frames `generate` writes for the same controls; the first one comes after the first motion window
         has been sampled and one render batch drawn, not after the whole clip.
         """
         ctl = self._controls(controls)
-        job = self._prepare(source_image, driven_audio, ctl)
+        job = self._prepare(source_image, driven_audio, ctl, motion_file)
         for frames in self._frame_batches(job):
             yield from frames
         self._finish_timings(job)
@@ -299,27 +321,41 @@ class TalkingHeadPipeline:
         ctl = replace(self.controls, **controls).validate()
         return ctl if ctl.batch_size is not None else replace(ctl, batch_size=default_batch_size(self.device))
 
-    def _prepare(self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, ctl: Controls) -> "_Job":
+    def _prepare(
+        self,
+        source_image: str | os.PathLike,
+        driven_audio: str | os.PathLike | None,
+        ctl: Controls,
+        motion_file: str | os.PathLike | None = None,
+    ) -> "_Job":
         """Inputs checked and read, models loaded, the source encoded and the audio features computed (once)."""
         self.timings = Timings(load=self.timings.load)
         self._wall_start = time.perf_counter()
         # The cheap input checks come first: a wrong path fails at once, not after loading the models.
+        given = load_motion_file(motion_file) if motion_file is not None else None
+        if given is None and driven_audio is None:
+            raise ConfigError("driven_audio=PATH is required (or motion_file=PATH.npz to render a saved motion)")
         with self._stage("crop"):
             image = load_image(source_image)
             face = self.crop(image, ctl)
-        with self._stage("audio"):
-            wav = load_audio(driven_audio, SAMPLE_RATE, fps=ctl.fps)
-            num_frames = num_video_frames(len(wav), SAMPLE_RATE, ctl.fps)
-            wav = wav[: int(num_frames * SAMPLE_RATE / ctl.fps)]  # the sound of exactly the frames we make
+        wav, features = None, None
+        if driven_audio is not None:
+            with self._stage("audio"):
+                wav = load_audio(driven_audio, SAMPLE_RATE, fps=ctl.fps)
+                num_frames = num_video_frames(len(wav), SAMPLE_RATE, ctl.fps)
+                wav = wav[: int(num_frames * SAMPLE_RATE / ctl.fps)]  # the sound of exactly the frames we make
+        if given is not None:
+            num_frames = given.shape[0]
         models = self.load()
         with torch.inference_mode():
             with self._stage("crop"):
                 source = models["renderer"].encode_source(face.image)
-            with self._stage("audio"):
-                features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
+            if given is None:
+                with self._stage("audio"):
+                    features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
         paste = PasteBack(image, face.matrix) if ctl.paste_back else None
         height, width = (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)  # yuv420p
-        return _Job(ctl, source, features, wav, num_frames, paste, width, height)
+        return _Job(ctl, source, features, wav, num_frames, paste, width, height, given)
 
     def crop(self, image: np.ndarray, ctl: Controls | None = None) -> FaceCrop:
         """(H, W, 3) uint8 RGB -> the 256x256 source crop by the configured method."""
@@ -398,6 +434,7 @@ class TalkingHeadPipeline:
         first: the clip's frame 0 (1, 70) when `motion` is a later piece (relative mode measures from it)."""
         return driving_keypoints(source_info, motion, mode=ctl.motion_mode, first=first)
 
+    @torch.inference_mode()  # on a generator: only while it runs, not in the caller's code between frames
     def _frame_batches(self, job: "_Job") -> Iterator[np.ndarray]:
         """Rendered uint8 frames (B, H, W, 3) in order, batches of batch_size counted from frame 0 (so the batch
         split, and with it every frame, does not depend on how the motion arrives)."""
@@ -407,23 +444,27 @@ class TalkingHeadPipeline:
         first, frame_0 = 0, None
         progress = tqdm(total=job.num_frames, desc="rendering", unit="frame")
         try:
-            with torch.inference_mode():
+            if job.given_motion is not None:
+                pieces = iter([job.given_motion.to(source.x_s.device)])
+            else:
                 pieces = self.motion_pieces(source.info, job.features, ctl)
-                for motion in itertools.chain(prefetch(pieces) if self.overlap else pieces, [None]):
-                    if motion is not None:
-                        frame_0 = motion[:1] if frame_0 is None else frame_0
-                        with self._stage("sampling"):
-                            x_d = self.driving_keypoints(source.info, motion, ctl, first=frame_0)
-                            if not torch.isfinite(x_d).all():
-                                raise self._broken_motion("driving keypoints")
-                        pending.append(x_d)
-                    ready = torch.cat(pending) if pending else None
-                    while ready is not None and ready.shape[0] and (ready.shape[0] >= ctl.batch_size or motion is None):
-                        batch, ready = ready[: ctl.batch_size], ready[ctl.batch_size :]
-                        yield self._render_batch(renderer, source, batch, first, job)
-                        first += batch.shape[0]
-                        progress.update(batch.shape[0])
-                    pending = [ready] if ready is not None and ready.shape[0] else []
+            for motion in itertools.chain(prefetch(pieces) if self.overlap else pieces, [None]):
+                if motion is not None:
+                    frame_0 = motion[:1] if frame_0 is None else frame_0
+                    with self._stage("sampling"):
+                        x_d = self.driving_keypoints(source.info, motion, ctl, first=frame_0)
+                        if not torch.isfinite(x_d).all():
+                            raise self._broken_motion("driving keypoints")
+                    pending.append(x_d)
+                    job.motion.append(motion.cpu())
+                    job.x_d.append(x_d.cpu())
+                ready = torch.cat(pending) if pending else None
+                while ready is not None and ready.shape[0] and (ready.shape[0] >= ctl.batch_size or motion is None):
+                    batch, ready = ready[: ctl.batch_size], ready[ctl.batch_size :]
+                    yield self._render_batch(renderer, source, batch, first, job)
+                    first += batch.shape[0]
+                    progress.update(batch.shape[0])
+                pending = [ready] if ready is not None and ready.shape[0] else []
         finally:
             progress.close()
         self.timings.frames = first
@@ -459,6 +500,46 @@ class TalkingHeadPipeline:
             yield
         finally:
             setattr(self.timings, name, getattr(self.timings, name) + time.perf_counter() - start)
+
+
+def _npz_path(path: str | os.PathLike, key: str) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise ConfigError(f"{key}={path} must be an .npz file")
+    return path
+
+
+def save_motion_file(path: str | os.PathLike, job: "_Job") -> Path:
+    """Write what was rendered: motion (T, 70) raw [scale, yaw, pitch, roll, t(3), exp(63)], x_d (T, 21, 3), and
+    the source's keypoint info as source_<name> (pitch/yaw/roll degrees, t, exp, scale, kp), atomically."""
+    arrays = {"motion": torch.cat(job.motion).numpy(), "x_d": torch.cat(job.x_d).numpy()}
+    for name, value in (job.source.info or {}).items():
+        arrays[f"source_{name}"] = value.detach().float().cpu().numpy()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return Path(path)
+
+
+def load_motion_file(path: str | os.PathLike) -> torch.Tensor:
+    """A save_motion file (or any .npz with `motion` (T, 70), finite) -> (T, 70) float32; ConfigError otherwise."""
+    path = _npz_path(path, "motion_file")
+    if not path.is_file():
+        raise ConfigError(f"motion_file {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "motion" not in data:
+                raise ConfigError(
+                    f"motion_file {path} has no 'motion' array (it has: {', '.join(data.files) or 'none'})"
+                )
+            motion = np.asarray(data["motion"])
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConfigError(f"motion_file {path} is not a readable .npz ({exc})") from None
+    if motion.ndim != 2 or motion.shape[1] != MOTION_DIM or motion.shape[0] == 0:
+        raise ConfigError(f"motion_file {path}: 'motion' must be (frames, {MOTION_DIM}), got {motion.shape}")
+    if not np.issubdtype(motion.dtype, np.floating) or not np.isfinite(motion).all():
+        raise ConfigError(f"motion_file {path}: 'motion' must hold finite numbers")
+    return torch.from_numpy(motion.astype(np.float32))
 
 
 def default_batch_size(device: torch.device) -> int:

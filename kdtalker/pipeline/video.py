@@ -18,8 +18,10 @@ from kdtalker.media import ffmpeg_exe
 class VideoWriter:
     """Write frames as they come: (B, H, W, 3) uint8 RGB batches -> an H.264 yuv420p mp4 with the given audio.
 
-    The audio (float waveform, mono) is written to a temporary wav first and muxed as AAC in the same ffmpeg
-    run, trimmed to the video's length (frames / fps). Use as a context manager; `close()` finishes the file.
+    The sound is either a file (`audio_file`: the user's own recording, any format ffmpeg reads, kept at its own
+    sample rate and channels) or a float waveform (`audio`, mono, written to a temporary wav first); it is muxed
+    as AAC in the same ffmpeg run and cut to `duration` seconds (the video's length, frames / fps) when given.
+    Use as a context manager; `close()` finishes the file.
     """
 
     def __init__(
@@ -32,6 +34,8 @@ class VideoWriter:
         sample_rate: int = 16000,
         crf: int = 18,
         preset: str = "medium",
+        audio_file: str | os.PathLike | None = None,
+        duration: float | None = None,
     ):
         if width % 2 or height % 2:
             raise VideoError(f"H.264 with yuv420p needs even frame sizes, got {width}x{height}")
@@ -58,10 +62,13 @@ class VideoWriter:
             "-i",
             "pipe:0",
         ]
+        if audio is not None and audio_file is not None:
+            raise VideoError("give the sound as a waveform or as a file, not both")
         if audio is not None:
-            wav = folder / "audio.wav"
-            sf.write(wav, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16")
-            cmd += ["-i", str(wav)]
+            audio_file = folder / "audio.wav"
+            sf.write(audio_file, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16")
+        if audio_file is not None:
+            cmd += ["-i", str(audio_file)]
         cmd += [
             "-map",
             "0:v:0",
@@ -76,8 +83,10 @@ class VideoWriter:
             "-r",
             f"{fps}",
         ]
-        if audio is not None:
-            cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+        if audio_file is not None:
+            cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "192k"]
+        if duration is not None:
+            cmd += ["-t", f"{duration:.6f}"]
         cmd += ["-movflags", "+faststart", "-f", "mp4", str(self.path)]
         try:
             # Its own session: a Ctrl-C in the terminal reaches only us, and we stop ffmpeg as part of the clean-up
