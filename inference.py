@@ -21,15 +21,23 @@ def main(cfg) -> None:
     from kdtalker.pipeline import TalkingHeadPipeline
 
     for key in ("source_image", "driven_audio", "output"):
-        if not cfg.get(key) and not (key == "driven_audio" and cfg.get("motion_file")):
+        if not cfg.get(key) and not (key == "driven_audio" and (cfg.get("motion_file") or cfg.get("driving_video"))):
             raise ConfigError(
                 f"{key}=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav "
                 "output=out.mp4"
             )
     pipeline = TalkingHeadPipeline.from_config(cfg)
     output = pipeline.generate(
-        cfg.source_image, cfg.driven_audio, cfg.output, save_motion=cfg.save_motion, motion_file=cfg.motion_file
+        cfg.source_image,
+        cfg.driven_audio,
+        cfg.output,
+        save_motion=cfg.save_motion,
+        motion_file=cfg.motion_file,
+        driving_video=cfg.driving_video,
+        pose_file=cfg.pose_file,
     )
+    for note in pipeline.notes:
+        print(f"note: {note}")
     t = pipeline.timings
     print(
         f"wrote {output}: {t.frames} frames; seconds: load {t.load:.1f}, crop {t.crop:.1f}, audio {t.audio:.1f}, "

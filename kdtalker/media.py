@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import imageio_ffmpeg
 import numpy as np
@@ -117,6 +118,38 @@ def read_video(
     if count == 0:
         raise VideoError(f"video {path} has no video frames")
     return np.frombuffer(proc.stdout, np.uint8, count * frame_bytes).reshape(count, height, width, 3).copy()
+
+
+def iter_video(path: str | os.PathLike, fps: float, batch: int = 16) -> Iterator[np.ndarray]:
+    """Video -> batches (b, H, W, 3) uint8 RGB at native size, resampled to `fps`, decoded as they are read (the
+    whole video is never in memory); VideoError if unreadable or without frames."""
+    path = _existing(path)
+    width, height = video_size(path)
+    frame_bytes = width * height * 3
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vf", f"fps={fps}", "-an"]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    count = 0
+    try:
+        while True:
+            data = proc.stdout.read(frame_bytes * batch)
+            n = len(data) // frame_bytes
+            if n:
+                count += n
+                yield np.frombuffer(data, np.uint8, n * frame_bytes).reshape(n, height, width, 3).copy()
+            if len(data) < frame_bytes * batch:
+                break
+        if proc.wait() != 0:
+            reason = proc.stderr.read().decode(errors="replace").strip().splitlines()
+            raise VideoError(f"video {path} is unreadable ({reason[-1] if reason else 'ffmpeg failed'})")
+        if count == 0:
+            raise VideoError(f"video {path} has no video frames")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def read_audio_pcm16(path: str | os.PathLike, max_seconds: float | None = None, sample_rate: int = 16000) -> np.ndarray:

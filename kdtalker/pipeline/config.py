@@ -27,6 +27,20 @@ class KalmanConfig:
 
 
 @dataclass
+class ControlConfig:
+    """The `control` node: the signal per region and its strength (kdtalker.pipeline.control.Control)."""
+
+    pose: str = MISSING
+    lips: str = MISSING
+    eyes: str = MISSING
+    expression: str = MISSING
+    pose_strength: float = MISSING
+    lips_strength: float = MISSING
+    eyes_strength: float = MISSING
+    expression_strength: float = MISSING
+
+
+@dataclass
 class InferenceConfig:
     """The top level of configs/inference.yaml; the audio/renderer/model/diffusion groups are built by _target_."""
 
@@ -36,6 +50,8 @@ class InferenceConfig:
     checkpoint_dir: str = MISSING
     save_motion: Optional[str] = MISSING
     motion_file: Optional[str] = MISSING
+    driving_video: Optional[str] = MISSING
+    pose_file: Optional[str] = MISSING
     device: str = MISSING
     dtype: str = MISSING
     seed: int = MISSING
@@ -52,3 +68,4 @@ class InferenceConfig:
     compile: bool = MISSING
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     crop: CropConfig = field(default_factory=CropConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)

@@ -38,9 +38,19 @@ from kdtalker.diffusion import MOTION_DIM, DDIMScheduler, Denoiser, MotionNorm, 
 from kdtalker.diffusion.motion import POSE
 from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import StreamingSmoother
-from kdtalker.errors import ConfigError, KDTalkerError, VideoError
+from kdtalker.errors import ConfigError, ImageError, KDTalkerError, VideoError
 from kdtalker.fileio import atomic_path, check_output_path
+from kdtalker.media import iter_video
 from kdtalker.pipeline.compose import driving_keypoints
+from kdtalker.pipeline.control import (
+    Control,
+    fill_missing,
+    load_pose_file,
+    mix_motion,
+    ping_pong,
+    relative_video_motion,
+    with_source_translation,
+)
 from kdtalker.pipeline.face import FaceCrop, crop_face
 from kdtalker.pipeline.face_onnx import crop_face_onnx
 from kdtalker.pipeline.image import load_image
@@ -72,6 +82,7 @@ class Controls:
     crop_scale: float = 1.0  # > 1 includes more around the face (1 = the method's own crop)
     face_index: int = 0  # 0 = largest face, 1 = second largest, ...
     crf: int = 18  # H.264 quality (lower = better, bigger)
+    control: Control = field(default_factory=Control)  # which signal drives which region (control.py)
 
     def validate(self) -> "Controls":
         """ConfigError for a value of the wrong type or out of range; returns self."""
@@ -94,6 +105,7 @@ class Controls:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.control.validate()
         return self
 
 
@@ -123,6 +135,8 @@ class _Job:
     width: int
     height: int
     given_motion: torch.Tensor | None = None  # (T, 70) from motion_file: rendered as it is
+    video_motion: torch.Tensor | None = None  # (T, 70) the driving video's relative motion on the source
+    pose_track: torch.Tensor | None = None  # (T, 6) a pose file's angles + translation
     motion: list = field(default_factory=list)  # the rendered motion, piece by piece (for save_motion)
     x_d: list = field(default_factory=list)  # the driving keypoints, piece by piece
 
@@ -192,6 +206,7 @@ class TalkingHeadPipeline:
             crop_model_files(self.checkpoint_dir)
         self._models: dict[str, Any] | None = None
         self.timings = Timings()
+        self.notes: list[str] = []  # what the last run wants the user to know (one line each)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TalkingHeadPipeline":
@@ -203,7 +218,8 @@ class TalkingHeadPipeline:
         cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
         crop = cfg.crop
         controls = Controls(
-            **{f.name: cfg[f.name] for f in fields(Controls) if f.name in cfg},
+            **{f.name: cfg[f.name] for f in fields(Controls) if f.name in cfg and f.name != "control"},
+            control=Control.of(OmegaConf.to_container(cfg.control)),
             crop_method=crop.method,
             crop_scale=crop.scale,
             face_index=crop.face_index,
@@ -259,12 +275,15 @@ class TalkingHeadPipeline:
         *,
         save_motion: str | os.PathLike | None = None,
         motion_file: str | os.PathLike | None = None,
+        driving_video: str | os.PathLike | None = None,
+        pose_file: str | os.PathLike | None = None,
         **controls: Any,
     ) -> Path:
         """Portrait + speech -> `output` mp4 (fps frames/s, 512x512 or the source size with paste_back, H.264 + AAC).
 
         save_motion: also write the rendered motion to this .npz (`save_motion_file`); motion_file: render the motion
         of such a file instead of sampling one (no audio model, no diffusion; driven_audio, if given, is the sound).
+        driving_video / pose_file: signals for `control` (control.py: which region follows audio, video or file).
         """
         ctl = self._controls(controls)
         output = Path(output)
@@ -274,7 +293,7 @@ class TalkingHeadPipeline:
         if save_motion is not None:
             save_motion = _npz_path(save_motion, "save_motion")
             check_output_path(save_motion, "the motion file")
-        job = self._prepare(source_image, driven_audio, ctl, motion_file)
+        job = self._prepare(source_image, driven_audio, ctl, motion_file, driving_video, pose_file)
         with atomic_path(output) as tmp:
             # the sound is the user's own recording (its rate and channels), cut to exactly the video's length
             duration = job.num_frames / ctl.fps
@@ -301,6 +320,8 @@ class TalkingHeadPipeline:
         driven_audio: str | os.PathLike | None,
         *,
         motion_file: str | os.PathLike | None = None,
+        driving_video: str | os.PathLike | None = None,
+        pose_file: str | os.PathLike | None = None,
         **controls: Any,
     ) -> Iterator[np.ndarray]:
         """Portrait + speech (or a motion file) -> uint8 RGB frames (H, W, 3), each yielded as soon as it is rendered.
@@ -309,7 +330,7 @@ class TalkingHeadPipeline:
         has been sampled and one render batch drawn, not after the whole clip.
         """
         ctl = self._controls(controls)
-        job = self._prepare(source_image, driven_audio, ctl, motion_file)
+        job = self._prepare(source_image, driven_audio, ctl, motion_file, driving_video, pose_file)
         for frames in self._frame_batches(job):
             yield from frames
         self._finish_timings(job)
@@ -318,6 +339,8 @@ class TalkingHeadPipeline:
         known = {f.name for f in fields(Controls)}
         if set(controls) - known:
             raise ConfigError(f"unknown control(s) {sorted(set(controls) - known)}; known: {sorted(known)}")
+        if "control" in controls:
+            controls = {**controls, "control": Control.of(controls["control"])}
         ctl = replace(self.controls, **controls).validate()
         return ctl if ctl.batch_size is not None else replace(ctl, batch_size=default_batch_size(self.device))
 
@@ -327,18 +350,21 @@ class TalkingHeadPipeline:
         driven_audio: str | os.PathLike | None,
         ctl: Controls,
         motion_file: str | os.PathLike | None = None,
+        driving_video: str | os.PathLike | None = None,
+        pose_file: str | os.PathLike | None = None,
     ) -> "_Job":
-        """Inputs checked and read, models loaded, the source encoded and the audio features computed (once)."""
+        """Inputs checked and read, models loaded, the source encoded, audio features and control signals (once)."""
         self.timings = Timings(load=self.timings.load)
+        self.notes = []
         self._wall_start = time.perf_counter()
+        control = ctl.control
         # The cheap input checks come first: a wrong path fails at once, not after loading the models.
         given = load_motion_file(motion_file) if motion_file is not None else None
-        if given is None and driven_audio is None:
-            raise ConfigError("driven_audio=PATH is required (or motion_file=PATH.npz to render a saved motion)")
+        _check_signals(control, driven_audio, driving_video, pose_file, given is not None)
         with self._stage("crop"):
             image = load_image(source_image)
             face = self.crop(image, ctl)
-        wav, features = None, None
+        wav, features, num_frames = None, None, None
         if driven_audio is not None:
             with self._stage("audio"):
                 wav = load_audio(driven_audio, SAMPLE_RATE, fps=ctl.fps)
@@ -350,12 +376,70 @@ class TalkingHeadPipeline:
         with torch.inference_mode():
             with self._stage("crop"):
                 source = models["renderer"].encode_source(face.image)
-            if given is None:
+            raw_source = source_motion(source.info)
+            video = None
+            if driving_video is not None:
+                with self._stage("crop"):
+                    video = self.driving_motion(driving_video, ctl, limit=num_frames)
+                num_frames = num_frames or video.shape[0]  # video-only: as long as the video
+                video = relative_video_motion(video[torch.from_numpy(ping_pong(len(video), num_frames))], raw_source)
+            pose = None
+            if pose_file is not None:
+                pose = with_source_translation(load_pose_file(pose_file, num_frames, ctl.fps), raw_source)
+            if given is None and control.uses("audio"):
                 with self._stage("audio"):
                     features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
         paste = PasteBack(image, face.matrix) if ctl.paste_back else None
         height, width = (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)  # yuv420p
-        return _Job(ctl, source, features, wav, num_frames, paste, width, height, given)
+        return _Job(
+            ctl,
+            source,
+            features,
+            wav,
+            num_frames,
+            paste,
+            width,
+            height,
+            given_motion=given,
+            video_motion=video,
+            pose_track=pose,
+        )
+
+    def driving_motion(self, path: str | os.PathLike, ctl: Controls, limit: int | None = None) -> torch.Tensor:
+        """A driving video -> its raw motion per frame (V, 70) at ctl.fps (the first `limit` frames): each frame
+        cropped like the source, LivePortrait's motion extractor batched; faceless frames take the nearest face's."""
+        renderer = self.load()["renderer"]
+        crops, found, rows = [], [], []
+
+        def flush() -> None:
+            if crops:
+                images = torch.cat([renderer.prepare_image(c) for c in crops])
+                rows.append(motions_of(renderer.keypoint_info(images)).cpu())
+                crops.clear()
+
+        for frames in iter_video(path, fps=ctl.fps):
+            for frame in frames:
+                if limit is not None and len(found) >= limit:
+                    break
+                try:
+                    crops.append(self.crop(frame, ctl).image)
+                    found.append(True)
+                except ImageError:
+                    crops.append(np.zeros((256, 256, 3), np.uint8))  # placeholder; its motion is replaced below
+                    found.append(False)
+                if len(crops) == 16:
+                    flush()
+            if limit is not None and len(found) >= limit:
+                break
+        flush()
+        found = np.asarray(found)
+        motion = fill_missing(torch.cat(rows), found)
+        if not found.all():
+            self.notes.append(
+                f"{int((~found).sum())} of {len(found)} driving-video frames show no face; "
+                "they hold the nearest frame's motion"
+            )
+        return motion
 
     def crop(self, image: np.ndarray, ctl: Controls | None = None) -> FaceCrop:
         """(H, W, 3) uint8 RGB -> the 256x256 source crop by the configured method."""
@@ -422,6 +506,26 @@ class TalkingHeadPipeline:
         if done != num_frames:
             raise KDTalkerError(f"the sampler returned {done} frames for {num_frames} audio frames")
 
+    def controlled_pieces(self, job: "_Job") -> Iterator[torch.Tensor]:
+        """The motion to render, in pieces: the sampled audio motion with each region from its control signal."""
+        control, source = job.controls.control, job.source
+        if control.is_audio_only:
+            yield from self.motion_pieces(source.info, job.features, job.controls)
+            return
+        raw_source = source_motion(source.info)
+        if control.uses("audio"):
+            audio_pieces = self.motion_pieces(source.info, job.features, job.controls)
+        else:
+            audio_pieces = iter([None])
+        done = 0
+        for audio in audio_pieces:
+            n = job.num_frames - done if audio is None else audio.shape[0]
+            rows = slice(done, done + n)
+            video = None if job.video_motion is None else job.video_motion[rows]
+            pose = None if job.pose_track is None else job.pose_track[rows]
+            yield mix_motion(control, raw_source, audio=audio, video=video, pose=pose)
+            done += n
+
     def driving_keypoints(
         self,
         source_info: dict[str, torch.Tensor],
@@ -447,7 +551,7 @@ class TalkingHeadPipeline:
             if job.given_motion is not None:
                 pieces = iter([job.given_motion.to(source.x_s.device)])
             else:
-                pieces = self.motion_pieces(source.info, job.features, ctl)
+                pieces = self.controlled_pieces(job)
             for motion in itertools.chain(prefetch(pieces) if self.overlap else pieces, [None]):
                 if motion is not None:
                     frame_0 = motion[:1] if frame_0 is None else frame_0
@@ -562,7 +666,38 @@ def check_frames(frames: torch.Tensor, first: int, checkpoint_dir: Path) -> None
             )
 
 
+def motions_of(info: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """LivePortrait keypoint info of B images -> their raw motion (B, 70) [scale, yaw, pitch, roll, t(3), exp(63)]."""
+    b = info["exp"].shape[0]
+    parts = [info[k].reshape(b, -1).float() for k in ("scale", "yaw", "pitch", "roll", "t", "exp")]
+    return pack_motion(*parts)
+
+
 def source_motion(info: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """LivePortrait keypoint info of one image -> its raw 70-d motion [scale, yaw, pitch, roll, t(3), exp(63)]."""
-    parts = [info[k].reshape(1, -1).float() for k in ("scale", "yaw", "pitch", "roll", "t", "exp")]
-    return pack_motion(*parts)[0]
+    return motions_of(info)[0]
+
+
+def _check_signals(
+    control: Control,
+    driven_audio: Any,
+    driving_video: Any,
+    pose_file: Any,
+    has_motion_file: bool,
+) -> None:
+    """ConfigError when the control asks for a signal the run lacks, or a signal is given that no region uses."""
+    if has_motion_file:
+        if driving_video is not None or pose_file is not None or not control.is_audio_only:
+            raise ConfigError("motion_file is rendered as it is: it takes no driving_video, pose_file or control.*")
+        return
+    if control.uses("audio") and driven_audio is None:
+        raise ConfigError("driven_audio=PATH is required (or motion_file=PATH.npz to render a saved motion)")
+    if control.uses("video") and driving_video is None:
+        raise ConfigError("a control.* key asks for the video signal: give driving_video=PATH")
+    if driving_video is not None and not control.uses("video"):
+        raise ConfigError(
+            "driving_video is given but no region follows it: set control.pose=video and/or control.lips, "
+            "control.eyes, control.expression=video"
+        )
+    if (control.pose == "file") != (pose_file is not None):
+        raise ConfigError("control.pose=file and pose_file=PATH go together")

@@ -57,3 +57,16 @@ def pose_keypoints(
     """
     x = scale.reshape(-1, 1, 1) * (kp @ rot + exp)
     return x + torch.cat([t[:, :2], torch.zeros_like(t[:, 2:3])], dim=1).reshape(-1, 1, 3)
+
+
+def rotation_angles(rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 3, 3) rotations as `rotation_matrix` builds them -> (pitch, yaw, roll) degrees, each (B,).
+
+    M = R^T = Rz(roll) Ry(yaw) Rx(pitch): yaw = asin(-M20), pitch = atan2(M21, M22), roll = atan2(M10, M00)
+    (unique for |yaw| < 90 degrees, which a face keeps).
+    """
+    m = rot.transpose(1, 2)
+    yaw = torch.asin((-m[:, 2, 0]).clamp(-1, 1))
+    pitch = torch.atan2(m[:, 2, 1], m[:, 2, 2])
+    roll = torch.atan2(m[:, 1, 0], m[:, 0, 0])
+    return tuple(a * 180 / math.pi for a in (pitch, yaw, roll))
