@@ -52,6 +52,9 @@ MISTYPED = [
     ("foo=1", ["foo", "+foo=1"]),
     ("crop=nope", ["crop/nope", "dlib", "insightface"]),
     ("steps=1=2", ["cannot parse", "key=value"]),
+    ("control.eyes_strength=half", ["control.eyes_strength='half'", "a number"]),
+    ("preset=turbo", ["preset/turbo", "fast", "official"]),
+    ("batch_size=many", ["batch_size='many'", "a whole number or null"]),
 ]
 
 
