@@ -20,8 +20,12 @@ def main(cfg) -> None:
     """Build the pipeline from the config and write the video."""
     from kdtalker.pipeline import TalkingHeadPipeline
 
+    optional = {
+        "source_image": cfg.get("source_video"),
+        "driven_audio": cfg.get("motion_file") or cfg.get("driving_video"),
+    }
     for key in ("source_image", "driven_audio", "output"):
-        if not cfg.get(key) and not (key == "driven_audio" and (cfg.get("motion_file") or cfg.get("driving_video"))):
+        if not cfg.get(key) and not optional.get(key):
             raise ConfigError(
                 f"{key}=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav "
                 "output=out.mp4"
@@ -35,6 +39,7 @@ def main(cfg) -> None:
         motion_file=cfg.motion_file,
         driving_video=cfg.driving_video,
         pose_file=cfg.pose_file,
+        source_video=cfg.source_video,
     )
     for note in pipeline.notes:
         print(f"note: {note}")

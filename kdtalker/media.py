@@ -81,6 +81,11 @@ def probe_video(path: str | os.PathLike) -> dict:
     return info
 
 
+def video_duration(path: str | os.PathLike) -> float:
+    """Seconds of the first video stream, by decoding it (no frames kept): exact where headers are not."""
+    return _count(_existing(path), "0:v:0")[1]
+
+
 def _count(path: Path, stream: str) -> tuple[int, float]:
     """Decode one stream to null: (number of video frames (0 for audio), its duration in seconds)."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-progress", "pipe:1", "-i", str(path)]

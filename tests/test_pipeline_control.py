@@ -25,6 +25,10 @@ class KeypointRenderer(RecordingRenderer):
     def prepare_image(self, rgb):
         return torch.from_numpy(np.asarray(rgb, np.float32) / 255).permute(2, 0, 1)[None]
 
+    def encode_source(self, rgb):
+        source = super().encode_source(rgb)
+        return type(source)(self.keypoint_info(self.prepare_image(rgb)), source.f_s, source.x_s, source.compressed)
+
     def keypoint_info(self, images):
         m = images.mean(dim=(2, 3))  # (B, 3)
         b = images.shape[0]
@@ -211,3 +215,46 @@ def test_ping_pong_and_rotation_angles():
     pitch, yaw, roll = torch.tensor([10.0, -20, 5]), torch.tensor([30.0, 5, -60]), torch.tensor([-15.0, 40, 2])
     back = rotation_angles(rotation_matrix(pitch, yaw, roll))
     torch.testing.assert_close(torch.stack(back), torch.stack([pitch, yaw, roll]), rtol=0, atol=1e-4)
+
+
+def test_dubbing_a_source_video(controlled, tmp_path):
+    """source_video: as long as the audio; each frame keeps its own pose and eyes; the lips move by the sampled
+    lip motion relative to the sampled sequence's first frame."""
+    from kdtalker.media import probe_video
+    from kdtalker.pipeline.control import lip_columns as lips_of
+
+    video = driving_clip(tmp_path / "talk.mp4", 10)  # 10 frames for 25 of audio: plays back and forth
+    audio = speech(tmp_path / "a.wav", 1.0)
+    out = controlled.generate(None, audio, tmp_path / "dub.mp4", source_video=video, save_motion=tmp_path / "m.npz")
+    assert probe_video(out)["frames"] == 25
+    motion = saved(tmp_path)
+    renderer = controlled._models["renderer"]
+    crops = [controlled.crop(f).image for f in read_video(video, fps=25)]
+    own = torch.stack([source_motion(renderer.encode_source(c).info) for c in crops])  # each frame's own motion
+    own = own[torch.from_numpy(ping_pong(len(own), 25))]
+    lips = lips_of()
+    others = [c for c in range(70) if c not in lips]
+    torch.testing.assert_close(motion[:, others], own[:, others], rtol=0, atol=0)  # pose, eyes, rest: the frame's
+    ctl = controlled._controls({})
+    job = controlled._prepare_dub(video, audio, ctl)
+    sampled = controlled.sample(job.source.info, job.features, ctl)
+    torch.testing.assert_close(
+        motion[:, lips] - own[:, lips], sampled[:, lips] - sampled[:1, lips], rtol=1e-5, atol=1e-6
+    )
+    # paste_back: each animated face goes back into its own full frame (the video's size)
+    wide = np.pad(read_video(video, fps=25)[:4], ((0, 0), (0, 0), (40, 60), (0, 0)), mode="edge")
+    write_video(tmp_path / "wide.mp4", wide, fps=25)
+    short = speech(tmp_path / "s.wav", 0.2)
+    out = controlled.generate(
+        None, short, tmp_path / "wide_out.mp4", source_video=tmp_path / "wide.mp4", paste_back=True
+    )
+    info = probe_video(out)
+    assert (info["frames"], info["width"], info["height"]) == (5, wide.shape[2], wide.shape[1])
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(VideoError, match="broken.mp4"):
+        controlled.generate(None, short, tmp_path / "o.mp4", source_video=tmp_path / "broken.mp4")
+    with pytest.raises(ConfigError, match="give one source"):
+        controlled.generate(EXAMPLE, audio, tmp_path / "o.mp4", source_video=video)
+    with pytest.raises(ConfigError, match="takes no motion_file, driving_video"):
+        controlled.generate(None, audio, tmp_path / "o.mp4", source_video=video, control={"pose": "still"})
+    assert not (tmp_path / "o.mp4").exists()

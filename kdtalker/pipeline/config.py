@@ -45,6 +45,7 @@ class InferenceConfig:
     """The top level of configs/inference.yaml; the audio/renderer/model/diffusion groups are built by _target_."""
 
     source_image: Optional[str] = MISSING
+    source_video: Optional[str] = MISSING
     driven_audio: Optional[str] = MISSING
     output: Optional[str] = MISSING
     checkpoint_dir: str = MISSING

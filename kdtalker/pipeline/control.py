@@ -82,6 +82,11 @@ def _exp_index(points: tuple[int, ...]) -> list[int]:
     return [EXPRESSION.start + 3 * k + c for k in points for c in range(3)]
 
 
+def lip_columns() -> list[int]:
+    """The motion columns of the lip keypoints' expression (18 of the 63)."""
+    return _exp_index(LIPS)
+
+
 def mix_motion(
     control: Control,
     source: torch.Tensor,

@@ -40,11 +40,12 @@ from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import StreamingSmoother
 from kdtalker.errors import ConfigError, ImageError, KDTalkerError, VideoError
 from kdtalker.fileio import atomic_path, check_output_path
-from kdtalker.media import iter_video
+from kdtalker.media import iter_video, video_duration
 from kdtalker.pipeline.compose import driving_keypoints
 from kdtalker.pipeline.control import (
     Control,
     fill_missing,
+    lip_columns,
     load_pose_file,
     mix_motion,
     ping_pong,
@@ -137,6 +138,7 @@ class _Job:
     given_motion: torch.Tensor | None = None  # (T, 70) from motion_file: rendered as it is
     video_motion: torch.Tensor | None = None  # (T, 70) the driving video's relative motion on the source
     pose_track: torch.Tensor | None = None  # (T, 6) a pose file's angles + translation
+    source_video: Path | None = None  # dubbing: every frame of this video is its own source
     motion: list = field(default_factory=list)  # the rendered motion, piece by piece (for save_motion)
     x_d: list = field(default_factory=list)  # the driving keypoints, piece by piece
 
@@ -269,7 +271,7 @@ class TalkingHeadPipeline:
 
     def generate(
         self,
-        source_image: str | os.PathLike,
+        source_image: str | os.PathLike | None,
         driven_audio: str | os.PathLike | None,
         output: str | os.PathLike,
         *,
@@ -277,6 +279,7 @@ class TalkingHeadPipeline:
         motion_file: str | os.PathLike | None = None,
         driving_video: str | os.PathLike | None = None,
         pose_file: str | os.PathLike | None = None,
+        source_video: str | os.PathLike | None = None,
         **controls: Any,
     ) -> Path:
         """Portrait + speech -> `output` mp4 (fps frames/s, 512x512 or the source size with paste_back, H.264 + AAC).
@@ -284,6 +287,7 @@ class TalkingHeadPipeline:
         save_motion: also write the rendered motion to this .npz (`save_motion_file`); motion_file: render the motion
         of such a file instead of sampling one (no audio model, no diffusion; driven_audio, if given, is the sound).
         driving_video / pose_file: signals for `control` (control.py: which region follows audio, video or file).
+        source_video (instead of source_image): dubbing, every frame its own source, its lips following the audio.
         """
         ctl = self._controls(controls)
         output = Path(output)
@@ -293,7 +297,7 @@ class TalkingHeadPipeline:
         if save_motion is not None:
             save_motion = _npz_path(save_motion, "save_motion")
             check_output_path(save_motion, "the motion file")
-        job = self._prepare(source_image, driven_audio, ctl, motion_file, driving_video, pose_file)
+        job, batches = self._start(source_image, driven_audio, ctl, motion_file, driving_video, pose_file, source_video)
         with atomic_path(output) as tmp:
             # the sound is the user's own recording (its rate and channels), cut to exactly the video's length
             duration = job.num_frames / ctl.fps
@@ -301,7 +305,7 @@ class TalkingHeadPipeline:
                 tmp, job.width, job.height, ctl.fps, crf=ctl.crf, audio_file=driven_audio, duration=duration
             )
             try:
-                for frames in self._frame_batches(job):
+                for frames in batches:
                     with self._stage("writing"):
                         writer.write(frames)
                 with self._stage("writing"):
@@ -316,12 +320,13 @@ class TalkingHeadPipeline:
 
     def stream(
         self,
-        source_image: str | os.PathLike,
+        source_image: str | os.PathLike | None,
         driven_audio: str | os.PathLike | None,
         *,
         motion_file: str | os.PathLike | None = None,
         driving_video: str | os.PathLike | None = None,
         pose_file: str | os.PathLike | None = None,
+        source_video: str | os.PathLike | None = None,
         **controls: Any,
     ) -> Iterator[np.ndarray]:
         """Portrait + speech (or a motion file) -> uint8 RGB frames (H, W, 3), each yielded as soon as it is rendered.
@@ -330,8 +335,8 @@ class TalkingHeadPipeline:
         has been sampled and one render batch drawn, not after the whole clip.
         """
         ctl = self._controls(controls)
-        job = self._prepare(source_image, driven_audio, ctl, motion_file, driving_video, pose_file)
-        for frames in self._frame_batches(job):
+        job, batches = self._start(source_image, driven_audio, ctl, motion_file, driving_video, pose_file, source_video)
+        for frames in batches:
             yield from frames
         self._finish_timings(job)
 
@@ -343,6 +348,26 @@ class TalkingHeadPipeline:
             controls = {**controls, "control": Control.of(controls["control"])}
         ctl = replace(self.controls, **controls).validate()
         return ctl if ctl.batch_size is not None else replace(ctl, batch_size=default_batch_size(self.device))
+
+    def _start(
+        self, source_image, driven_audio, ctl, motion_file, driving_video, pose_file, source_video
+    ) -> tuple["_Job", Iterator[np.ndarray]]:
+        """The prepared job and its frame batches: a portrait, or a source video to dub."""
+        if (source_image is None) == (source_video is None):
+            raise ConfigError("give one source: source_image=PATH or source_video=PATH (dubbing)")
+        if source_video is None:
+            job = self._prepare(source_image, driven_audio, ctl, motion_file, driving_video, pose_file)
+            return job, self._frame_batches(job)
+        signals = (motion_file, driving_video, pose_file)
+        if any(x is not None for x in signals) or not ctl.control.is_audio_only:
+            raise ConfigError(
+                "source_video keeps the video's own pose, eyes and expression and moves the lips with the audio: "
+                "it takes no motion_file, driving_video, pose_file or control.*"
+            )
+        if driven_audio is None:
+            raise ConfigError("source_video needs driven_audio=PATH: the speech its lips will follow")
+        job = self._prepare_dub(source_video, driven_audio, ctl)
+        return job, self._dub_batches(job)
 
     def _prepare(
         self,
@@ -404,6 +429,86 @@ class TalkingHeadPipeline:
             video_motion=video,
             pose_track=pose,
         )
+
+    def _prepare_dub(self, source_video: str | os.PathLike, driven_audio: str | os.PathLike, ctl: Controls) -> "_Job":
+        """Dubbing: the audio's features and the motion sampled from the video's first frame as the source."""
+        self.timings = Timings(load=self.timings.load)
+        self.notes = []
+        self._wall_start = time.perf_counter()
+        with self._stage("audio"):
+            wav = load_audio(driven_audio, SAMPLE_RATE, fps=ctl.fps)
+            num_frames = num_video_frames(len(wav), SAMPLE_RATE, ctl.fps)
+            wav = wav[: int(num_frames * SAMPLE_RATE / ctl.fps)]
+        with self._stage("crop"):
+            first_frame = next(iter_video(source_video, fps=ctl.fps, batch=1))[0]
+            face = self.crop(first_frame, ctl)
+        models = self.load()
+        with torch.inference_mode():
+            with self._stage("crop"):
+                source = models["renderer"].encode_source(face.image)
+            with self._stage("audio"):
+                features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
+        height, width = (first_frame.shape[0] // 2 * 2, first_frame.shape[1] // 2 * 2) if ctl.paste_back else (512, 512)
+        return _Job(ctl, source, features, wav, num_frames, None, width, height, source_video=Path(source_video))
+
+    def _source_frames(self, path: Path, fps: float, count: int) -> Iterator[np.ndarray]:
+        """`count` frames of the source video at `fps`, decoded as they are used; a shorter video plays back and
+        forth (its frames are then kept in memory, the only case that keeps them)."""
+        short = int(video_duration(path) * fps) < count + 1
+        kept: list[np.ndarray] = []
+        given = 0
+        for frames in iter_video(path, fps=fps):
+            for frame in frames:
+                if given == count:
+                    return
+                if short:
+                    kept.append(frame)
+                given += 1
+                yield frame
+        if given < count:
+            if not kept:
+                raise VideoError(f"source_video {path} ended early; it is shorter than its header says")
+            order = ping_pong(len(kept), count)
+            for index in order[given:]:
+                yield kept[index]
+
+    @torch.inference_mode()
+    def _dub_batches(self, job: "_Job") -> Iterator[np.ndarray]:
+        """Every output frame from its own source frame: the frame's own pose, eyes and expression, and its lips moved
+        by the sampled lip motion relative to the sampled sequence's first frame."""
+        ctl = job.controls
+        renderer = self.load()["renderer"]
+        lips = torch.tensor(lip_columns(), dtype=torch.long)
+        sampled_0 = None
+        frames = self._source_frames(job.source_video, ctl.fps, job.num_frames)
+        index = 0
+        progress = tqdm(total=job.num_frames, desc="rendering", unit="frame")
+        try:
+            for piece in self.motion_pieces(job.source.info, job.features, ctl):
+                sampled_0 = piece[:1] if sampled_0 is None else sampled_0
+                for row in piece:
+                    frame = next(frames)
+                    with self._stage("crop"):
+                        try:
+                            face = self.crop(frame, ctl)
+                        except ImageError as exc:
+                            raise ImageError(f"frame {index} of source_video {job.source_video}: {exc}") from None
+                        source = renderer.encode_source(face.image)
+                    own = source_motion(source.info)
+                    motion = own.clone()
+                    motion[lips] = own[lips] + (row[lips].to(own) - sampled_0[0, lips].to(own))
+                    with self._stage("sampling"):
+                        x_d = driving_keypoints(source.info, motion[None], mode="absolute")
+                    job.motion.append(motion[None].cpu())
+                    job.x_d.append(x_d.cpu())
+                    paste = PasteBack(frame, face.matrix) if ctl.paste_back else None
+                    out = self._render_batch(renderer, source, x_d, index, replace(job, paste=paste))
+                    index += 1
+                    progress.update(1)
+                    yield out
+        finally:
+            progress.close()
+        self.timings.frames = index
 
     def driving_motion(self, path: str | os.PathLike, ctl: Controls, limit: int | None = None) -> torch.Tensor:
         """A driving video -> its raw motion per frame (V, 70) at ctl.fps (the first `limit` frames): each frame
