@@ -175,6 +175,7 @@ def test_video_only_reenactment_and_faceless_frames(controlled, tmp_path):
     "kwargs, message",
     [
         (dict(control={"pose": "video"}), "give driving_video"),
+        (dict(driving_video="ref.mp4"), "no region follows it"),
         (dict(control={"pose": "file"}), "control.pose=file and pose_file"),
         (dict(control={"pose": "sideways"}), "control.pose='sideways' is not one of"),
         (dict(control={"eyes_strength": 2}), r"must be a number in \[0, 1\]"),
