@@ -31,8 +31,10 @@ from kdtalker.renderer import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="float32 | bfloat16 | float16")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--dtypes", nargs="+", default=None, help="default: float32 bfloat16 on CPU, float32 float16 bfloat16 on a GPU"
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: 1 4 on CPU, 1 8 32 on a GPU")
     parser.add_argument("--repeats", type=int, default=2, help="timed renders per side and batch size (best kept)")
     parser.add_argument("--memory-format", default="auto", help="ours: auto | contiguous | channels_last")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    batch_sizes = args.batch_sizes or ([1, 8, 32] if device.type == "cuda" else [1, 4])
+    dtypes = args.dtypes or (["float32", "float16", "bfloat16"] if device.type == "cuda" else ["float32", "bfloat16"])
     torch.manual_seed(0)
     modules = [AppearanceFeatureExtractor(), MotionExtractor(), WarpingNetwork(), SPADEDecoder()]
     reference = LivePortraitRenderer(
@@ -73,14 +77,14 @@ def run(args: argparse.Namespace) -> None:
     image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     ref_source = reference.encode_source(image)
     gen = torch.Generator().manual_seed(1)
-    drive = ref_source.x_s.cpu() + 0.02 * torch.randn(max(args.batch_sizes), 21, 3, generator=gen)
+    drive = ref_source.x_s.cpu() + 0.02 * torch.randn(max(batch_sizes), 21, 3, generator=gen)
 
     def reference_render(x_d: torch.Tensor) -> torch.Tensor:
         # the official wrapper: warping_module(f_s, kp_source, kp_driving) then the SPADE generator, per call
         return reference.warp_decode(ref_source.f_s, ref_source.x_s, x_d.to(device))["out"]
 
     float32_ours = None
-    for dtype_name in args.dtypes:
+    for dtype_name in dtypes:
         dtype = resolve_dtype(dtype_name)
         try:
             check_dtype(device, dtype)
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
         )
         reference_render(drive[:1])
         ours.render(source, drive[:1])
-        for batch in args.batch_sizes:
+        for batch in batch_sizes:
             x_d = drive[:batch]
             times: dict[str, list[float]] = {"reference": [], "ours": []}
             for _ in range(args.repeats):
@@ -109,10 +113,10 @@ def run(args: argparse.Namespace) -> None:
                 f" | ours ({dtype_name}) {1 / our_s:7.3f} frames/s ({our_s:6.2f} s/frame) | x{ref_s / our_s:.2f}",
                 flush=True,
             )
-            if dtype == torch.float32 and batch == args.batch_sizes[0]:
+            if dtype == torch.float32 and batch == batch_sizes[0]:
                 float32_ours = (ours, source, x_d)
                 print(f"    ours float32 vs reference: frames {_error(got, want)}", flush=True)
-            elif dtype != torch.float32 and float32_ours is not None and batch == args.batch_sizes[0]:
+            elif dtype != torch.float32 and float32_ours is not None and batch == batch_sizes[0]:
                 _print_stage_errors(float32_ours, ours, source, x_d)
 
 
