@@ -379,9 +379,7 @@ class TalkingHeadPipeline:
         pose_file: str | os.PathLike | None = None,
     ) -> "_Job":
         """Inputs checked and read, models loaded, the source encoded, audio features and control signals (once)."""
-        self.timings = Timings(load=self.timings.load)
-        self.notes = []
-        self._wall_start = time.perf_counter()
+        self._begin_run()
         control = ctl.control
         # The cheap input checks come first: a wrong path fails at once, not after loading the models.
         given = load_motion_file(motion_file) if motion_file is not None else None
@@ -391,10 +389,7 @@ class TalkingHeadPipeline:
             face = self.crop(image, ctl)
         wav, features, num_frames = None, None, None
         if driven_audio is not None:
-            with self._stage("audio"):
-                wav = load_audio(driven_audio, SAMPLE_RATE, fps=ctl.fps)
-                num_frames = num_video_frames(len(wav), SAMPLE_RATE, ctl.fps)
-                wav = wav[: int(num_frames * SAMPLE_RATE / ctl.fps)]  # the sound of exactly the frames we make
+            wav, num_frames = self._read_audio(driven_audio, ctl)
         if given is not None:
             num_frames = given.shape[0]
         models = self.load()
@@ -415,7 +410,7 @@ class TalkingHeadPipeline:
                 with self._stage("audio"):
                     features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
         paste = PasteBack(image, face.matrix) if ctl.paste_back else None
-        height, width = (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2) if paste else (512, 512)  # yuv420p
+        width, height = _output_size(image, ctl.paste_back)
         return _Job(
             ctl,
             source,
@@ -432,13 +427,8 @@ class TalkingHeadPipeline:
 
     def _prepare_dub(self, source_video: str | os.PathLike, driven_audio: str | os.PathLike, ctl: Controls) -> "_Job":
         """Dubbing: the audio's features and the motion sampled from the video's first frame as the source."""
-        self.timings = Timings(load=self.timings.load)
-        self.notes = []
-        self._wall_start = time.perf_counter()
-        with self._stage("audio"):
-            wav = load_audio(driven_audio, SAMPLE_RATE, fps=ctl.fps)
-            num_frames = num_video_frames(len(wav), SAMPLE_RATE, ctl.fps)
-            wav = wav[: int(num_frames * SAMPLE_RATE / ctl.fps)]
+        self._begin_run()
+        wav, num_frames = self._read_audio(driven_audio, ctl)
         with self._stage("crop"):
             first_frame = next(iter_video(source_video, fps=ctl.fps, batch=1))[0]
             face = self.crop(first_frame, ctl)
@@ -448,8 +438,21 @@ class TalkingHeadPipeline:
                 source = models["renderer"].encode_source(face.image)
             with self._stage("audio"):
                 features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
-        height, width = (first_frame.shape[0] // 2 * 2, first_frame.shape[1] // 2 * 2) if ctl.paste_back else (512, 512)
+        width, height = _output_size(first_frame, ctl.paste_back)
         return _Job(ctl, source, features, wav, num_frames, None, width, height, source_video=Path(source_video))
+
+    def _begin_run(self) -> None:
+        """Fresh timings and notes for a run (model loading, done once, keeps its time)."""
+        self.timings = Timings(load=self.timings.load)
+        self.notes = []
+        self._wall_start = time.perf_counter()
+
+    def _read_audio(self, driven_audio: str | os.PathLike, ctl: Controls) -> tuple[np.ndarray, int]:
+        """The speech as the model hears it (16 kHz mono), cut to the sound of exactly its video frames -> (wav, T)."""
+        with self._stage("audio"):
+            wav = load_audio(driven_audio, SAMPLE_RATE, fps=ctl.fps)
+            num_frames = num_video_frames(len(wav), SAMPLE_RATE, ctl.fps)
+            return wav[: int(num_frames * SAMPLE_RATE / ctl.fps)], num_frames
 
     def _source_frames(self, path: Path, fps: float, count: int) -> Iterator[np.ndarray]:
         """`count` frames of the source video at `fps`, decoded as they are used; a shorter video plays back and
@@ -502,7 +505,7 @@ class TalkingHeadPipeline:
                     job.motion.append(motion[None].cpu())
                     job.x_d.append(x_d.cpu())
                     paste = PasteBack(frame, face.matrix) if ctl.paste_back else None
-                    out = self._render_batch(renderer, source, x_d, index, replace(job, paste=paste))
+                    out = self._render_batch(renderer, source, x_d, index, job, paste)
                     index += 1
                     progress.update(1)
                     yield out
@@ -670,7 +673,7 @@ class TalkingHeadPipeline:
                 ready = torch.cat(pending) if pending else None
                 while ready is not None and ready.shape[0] and (ready.shape[0] >= ctl.batch_size or motion is None):
                     batch, ready = ready[: ctl.batch_size], ready[ctl.batch_size :]
-                    yield self._render_batch(renderer, source, batch, first, job)
+                    yield self._render_batch(renderer, source, batch, first, job, job.paste)
                     first += batch.shape[0]
                     progress.update(batch.shape[0])
                 pending = [ready] if ready is not None and ready.shape[0] else []
@@ -678,8 +681,10 @@ class TalkingHeadPipeline:
             progress.close()
         self.timings.frames = first
 
-    def _render_batch(self, renderer: Any, source: Source, x_d: torch.Tensor, first: int, job: "_Job") -> np.ndarray:
-        """Driving keypoints (B, 21, 3) -> uint8 frames (B, H, W, 3) (pasted back when asked)."""
+    def _render_batch(
+        self, renderer: Any, source: Source, x_d: torch.Tensor, first: int, job: "_Job", paste: PasteBack | None
+    ) -> np.ndarray:
+        """Driving keypoints (B, 21, 3) -> uint8 frames (B, H, W, 3) (pasted back when `paste` is given)."""
         with self._stage("rendering"):
             batch = x_d.to(source.x_s)
             if job.controls.stitching:
@@ -688,9 +693,9 @@ class TalkingHeadPipeline:
             check_frames(frames, first, self.checkpoint_dir)
             # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding).
             frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        if job.paste is not None:
+        if paste is not None:
             with self._stage("writing"):
-                frames = job.paste(frames)[:, : job.height, : job.width]
+                frames = paste(frames)[:, : job.height, : job.width]
         return frames
 
     def _finish_timings(self, job: "_Job") -> None:
@@ -749,6 +754,11 @@ def load_motion_file(path: str | os.PathLike) -> torch.Tensor:
     if not np.issubdtype(motion.dtype, np.floating) or not np.isfinite(motion).all():
         raise ConfigError(f"motion_file {path}: 'motion' must hold finite numbers")
     return torch.from_numpy(motion.astype(np.float32))
+
+
+def _output_size(image: np.ndarray, paste_back: bool) -> tuple[int, int]:
+    """(width, height) of the video: the full image's (even, for yuv420p) with paste_back, else the 512x512 crop."""
+    return (image.shape[1] // 2 * 2, image.shape[0] // 2 * 2) if paste_back else (512, 512)
 
 
 def default_batch_size(device: torch.device) -> int:
