@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtalker.diffusion.motion import ANGLES, EXPRESSION, SCALE, TRANSLATION
+from kdtalker.diffusion.motion import ANGLES, EXPRESSION, SCALE, TRANSLATION, unpack_motion
 from kdtalker.errors import ConfigError
 from kdtalker.renderer.keypoints import rotation_angles, rotation_matrix
 
@@ -125,13 +125,13 @@ def relative_video_motion(video: torch.Tensor, source: torch.Tensor) -> torch.Te
     video = video.float()
 
     def rot(m: torch.Tensor) -> torch.Tensor:
-        # the motion layout stores yaw, pitch, roll
-        return rotation_matrix(m[:, ANGLES.start + 1], m[:, ANGLES.start], m[:, ANGLES.start + 2])
+        d = unpack_motion(m)
+        return rotation_matrix(d["pitch"], d["yaw"], d["roll"])
 
     r = rot(video) @ rot(video[:1]).transpose(1, 2) @ rot(src)
     pitch, yaw, roll = rotation_angles(r)
     out = src.repeat(video.shape[0], 1)
-    out[:, ANGLES] = torch.stack([yaw, pitch, roll], dim=1)
+    out[:, ANGLES] = torch.stack([yaw, pitch, roll], dim=1)  # the layout's order
     out[:, TRANSLATION] = src[:, TRANSLATION] + (video[:, TRANSLATION] - video[:1, TRANSLATION])
     out[:, EXPRESSION] = src[:, EXPRESSION] + (video[:, EXPRESSION] - video[:1, EXPRESSION])
     return out
@@ -155,12 +155,12 @@ def fill_missing(motion: torch.Tensor, found: np.ndarray) -> torch.Tensor:
     return motion[torch.from_numpy(nearest)]
 
 
-def load_pose_file(path: str | os.PathLike, frames: int, fps: float) -> torch.Tensor:
+def load_pose_file(path: str | os.PathLike, frames: int, fps: float, source: torch.Tensor) -> torch.Tensor:
     """A head-pose trajectory -> (frames, 6) [yaw, pitch, roll (degrees), tx, ty, tz] rows as the motion stores them.
 
     .csv with a header yaw,pitch,roll[,tx,ty][,time] or .npz with those arrays; one row per output frame, or a
-    `time` column (seconds) interpolated at the frames' times. Shorter files hold their last row. Missing tx/ty:
-    NaN columns, filled with the source's translation by the caller (`with_source_translation`).
+    `time` column (seconds) interpolated at the frames' times. Shorter files hold their last row. Translation the
+    file leaves out (tx, ty; tz always) is the source's (`source`: its raw motion (70,)).
     """
     path = Path(path)
     if not path.is_file():
@@ -184,20 +184,8 @@ def load_pose_file(path: str | os.PathLike, frames: int, fps: float) -> torch.Te
         table = np.stack([np.interp(at, times, table[:, i]) for i in range(table.shape[1])], axis=1)
     elif len(table) < frames:
         table = np.concatenate([table, np.repeat(table[-1:], frames - len(table), axis=0)])
-    out = np.full((frames, 6), np.nan)
-    out[:, :3] = table[:frames, :3]
-    out[:, 3 : 3 + len(names) - 3] = table[:frames, 3:]
-    return torch.from_numpy(out.astype(np.float32))
-
-
-def with_source_translation(pose: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """Fill the translation columns a pose file left out (NaN) with the source's (tz is always the source's)."""
-    src_t = source.reshape(-1)[TRANSLATION].float()
-    out = pose.clone()
-    out[:, 5] = src_t[2]
-    for column in (3, 4):
-        if torch.isnan(out[:, column]).any():
-            out[:, column] = src_t[column - 3]
+    out = source.reshape(-1)[ANGLES.start : TRANSLATION.stop].float().repeat(frames, 1)  # the source's pose
+    out[:, : len(names)] = torch.from_numpy(table[:frames].astype(np.float32))
     return out
 
 

@@ -50,7 +50,6 @@ from kdtalker.pipeline.control import (
     mix_motion,
     ping_pong,
     relative_video_motion,
-    with_source_translation,
 )
 from kdtalker.pipeline.face import FaceCrop, crop_face
 from kdtalker.pipeline.face_onnx import crop_face_onnx
@@ -405,7 +404,7 @@ class TalkingHeadPipeline:
                 video = relative_video_motion(video[torch.from_numpy(ping_pong(len(video), num_frames))], raw_source)
             pose = None
             if pose_file is not None:
-                pose = with_source_translation(load_pose_file(pose_file, num_frames, ctl.fps), raw_source)
+                pose = load_pose_file(pose_file, num_frames, ctl.fps, raw_source)
             if given is None and control.uses("audio"):
                 with self._stage("audio"):
                     features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
