@@ -102,11 +102,21 @@ def read_video(
     max_seconds: float | None = None,
 ) -> np.ndarray:
     """Video -> (T, H, W, 3) uint8 RGB: native size or scaled to size x size, resampled to `fps` when given."""
+    return np.concatenate(list(iter_video(path, fps=fps, size=size, max_seconds=max_seconds, batch=64)))
+
+
+def iter_video(
+    path: str | os.PathLike,
+    fps: float | None = None,
+    size: int | None = None,
+    max_seconds: float | None = None,
+    batch: int = 16,
+) -> Iterator[np.ndarray]:
+    """`read_video` in batches (b, H, W, 3), decoded as they are read (the whole video is never in memory);
+    VideoError if unreadable or without frames."""
     path = _existing(path)
-    if size is None:
-        width, height = video_size(path)
-    else:
-        width = height = size
+    width, height = video_size(path) if size is None else (size, size)
+    frame_bytes = width * height * 3
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path)]
     if max_seconds is not None:
         cmd += ["-t", f"{max_seconds}"]
@@ -114,25 +124,6 @@ def read_video(
     if filters:
         cmd += ["-vf", ",".join(filters)]
     cmd += ["-an", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    proc = subprocess.run(cmd, capture_output=True)
-    if proc.returncode != 0:
-        reason = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise VideoError(f"video {path} is unreadable ({reason[-1] if reason else 'ffmpeg failed'})")
-    frame_bytes = width * height * 3
-    count = len(proc.stdout) // frame_bytes
-    if count == 0:
-        raise VideoError(f"video {path} has no video frames")
-    return np.frombuffer(proc.stdout, np.uint8, count * frame_bytes).reshape(count, height, width, 3).copy()
-
-
-def iter_video(path: str | os.PathLike, fps: float, batch: int = 16) -> Iterator[np.ndarray]:
-    """Video -> batches (b, H, W, 3) uint8 RGB at native size, resampled to `fps`, decoded as they are read (the
-    whole video is never in memory); VideoError if unreadable or without frames."""
-    path = _existing(path)
-    width, height = video_size(path)
-    frame_bytes = width * height * 3
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vf", f"fps={fps}", "-an"]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     count = 0
     try:
