@@ -106,14 +106,12 @@ def padded_audio(audio: torch.Tensor, window: int, official_short_audio: bool = 
 
 
 def _utterance_inputs(audio, source_motion, ori, noise):
-    """Single-utterance inputs as a batch of one (and whether they were single); AudioError for no frames."""
+    """Single-utterance inputs as a batch of one (and whether they were single)."""
     single = audio.ndim == 2
     if single:
         audio, source_motion = audio[None], source_motion.reshape(1, -1)
         ori = None if ori is None else ori.reshape(1, -1)
         noise = None if noise is None else noise[None]
-    if audio.shape[1] == 0:
-        raise AudioError("the audio is shorter than one video frame: there is no motion to sample")
     return single, audio, source_motion, ori, noise
 
 
