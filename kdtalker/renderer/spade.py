@@ -105,6 +105,8 @@ class SPADEResnetBlock(nn.Module):
         if key not in self._fused:
             norms = self._norms()
             shared_w = torch.cat([n.mlp_shared[0].weight for n in norms])
+            # one entry per upsampling factor of this block (a block has one); another dtype/device replaces them
+            self._fused = {k: v for k, v in self._fused.items() if k[1:] == key[1:]}
             self._fused[key] = {
                 "shared": polyphase_kernels(shared_w, factor) if factor > 1 else shared_w,
                 "shared_bias": torch.cat([n.mlp_shared[0].bias for n in norms]),
