@@ -1,7 +1,9 @@
-"""Train a small denoiser on synthetic data (CPU, a few minutes) and print how well sampled lips follow held-out audio.
+"""Train a small denoiser on synthetic data (CPU, minutes) and print how well its samples follow held-out signals.
 
 `python scripts/learning_check.py [seed=3] [train.max_steps=...]`; the last line is
 `lip-audio correlation: X (shuffled audio: Y)`.
+`python scripts/learning_check.py check=multisignal seed=N`: the multi-signal model; the last four lines are
+`multisignal both|audio|motion|shuffled: lips~audio X, pose~motion Y`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ def main(cfg) -> None:
 
     check = learning_check(cfg)
     print(f"final training loss (mean of last 50 steps): {check.final_loss:.4f}")
-    print(check.line())
+    for line in check.lines():
+        print(line)
 
 
 if __name__ == "__main__":

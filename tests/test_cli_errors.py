@@ -280,6 +280,8 @@ def test_stale_parts_of_dead_runs_are_removed(tmp_path):
         ({"control.pose": "video"}, ["give driving_video=PATH"]),
         ({"source_image": "null", "source_video": "missing.mp4"}, ["missing.mp4", "not found"]),
         ({"motion_file": "m.txt", "driven_audio": "null"}, ["motion_file=m.txt must be an .npz file"]),
+        ({"signals": "both", "model": "kdtalker_multisignal"}, ["signals=both: give driving_video=PATH"]),
+        ({"guidance.audio": "loud"}, ["guidance.audio='loud'", "a number"]),
     ],
 )
 def test_control_keys_through_the_command_line(overrides, words, tmp_path, fake_checkpoints):

@@ -259,3 +259,100 @@ def test_dubbing_a_source_video(controlled, tmp_path):
     with pytest.raises(ConfigError, match="takes no motion_file, driving_video"):
         controlled.generate(None, audio, tmp_path / "o.mp4", source_video=video, control={"pose": "still"})
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.fixture()
+def multisignal(controlled):
+    """The pipeline with a multi-signal denoiser whose backbone is the plain one's and whose branch is 'trained'."""
+    from test_diffusion_multisignal import trained_branch
+
+    from kdtalker.diffusion import MultiSignalDenoiser
+
+    plain = controlled._models["denoiser"]
+    torch.nn.init.normal_(plain.output_projection.weight, std=0.05)  # epsilon far from zero: guidance shows
+    model = MultiSignalDenoiser(motion_features=8, width=64, depth=1, heads=2, head_dim=32, time_dim=32)
+    model.load_state(plain.state_dict(), "the plain test model")
+    controlled._models["denoiser"] = trained_branch(model).eval()
+    return controlled, plain
+
+
+def test_multisignal_model_follows_the_driving_video_through_its_regions(multisignal, tmp_path, monkeypatch):
+    pipe, plain = multisignal
+    model = pipe._models["denoiser"]
+    video = driving_clip(tmp_path / "drive.mp4", 12)
+    audio = speech(tmp_path / "a.wav", 1.0)
+    pipe.generate(EXAMPLE, audio, tmp_path / "a.mp4", save_motion=tmp_path / "m.npz")
+    audio_mode = saved(tmp_path)
+    # signals=audio is the backbone alone: the plain model's motion, exactly
+    pipe._models["denoiser"] = plain
+    pipe.generate(EXAMPLE, audio, tmp_path / "p.mp4", save_motion=tmp_path / "m.npz")
+    torch.testing.assert_close(saved(tmp_path), audio_mode, rtol=0, atol=0)
+    pipe._models["denoiser"] = model
+
+    seen = []
+    condition = model.condition
+    monkeypatch.setattr(model, "condition", lambda a, **kw: seen.append(kw) or condition(a, **kw))
+    pipe.generate(
+        EXAMPLE, audio, tmp_path / "b.mp4", save_motion=tmp_path / "m.npz", driving_video=video, signals="both"
+    )
+    both = saved(tmp_path)
+    assert not torch.allclose(both, audio_mode)
+    # the model got the video's motion on the source, normalised, with every region but the lips
+    norm = pipe._models["norm"]
+    want = norm.normalize(relative_video_motion(video_motion(pipe, video, 25), source_raw(pipe)))
+    driven = torch.cat([kw["driving"][0] for kw in seen if "driving" in kw])[:25]
+    torch.testing.assert_close(driven, want.float(), rtol=1e-5, atol=1e-5)
+    assert all(kw["regions"].tolist() == [[0.0, 1.0, 1.0, 1.0]] for kw in seen if "driving" in kw)
+
+    # signals=motion: no audio needed; the clip is as long as the driving video
+    out = pipe.generate(
+        EXAMPLE, None, tmp_path / "c.mp4", save_motion=tmp_path / "m.npz", driving_video=video, signals="motion"
+    )
+    assert saved(tmp_path).shape == (12, 70) and read_video(out).shape[0] == 12
+    # guidance on the audio follows eq. (2): another motion than the unguided one
+    pipe.generate(
+        EXAMPLE,
+        audio,
+        tmp_path / "d.mp4",
+        save_motion=tmp_path / "m.npz",
+        driving_video=video,
+        signals="both",
+        guidance={"audio": 2.0},
+    )
+    assert not torch.allclose(saved(tmp_path), both)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(signals="both"), "give driving_video"),
+        (dict(signals="lips"), "signals must be one of"),
+        (dict(guidance={"audio": -1}), "guidance.audio=-1"),
+        (dict(guidance={"lips": 2}), "unknown guidance key"),
+        (dict(guidance={"motion": 2.0}), "guidance.motion=2 needs the motion signal"),
+    ],
+)
+def test_bad_signals_are_one_clear_error(multisignal, tmp_path, kwargs, message):
+    pipe, _ = multisignal
+    with pytest.raises(ConfigError, match=message):
+        pipe.generate(EXAMPLE, speech(tmp_path / "a.wav", 0.3), tmp_path / "o.mp4", **kwargs)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_the_official_model_refuses_signals_it_was_not_trained_for(controlled, tmp_path):
+    from kdtalker.diffusion import MultiSignalDenoiser
+
+    video = driving_clip(tmp_path / "drive.mp4", 4)
+    audio = speech(tmp_path / "a.wav", 0.3)
+    plain = controlled._models["denoiser"]
+    untrained = MultiSignalDenoiser(width=64, depth=1, heads=2, head_dim=32, time_dim=32)
+    untrained.load_state(plain.state_dict(), "the official weights")  # the branch stays at its zero init
+    controlled._models["denoiser"] = untrained.eval()
+    with pytest.raises(ConfigError, match="motion branch is untrained"):
+        controlled.generate(EXAMPLE, audio, tmp_path / "o.mp4", driving_video=video, signals="both")
+    controlled._models["denoiser"] = plain
+    with pytest.raises(ConfigError, match="needs a multi-signal model"):
+        controlled.generate(EXAMPLE, audio, tmp_path / "o.mp4", driving_video=video, signals="both")
+    with pytest.raises(ConfigError, match="kdtalker_multisignal"):
+        controlled.generate(EXAMPLE, audio, tmp_path / "o.mp4", guidance={"audio": 2.0})
+    assert not (tmp_path / "o.mp4").exists()

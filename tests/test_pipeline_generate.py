@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from test_pipeline_checkpoints import make_fake_checkpoints
 
 from kdtalker.audio import AudioEncoder
-from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm
+from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, MultiSignalDenoiser
 from kdtalker.diffusion.motion import POSE
 from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import smooth_motion
@@ -297,6 +297,10 @@ def test_python_api_defaults_are_the_yaml_values(tmp_path):
     # every group's keys are its target's own defaults: model, scheduler, renderer (+ each module's sizes)
     model = OmegaConf.to_container(cfg.model)
     assert model.pop("_target_") == "kdtalker.diffusion.Denoiser" and model == _signature_defaults(Denoiser)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        multi = OmegaConf.to_container(compose("inference", overrides=["model=kdtalker_multisignal"]).model)
+    assert get_class(multi.pop("_target_")) is MultiSignalDenoiser
+    assert multi == {**_signature_defaults(Denoiser), **_signature_defaults(MultiSignalDenoiser)}
     scheduler = OmegaConf.to_container(cfg.diffusion)
     assert get_class(scheduler.pop("_target_")) is DDIMScheduler
     assert scheduler == _signature_defaults(DDIMScheduler) and python.scheduler is None  # None -> DDIMScheduler()

@@ -3,9 +3,12 @@
 Each clip has a hidden "mouth opening" signal m(t) (smoothed, rectified noise at a syllable-like rate)
 and an unrelated distractor d(t). The audio features carry both: aud = g·m(t)·u + d(t)·v + noise, with
 u, v fixed random 512-d directions. The exp offsets of the LivePortrait mouth keypoints
-(6, 12, 14, 17, 19, 20) move along a fixed pattern with amplitude m(t); every other motion channel
-(head pose, translation, scale, other keypoints) drifts as an independent random walk. A model that
-uses the audio can predict the lips frame by frame; nothing can predict the pose.
+(6, 12, 14, 17, 19, 20) move along a fixed pattern with amplitude m(t); the eye keypoints (11, 13, 15, 16, 18)
+along another with a blink signal b(t) (short bumps at random times, independent of the audio); the head pose
+is a resting orientation plus smooth turns and nods of about the same spread (so that following it is visible
+within a clip); every other channel (translation, scale, other keypoints) drifts as an independent random walk.
+A model that uses the audio can predict the lips frame by frame; nothing in the audio predicts the pose or the
+eyes, which a driving motion signal (the clip's own motion, in multi-signal training) carries.
 """
 
 from __future__ import annotations
@@ -17,13 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtalker.data.shards import AUDIO_DIM, Clip, write_shard
-
-LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)  # LivePortrait's "lip" animation region
-
-
-def lip_channels(keypoints: tuple[int, ...] = LIP_KEYPOINTS) -> list[int]:
-    """Indices of the exp channels of `keypoints` in the 70-d motion vector [scale, yaw, pitch, roll, t, exp]."""
-    return [7 + 3 * k + c for k in keypoints for c in range(3)]
+from kdtalker.diffusion.motion import EYE_KEYPOINTS, LIP_KEYPOINTS
 
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -40,8 +37,16 @@ def _random_walk(rng: np.random.Generator, frames: int, dims: int, step: float) 
     return _smooth(np.cumsum(rng.normal(0.0, step, (frames, dims)), 0), 2.0)
 
 
+def blinks(rng: np.random.Generator, frames: int, fps: float = 25.0, rate: float = 0.5) -> np.ndarray:
+    """(frames,) eye-closure signal in [0, 1]: Gaussian bumps of ~0.15 s at Poisson times, `rate` per second."""
+    times = np.flatnonzero(rng.random(frames) < rate / fps)
+    t = np.arange(frames)[:, None]
+    width = 0.06 * fps
+    return np.clip(np.exp(-0.5 * ((t - times[None, :]) / width) ** 2).sum(1), 0.0, 1.0)
+
+
 def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25.0) -> Clip:
-    """Clip `index` of the synthetic dataset `seed` (deterministic): lips follow the audio, pose drifts."""
+    """Clip `index` of the synthetic dataset `seed` (deterministic): lips follow the audio, pose drifts, eyes blink."""
     shared = np.random.default_rng([seed, 0x5EED])  # dataset-wide constants
     u = shared.normal(size=AUDIO_DIM)
     u /= np.linalg.norm(u) / np.sqrt(AUDIO_DIM)
@@ -61,8 +66,17 @@ def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25
     exp = exp_mean + rng.normal(0.0, 0.002, (21, 3)) + _random_walk(rng, frames, 63, 0.001).reshape(frames, 21, 3)
     lip_amp = 0.03 * rng.uniform(0.8, 1.2)
     exp[:, list(LIP_KEYPOINTS), :] = exp_mean[list(LIP_KEYPOINTS)] + lip_amp * mouth[:, None, None] * lip_pattern
+    # Blinks come from a stream of their own, so the draws above (and the clips of version 1) are unchanged.
+    eye_rng = np.random.default_rng([seed, index, 0xE7E])
+    eye_pattern = shared.normal(size=(len(EYE_KEYPOINTS), 3))
+    eye_pattern /= np.abs(eye_pattern).max()
+    exp[:, list(EYE_KEYPOINTS), :] = (
+        exp_mean[list(EYE_KEYPOINTS)] + 0.03 * blinks(eye_rng, frames, fps)[:, None, None] * eye_pattern
+    )
 
-    pose = _random_walk(rng, frames, 3, 1.0) + rng.normal(0.0, [15.0, 8.0, 5.0])  # yaw, pitch, roll degrees
+    # head motion (yaw, pitch, roll degrees): a resting orientation plus turns and nods of about the same spread
+    turns = _smooth(rng.normal(size=(frames, 3)), 6.0)
+    pose = rng.normal(0.0, [8.0, 5.0, 3.0]) + turns / (turns.std(0) + 1e-8) * [8.0, 5.0, 3.0]
     t = np.concatenate([_random_walk(rng, frames, 2, 0.002) + rng.normal(0.0, 0.02, 2), np.zeros((frames, 1))], 1)
     scale = 1.5 + rng.normal(0.0, 0.05) + _random_walk(rng, frames, 1, 0.001)
     kp = np.broadcast_to(kp_mean + rng.normal(0.0, 0.02, (21, 3)), (frames, 21, 3)) + rng.normal(
@@ -98,7 +112,7 @@ def generate_synthetic(
         "min_frames": min_frames,
         "max_frames": max_frames,
         "first_index": first_index,
-        "version": 1,
+        "version": 3,
     }
     meta = root / "synthetic.json"
     if meta.exists() and json.loads(meta.read_text()) != params:

@@ -2,7 +2,9 @@
 
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.diffusion.denoiser import Denoiser, load_kdtalker, save_kdtalker
+from kdtalker.diffusion.guidance import Guidance
 from kdtalker.diffusion.loss import augment_context, diffusion_loss
+from kdtalker.diffusion.mask_drop import MaskDrop
 from kdtalker.diffusion.motion import (
     ANGLES,
     EXPRESSION,
@@ -12,9 +14,11 @@ from kdtalker.diffusion.motion import (
     SCALE,
     TRANSLATION,
     MotionNorm,
+    expression_channels,
     pack_motion,
     unpack_motion,
 )
+from kdtalker.diffusion.multisignal import REGIONS, MultiSignalDenoiser, region_mask
 from kdtalker.diffusion.sampling import initial_noise, padded_audio, sample_motion, sample_window
 from kdtalker.diffusion.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, SchedulerOutput
 
@@ -27,6 +31,10 @@ __all__ = [
     "DDIMScheduler",
     "DDPMScheduler",
     "Denoiser",
+    "Guidance",
+    "MaskDrop",
+    "MultiSignalDenoiser",
+    "REGIONS",
     "MOTION_DIM",
     "MOTION_LAYOUT",
     "MotionNorm",
@@ -37,7 +45,9 @@ __all__ = [
     "initial_noise",
     "kdtalker_state_dict",
     "load_kdtalker",
+    "expression_channels",
     "pack_motion",
+    "region_mask",
     "padded_audio",
     "sample_motion",
     "sample_window",

@@ -256,6 +256,8 @@ class Denoiser(nn.Module):
     the canonical token. `window` is the number of frames per window the model is trained and sampled with.
     """
 
+    signals = ("audio",)  # the conditioning signals it takes (the multi-signal model adds "motion")
+
     def __init__(
         self,
         motion_dim: int = 70,
@@ -348,9 +350,12 @@ class Denoiser(nn.Module):
         return self.time_mlp[1:](sinusoid)
 
     # Network ----------------------------------------------------------------------------------------------------
-    def denoise(self, x: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
-        """x (B, F, 70), modulation (B, F, blocks, 2 width) -> epsilon (B, F, 70)."""
+    def denoise(self, x: torch.Tensor, modulation: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, F, 70), modulation (B, F, blocks, 2 width) [, inputs (B, F, width) added to the projected input]
+        -> epsilon (B, F, 70)."""
         h = self.input_projection(x)
+        if inputs is not None:
+            h = h + inputs
         bias = self.time_rel_pos_bias(x.shape[1]) if self.time_rel_pos_bias is not None else None
         for i, layer in enumerate(self.layers):
             h = layer(h, modulation[:, :, 2 * i : 2 * i + 2], bias)
@@ -407,8 +412,12 @@ class Denoiser(nn.Module):
         """
         ckpt, source = read_checkpoint(path_or_dict)
         model = cls(**model_kwargs)
-        load_state_strict(model, kdtalker_state_dict(ckpt, source, ema), WHAT, source)
+        model.load_state(kdtalker_state_dict(ckpt, source, ema), source)
         return model.to(resolve_device(device)).eval()
+
+    def load_state(self, state: Mapping[str, torch.Tensor], source: str) -> None:
+        """Load a state dict under our key names (kdtalker_state_dict's output) strictly, naming what does not fit."""
+        load_state_strict(self, state, WHAT, source)
 
     def save_pretrained(self, path: str | os.PathLike, ema_model: "Denoiser | None" = None, **extra: Any) -> Path:
         """Write the official layout {'model': {'point_model.model.' + key}, 'model_ema': ..., **extra} atomically.

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.diffusion.mask_drop import MaskDrop
 from kdtalker.diffusion.motion import EXPRESSION, POSE
 from kdtalker.diffusion.schedulers import NoiseSchedule
 
@@ -32,6 +33,8 @@ def diffusion_loss(
     noise: torch.Tensor | None = None,
     timesteps: torch.Tensor | None = None,
     audio_noise: torch.Tensor | None = None,
+    mask_drop: MaskDrop | None = None,
+    signals: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """x0 (B, N, 70), ref (B, 70), ori (B, 70), audio (B, N, 512) -> dict(loss, loss_pose, loss_exp).
 
@@ -39,6 +42,10 @@ def diffusion_loss(
     `audio_noise_prob` (0.7 in official training, 0 for validation) the context is augmented. `noise`,
     `timesteps` and `audio_noise` (a standard-normal z (B, F, 512); giving it forces the augmentation) replace
     the draws. Only `loss` (all 70 channels) is optimised; the other two are for logging.
+
+    A multi-signal model is driven by the window's own motion x0 as its driving motion: `mask_drop` draws per
+    sample (after the draws above, so a plain model's streams are unchanged) which signals it keeps; `signals` =
+    (audio kept (B,), regions (B, R)) gives them instead. A dropped audio is zero context, after augmentation.
     """
     b = x0.shape[0]
     if noise is None:
@@ -58,7 +65,14 @@ def diffusion_loss(
             audio_noise = torch.randn(context.shape, generator=generator, device=device)
     if audio_noise is not None:
         context = augment_context(context, audio_noise.to(context))
-    eps = model(x_t, timesteps, context, ref, ori)  # the padded (possibly augmented) context as the audio
+    if signals is None and mask_drop is not None:
+        signals = mask_drop.draw(b, generator, x0.device)
+    if signals is None:
+        eps = model(x_t, timesteps, context, ref, ori)  # the padded (possibly augmented) context as the audio
+    else:
+        keep_audio, regions = (s.to(x0) for s in signals)
+        context = context * keep_audio[:, None, None]
+        eps = model(x_t, timesteps, context, ref, ori, driving=x0, regions=regions)
     return {
         "loss": F.mse_loss(eps, noise),
         "loss_pose": F.mse_loss(eps[..., POSE], noise[..., POSE]),

@@ -24,6 +24,10 @@ ANGLES = slice(_AT["yaw"][0], _AT["roll"][1])  # yaw, pitch, roll (degrees)
 TRANSLATION = slice(*_AT["t"])
 POSE = slice(ANGLES.start, TRANSLATION.stop)  # head pose: angles + translation
 EXPRESSION = slice(*_AT["exp"])  # the 21 x 3 expression offsets
+# LivePortrait's keypoint groups (its lip and eye retargeting regions) among the 21 implicit keypoints.
+LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
+EYE_KEYPOINTS = (11, 13, 15, 16, 18)
+OTHER_KEYPOINTS = tuple(k for k in range(21) if k not in LIP_KEYPOINTS + EYE_KEYPOINTS)
 _NORM_SIZES = {"scale": 1, "yaw": 1, "pitch": 1, "roll": 1, "t": 3, "exp": 63, "kp": 63}
 
 Array = np.ndarray | torch.Tensor
@@ -41,6 +45,11 @@ def pack_motion(scale: Array, yaw: Array, pitch: Array, roll: Array, t: Array, e
     parts = [scale, yaw, pitch, roll, t, exp]
     sizes = [1, 1, 1, 1, 3, KP_DIM]
     return _cat([p.reshape(*lead, n) for p, n in zip(parts, sizes)])
+
+
+def expression_channels(keypoints: tuple[int, ...] | list[int]) -> list[int]:
+    """Keypoint indices -> the motion channels of their expression offsets (3 per keypoint, x y z)."""
+    return [EXPRESSION.start + 3 * k + c for k in keypoints for c in range(3)]
 
 
 def unpack_motion(m: Array) -> dict[str, Array]:

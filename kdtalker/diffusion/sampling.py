@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.diffusion.guidance import Guidance, combine, guided_condition
 from kdtalker.errors import AudioError
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -64,8 +65,11 @@ def sample_window(
     x_T: torch.Tensor,
     ref: torch.Tensor,
     ori: torch.Tensor | None,
-    audio: torch.Tensor,
+    audio: torch.Tensor | None,
     *,
+    driving: torch.Tensor | None = None,
+    regions: torch.Tensor | None = None,
+    guidance: Guidance | None = None,
     num_inference_steps: int | None = None,
     generator: Generators = None,
     callback: StepCallback | None = None,
@@ -73,16 +77,27 @@ def sample_window(
 ) -> torch.Tensor:
     """Reverse diffusion of one window: x_T (B, N, 70), ref (B, 70), ori (B, 70), audio (B, N, 512) -> x_0 (B, N, 70).
 
-    The audio half of the conditioning is computed once per window; each step then costs one pass through the
-    network. `callback(i, t, x_after_step, epsilon)` sees every step (for trajectories and tests).
+    A multi-signal model also takes the driving motion (B, N, 70) with its region mask (B, R), and audio None (no
+    audio); `guidance` scales them (guidance.py, eq. 2). The conditioning is computed once per window; each step
+    then costs one pass through the network per guidance term (one without guidance). `callback(i, t,
+    x_after_step, epsilon)` sees every step (for trajectories and tests).
     """
     timesteps = scheduler.set_timesteps(num_inference_steps)
     dtype = model.input_projection.weight.dtype
     x = x_T.to(dtype)
-    cond = model.condition(audio.to(dtype))
+    cond, weights = guided_condition(
+        model,
+        None if audio is None else audio.to(dtype),
+        None if driving is None else driving.to(dtype),
+        regions,
+        guidance,
+    )
+    terms = len(weights)
+    ref_k, ori_k = ref.repeat(terms, 1), None if ori is None else ori.repeat(terms, 1)
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="denoising", leave=False, **_quiet(progress))):
-        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        eps = model(x, t_batch, audio, ref, ori, cond=cond)
+        t_batch = torch.full((x.shape[0] * terms,), t, dtype=torch.long, device=x.device)
+        x_k = x.repeat(terms, 1, 1) if terms > 1 else x
+        eps = combine(model(x_k, t_batch, None, ref_k, ori_k, cond=cond), weights)
         kwargs = {}
         if scheduler.adds_noise(t):  # only draw when the step uses noise, so seeded streams stay aligned
             if isinstance(generator, list):
@@ -96,7 +111,8 @@ def sample_window(
 
 
 def padded_audio(audio: torch.Tensor, window: int, official_short_audio: bool = False) -> tuple[torch.Tensor, int]:
-    """Audio (B, T, D) -> (padded audio (B, L, D), padding) with L a multiple of `window` (see module docstring)."""
+    """Audio (B, T, D) -> (padded audio (B, L, D), padding) with L a multiple of `window` (see module docstring);
+    a driving motion is padded the same way, so that its windows are the audio's."""
     num_frames = audio.shape[1]
     padding = (window - num_frames % window) % window
     if official_short_audio:
@@ -105,27 +121,33 @@ def padded_audio(audio: torch.Tensor, window: int, official_short_audio: bool = 
     return audio.repeat(1, reps, 1)[:, : num_frames + padding], padding
 
 
-def _utterance_inputs(audio, source_motion, ori, noise):
-    """Single-utterance inputs as a batch of one (and whether they were single)."""
-    single = audio.ndim == 2
-    if single:
-        audio, source_motion = audio[None], source_motion.reshape(1, -1)
-        ori = None if ori is None else ori.reshape(1, -1)
-        noise = None if noise is None else noise[None]
-    return single, audio, source_motion, ori, noise
+def _utterance_inputs(audio, driving, regions, source_motion, ori, noise):
+    """Single-utterance inputs (audio or driving (T, D)) as a batch of one, and whether they were single."""
+    signal = audio if audio is not None else driving
+    if signal is None or signal.ndim != 2:
+        return False, audio, driving, regions, source_motion, ori, noise
+
+    def one(x):
+        return None if x is None else x[None]
+
+    ori = None if ori is None else ori.reshape(1, -1)
+    return True, one(audio), one(driving), one(regions), source_motion.reshape(1, -1), ori, one(noise)
 
 
 @torch.no_grad()
 def motion_windows(
     model: Denoiser,
     scheduler,
-    audio: torch.Tensor,
+    audio: torch.Tensor | None,
     source_motion: torch.Tensor,
     ori: torch.Tensor | None,
     steps: int | None = None,
     window: int | None = None,
     generator: Generators = None,
     *,
+    driving: torch.Tensor | None = None,
+    regions: torch.Tensor | None = None,
+    guidance: Guidance | None = None,
     noise: torch.Tensor | None = None,
     official_short_audio: bool = False,
     progress: bool = True,
@@ -134,24 +156,50 @@ def motion_windows(
 
     Arguments as `sample_motion` (batched inputs only); window k covers padded rows [kN, (k+1)N), so its frames
     are frames kN.. of the utterance. A caller can use each window as soon as it is sampled (streaming).
+    driving (B, T, 70) / regions (B, R) / guidance: the multi-signal model's other inputs (sample_window); audio
+    None samples from the driving motion alone.
     """
-    if audio.shape[1] == 0:
+    signal = audio if audio is not None else driving
+    if signal is None:
+        raise AudioError("no audio and no driving motion: there is nothing to sample the motion from")
+    if driving is not None and audio is not None and driving.shape[:2] != audio.shape[:2]:
+        raise ValueError(f"audio {tuple(audio.shape)} and driving motion {tuple(driving.shape)} differ in frames")
+    if signal.shape[1] == 0:
         raise AudioError("the audio is shorter than one video frame: there is no motion to sample")
     window = window or model.window
     device, dtype = model.input_projection.weight.device, model.input_projection.weight.dtype
-    batch = audio.shape[0]
-    audio = audio.to(device, dtype)
-    padded, _ = padded_audio(audio, window, official_short_audio)
+    batch = signal.shape[0]
+
+    def padded(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else padded_audio(x.to(device, dtype), window, official_short_audio)[0]
+
+    audio, driving = padded(audio), padded(driving)
+    regions = None if regions is None else regions.to(device, dtype).expand(batch, -1)
+    length = (audio if audio is not None else driving).shape[1]
     ref = source_motion.to(device, dtype).expand(batch, -1)
     ori = None if ori is None else ori.to(device, dtype).expand(batch, -1)
-    starts = list(range(0, padded.shape[1] - 1, window))
+    starts = list(range(0, length - 1, window))
     for k, start in enumerate(tqdm(starts, desc="sampling motion windows", **_quiet(progress))):
-        chunk = padded[:, start : start + window]
+        rows = slice(start, start + window)
+        chunk = None if audio is None else audio[:, rows]
+        frames = (audio if audio is not None else driving)[:, rows].shape[1]
         if noise is not None:
             x_T = noise[:, k].to(device, dtype)
         else:
-            x_T = initial_noise(batch, chunk.shape[1], model.motion_dim, generator, device).to(dtype)
-        x0 = sample_window(model, scheduler, x_T, ref, ori, chunk, num_inference_steps=steps, generator=generator)
+            x_T = initial_noise(batch, frames, model.motion_dim, generator, device).to(dtype)
+        x0 = sample_window(
+            model,
+            scheduler,
+            x_T,
+            ref,
+            ori,
+            chunk,
+            driving=None if driving is None else driving[:, rows],
+            regions=regions,
+            guidance=guidance,
+            num_inference_steps=steps,
+            generator=generator,
+        )
         yield ref, x0
         ref = x0[:, -1]
 
@@ -167,6 +215,9 @@ def sample_motion(
     window: int | None = None,
     generator: Generators = None,
     *,
+    driving: torch.Tensor | None = None,
+    regions: torch.Tensor | None = None,
+    guidance: Guidance | None = None,
     noise: torch.Tensor | None = None,
     official_short_audio: bool = False,
     window_callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
@@ -180,10 +231,16 @@ def sample_motion(
     generator gives the official random stream; `noise` (num_windows, N, 70) or (B, num_windows, N, 70) gives
     x_T explicitly. The windows of one utterance run one after another (each starts from the previous one's last
     frame); a batch of utterances runs its windows side by side. `window_callback(k, ref, x0)` sees each window.
+    A multi-signal model also takes `driving` (T, 70) / (B, T, 70) normalised with `regions` (R,) / (B, R), audio
+    None (motion only) and `guidance` (guidance.py).
     """
-    single, audio, source_motion, ori, noise = _utterance_inputs(audio, source_motion, ori, noise)
+    single, audio, driving, regions, source_motion, ori, noise = _utterance_inputs(
+        audio, driving, regions, source_motion, ori, noise
+    )
+    if audio is None and driving is None:
+        raise AudioError("no audio and no driving motion: there is nothing to sample the motion from")
     window = window or model.window
-    padding = (window - audio.shape[1] % window) % window
+    padding = (window - (audio if audio is not None else driving).shape[1] % window) % window
     windows = motion_windows(
         model,
         scheduler,
@@ -193,6 +250,9 @@ def sample_motion(
         steps,
         window,
         generator,
+        driving=driving,
+        regions=regions,
+        guidance=guidance,
         noise=noise,
         official_short_audio=official_short_audio,
         progress=progress,

@@ -41,6 +41,14 @@ class ControlConfig:
 
 
 @dataclass
+class GuidanceConfig:
+    """The `guidance` node: classifier-free guidance scales (kdtalker.diffusion.guidance.Guidance)."""
+
+    audio: float = MISSING
+    motion: float = MISSING
+
+
+@dataclass
 class InferenceConfig:
     """The top level of configs/inference.yaml; the audio/renderer/model/diffusion groups are built by _target_."""
 
@@ -70,3 +78,5 @@ class InferenceConfig:
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    signals: str = MISSING
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)

@@ -19,13 +19,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtalker.diffusion.motion import ANGLES, EXPRESSION, SCALE, TRANSLATION, unpack_motion
+from kdtalker.diffusion.motion import (
+    ANGLES,
+    EXPRESSION,
+    EYE_KEYPOINTS,
+    LIP_KEYPOINTS,
+    OTHER_KEYPOINTS,
+    SCALE,
+    TRANSLATION,
+    expression_channels,
+    unpack_motion,
+)
 from kdtalker.errors import ConfigError
 from kdtalker.renderer.keypoints import rotation_angles, rotation_matrix
 
-LIPS = (6, 12, 14, 17, 19, 20)
-EYES = (11, 13, 15, 16, 18)
-REST = tuple(k for k in range(21) if k not in LIPS + EYES)
+LIPS, EYES, REST = LIP_KEYPOINTS, EYE_KEYPOINTS, OTHER_KEYPOINTS
 CHOICES = {
     "pose": ("audio", "video", "still", "file"),
     "lips": ("audio", "video"),
@@ -78,13 +86,9 @@ class Control:
         return all(getattr(self, r) == "audio" and getattr(self, f"{r}_strength") == 1 for r in CHOICES)
 
 
-def _exp_index(points: tuple[int, ...]) -> list[int]:
-    return [EXPRESSION.start + 3 * k + c for k in points for c in range(3)]
-
-
 def lip_columns() -> list[int]:
     """The motion columns of the lip keypoints' expression (18 of the 63)."""
-    return _exp_index(LIPS)
+    return expression_channels(LIPS)
 
 
 def mix_motion(
@@ -113,9 +117,9 @@ def mix_motion(
 
     pose_columns = list(range(ANGLES.start, TRANSLATION.stop))
     blend(pose_columns, control.pose, control.pose_strength)
-    blend(_exp_index(LIPS), control.lips, control.lips_strength)
-    blend(_exp_index(EYES), control.eyes, control.eyes_strength)
-    blend(_exp_index(REST), control.expression, control.expression_strength)
+    blend(expression_channels(LIPS), control.lips, control.lips_strength)
+    blend(expression_channels(EYES), control.eyes, control.eyes_strength)
+    blend(expression_channels(REST), control.expression, control.expression_strength)
     return out
 
 

@@ -34,7 +34,16 @@ from kdtalker.audio import audio_features, load_audio, num_video_frames
 from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.config import describe_type
 from kdtalker.device import check_dtype, fastest_dtype, resolve_device, resolve_dtype
-from kdtalker.diffusion import MOTION_DIM, DDIMScheduler, Denoiser, MotionNorm, pack_motion
+from kdtalker.diffusion import (
+    MOTION_DIM,
+    REGIONS,
+    DDIMScheduler,
+    Denoiser,
+    Guidance,
+    MotionNorm,
+    pack_motion,
+    region_mask,
+)
 from kdtalker.diffusion.motion import POSE
 from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import StreamingSmoother
@@ -62,6 +71,9 @@ from kdtalker.renderer import LivePortraitRenderer, Source
 
 MOTION_MODES = ("absolute", "relative")
 CROP_METHODS = ("dlib", "insightface")
+# what drives a multi-signal model, and through which regions the driving motion acts (the audio drives the lips
+# when both are given, as the model was trained: train.mask_drop.lips_from_audio)
+SIGNALS = {"audio": (), "motion": REGIONS, "both": tuple(r for r in REGIONS if r != "lips")}
 SAMPLE_RATE = 16000
 
 
@@ -83,6 +95,8 @@ class Controls:
     face_index: int = 0  # 0 = largest face, 1 = second largest, ...
     crf: int = 18  # H.264 quality (lower = better, bigger)
     control: Control = field(default_factory=Control)  # which signal drives which region (control.py)
+    signals: str = "audio"  # audio | motion | both: the inputs of a multi-signal model (model=kdtalker_multisignal)
+    guidance: Guidance = field(default_factory=Guidance)  # classifier-free guidance scales; 1 = none
 
     def validate(self) -> "Controls":
         """ConfigError for a value of the wrong type or out of range; returns self."""
@@ -101,12 +115,24 @@ class Controls:
             (self.crop_scale > 0, f"crop.scale must be positive, got {self.crop_scale}"),
             (self.face_index >= 0, f"crop.face_index must be >= 0, got {self.face_index}"),
             (0 <= self.crf <= 51, f"crf must be in 0..51, got {self.crf}"),
+            (self.signals in SIGNALS, f"signals must be one of {tuple(SIGNALS)}, got {self.signals!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         self.control.validate()
+        self.guidance.validate()
         return self
+
+    @property
+    def uses_audio(self) -> bool:
+        """Whether the sampled motion follows the audio (the official path does)."""
+        return self.signals != "motion"
+
+    @property
+    def uses_motion(self) -> bool:
+        """Whether a driving motion goes into the multi-signal model."""
+        return self.signals != "audio"
 
 
 def _is_of_kind(value: Any, kind: Any) -> bool:
@@ -218,9 +244,11 @@ class TalkingHeadPipeline:
         """
         cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
         crop = cfg.crop
+        nested = ("control", "guidance")
         controls = Controls(
-            **{f.name: cfg[f.name] for f in fields(Controls) if f.name in cfg and f.name != "control"},
+            **{f.name: cfg[f.name] for f in fields(Controls) if f.name in cfg and f.name not in nested},
             control=Control.of(OmegaConf.to_container(cfg.control)),
+            guidance=_guidance(OmegaConf.to_container(cfg.guidance)),
             crop_method=crop.method,
             crop_scale=crop.scale,
             face_index=crop.face_index,
@@ -345,6 +373,8 @@ class TalkingHeadPipeline:
             raise ConfigError(f"unknown control(s) {sorted(set(controls) - known)}; known: {sorted(known)}")
         if "control" in controls:
             controls = {**controls, "control": Control.of(controls["control"])}
+        if "guidance" in controls:
+            controls = {**controls, "guidance": _guidance(controls["guidance"])}
         ctl = replace(self.controls, **controls).validate()
         return ctl if ctl.batch_size is not None else replace(ctl, batch_size=default_batch_size(self.device))
 
@@ -358,10 +388,10 @@ class TalkingHeadPipeline:
             job = self._prepare(source_image, driven_audio, ctl, motion_file, driving_video, pose_file)
             return job, self._frame_batches(job)
         signals = (motion_file, driving_video, pose_file)
-        if any(x is not None for x in signals) or not ctl.control.is_audio_only:
+        if any(x is not None for x in signals) or not ctl.control.is_audio_only or ctl.uses_motion:
             raise ConfigError(
                 "source_video keeps the video's own pose, eyes and expression and moves the lips with the audio: "
-                "it takes no motion_file, driving_video, pose_file or control.*"
+                "it takes no motion_file, driving_video, pose_file, control.* or signals"
             )
         if driven_audio is None:
             raise ConfigError("source_video needs driven_audio=PATH: the speech its lips will follow")
@@ -382,7 +412,7 @@ class TalkingHeadPipeline:
         control = ctl.control
         # The cheap input checks come first: a wrong path fails at once, not after loading the models.
         given = load_motion_file(motion_file) if motion_file is not None else None
-        _check_signals(control, driven_audio, driving_video, pose_file, given is not None)
+        _check_signals(ctl, driven_audio, driving_video, pose_file, given is not None)
         with self._stage("crop"):
             image = load_image(source_image)
             face = self.crop(image, ctl)
@@ -392,6 +422,18 @@ class TalkingHeadPipeline:
         if given is not None:
             num_frames = given.shape[0]
         models = self.load()
+        if (ctl.uses_motion or not ctl.guidance.is_none) and "motion" not in models["denoiser"].signals:
+            what = f"signals={ctl.signals}" if ctl.uses_motion else "guidance"
+            raise ConfigError(
+                f"{what} needs a multi-signal model trained with mask-drop (model=kdtalker_multisignal); "
+                "the official model is driven by audio only"
+            )
+        if ctl.uses_motion and not models["denoiser"].motion_branch_trained:
+            raise ConfigError(
+                f"signals={ctl.signals}: the multi-signal model's motion branch is untrained (its weights in "
+                f"{self.checkpoint_dir / 'KDTalker.pth'} are missing or zero, as in the official file), so the "
+                "driving video would change nothing; train it first (python train.py experiment=multisignal)"
+            )
         with torch.inference_mode():
             with self._stage("crop"):
                 source = models["renderer"].encode_source(face.image)
@@ -405,7 +447,7 @@ class TalkingHeadPipeline:
             pose = None
             if pose_file is not None:
                 pose = load_pose_file(pose_file, num_frames, ctl.fps, raw_source)
-            if given is None and control.uses("audio"):
+            if given is None and control.uses("audio") and ctl.uses_audio:
                 with self._stage("audio"):
                     features = audio_features(wav, models["audio"], fps=ctl.fps, batch_size=self.audio_batch_size)
         paste = PasteBack(image, face.matrix) if ctl.paste_back else None
@@ -561,28 +603,48 @@ class TalkingHeadPipeline:
             )
         return crop_face(image, face_index=ctl.face_index, scale=ctl.crop_scale, predictor_path=self.predictor_path)
 
-    def sample(self, source_info: dict[str, torch.Tensor], features: torch.Tensor, ctl: Controls) -> torch.Tensor:
-        """Source keypoint info + audio features (T, 512) -> denormalised, smoothed motion (T, 70) float32."""
-        return torch.cat(list(self.motion_pieces(source_info, features, ctl)))
+    def sample(
+        self,
+        source_info: dict[str, torch.Tensor],
+        features: torch.Tensor | None,
+        ctl: Controls,
+        driving: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Source keypoint info + audio features (T, 512) -> denormalised, smoothed motion (T, 70) float32.
+
+        driving: the raw driving motion (T, 70) on the source (relative_video_motion) for ctl.signals=motion|both;
+        features None with signals=motion."""
+        return torch.cat(list(self.motion_pieces(source_info, features, ctl, driving)))
 
     def motion_pieces(
-        self, source_info: dict[str, torch.Tensor], features: torch.Tensor, ctl: Controls
+        self,
+        source_info: dict[str, torch.Tensor],
+        features: torch.Tensor | None,
+        ctl: Controls,
+        driving: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
         """As `sample`, in pieces (n, 70) that are final as soon as they come (window by window, smoothing lag)."""
         models = self.load()
         norm = models["norm"]
-        num_frames = features.shape[0]
-        raw = source_motion(source_info).to(features.device)  # (70,) unnormalised
+        if ctl.uses_motion and driving is None:
+            raise ConfigError(f"signals={ctl.signals} needs the driving motion (driving_video=PATH)")
+        audio = features.float()[None] if ctl.uses_audio else None
+        motion = norm.normalize(driving.float())[None] if ctl.uses_motion else None
+        num_frames = (audio if audio is not None else motion).shape[1]
+        raw = source_motion(source_info).to((audio if audio is not None else motion).device)  # (70,) unnormalised
         ori = norm.canonical_token(source_info["kp"].reshape(63).float().to(raw.device))
         generator = torch.Generator(device=models["denoiser"].input_projection.weight.device).manual_seed(int(ctl.seed))
         windows = motion_windows(
             models["denoiser"],
             models["scheduler"],
-            features.float()[None],
+            audio,
             norm.normalize(raw)[None],
             ori[None],
             steps=ctl.steps,
             generator=generator,
+            driving=motion,
+            regions=region_mask(SIGNALS[ctl.signals])[None] if motion is not None else None,
+            guidance=ctl.guidance,
         )
         # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
         # the observation noise: more noise = trust the samples less = smoother.
@@ -616,12 +678,13 @@ class TalkingHeadPipeline:
     def controlled_pieces(self, job: "_Job") -> Iterator[torch.Tensor]:
         """The motion to render, in pieces: the sampled audio motion with each region from its control signal."""
         control, source = job.controls.control, job.source
+        driving = job.video_motion if job.controls.uses_motion else None
         if control.is_audio_only:
-            yield from self.motion_pieces(source.info, job.features, job.controls)
+            yield from self.motion_pieces(source.info, job.features, job.controls, driving)
             return
         raw_source = source_motion(source.info)
         if control.uses("audio"):
-            audio_pieces = self.motion_pieces(source.info, job.features, job.controls)
+            audio_pieces = self.motion_pieces(source.info, job.features, job.controls, driving)
         else:
             audio_pieces = iter([None])
         done = 0
@@ -792,26 +855,40 @@ def source_motion(info: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return motions_of(info)[0]
 
 
+def _guidance(value: Guidance | Mapping[str, Any] | None) -> Guidance:
+    """A Guidance from itself, a dict of its keys (a config node) or None (no guidance)."""
+    if value is None or isinstance(value, Guidance):
+        return value or Guidance()
+    known = {f.name for f in fields(Guidance)}
+    if set(value) - known:
+        raise ConfigError(f"unknown guidance key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
+    return Guidance(**dict(value)).validate()
+
+
 def _check_signals(
-    control: Control,
+    ctl: Controls,
     driven_audio: Any,
     driving_video: Any,
     pose_file: Any,
     has_motion_file: bool,
 ) -> None:
     """ConfigError when the control asks for a signal the run lacks, or a signal is given that no region uses."""
+    control = ctl.control
     if has_motion_file:
-        if driving_video is not None or pose_file is not None or not control.is_audio_only:
-            raise ConfigError("motion_file is rendered as it is: it takes no driving_video, pose_file or control.*")
+        if driving_video is not None or pose_file is not None or not control.is_audio_only or ctl.uses_motion:
+            raise ConfigError(
+                "motion_file is rendered as it is: it takes no driving_video, pose_file, control.* or signals"
+            )
         return
-    if control.uses("audio") and driven_audio is None:
+    if control.uses("audio") and ctl.uses_audio and driven_audio is None:
         raise ConfigError("driven_audio=PATH is required (or motion_file=PATH.npz to render a saved motion)")
-    if control.uses("video") and driving_video is None:
-        raise ConfigError("a control.* key asks for the video signal: give driving_video=PATH")
-    if driving_video is not None and not control.uses("video"):
+    if (control.uses("video") or ctl.uses_motion) and driving_video is None:
+        why = "a control.* key asks for the video signal" if control.uses("video") else f"signals={ctl.signals}"
+        raise ConfigError(f"{why}: give driving_video=PATH")
+    if driving_video is not None and not control.uses("video") and not ctl.uses_motion:
         raise ConfigError(
             "driving_video is given but no region follows it: set control.pose=video and/or control.lips, "
-            "control.eyes, control.expression=video"
+            "control.eyes, control.expression=video (or signals=motion|both with model=kdtalker_multisignal)"
         )
     if (control.pose == "file") != (pose_file is not None):
         raise ConfigError("control.pose=file and pose_file=PATH go together")

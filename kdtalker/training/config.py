@@ -18,6 +18,17 @@ class EMAConfig:
 
 
 @dataclass
+class MaskDropConfig:
+    """train.mask_drop (multi-signal models)"""
+
+    audio: float = MISSING
+    motion: float = MISSING
+    both: float = MISSING
+    region: float = MISSING
+    lips_from_audio: bool = MISSING
+
+
+@dataclass
 class TrainControls:
     """The `train` node: the optimiser recipe, checkpoints, validation."""
 
@@ -35,6 +46,7 @@ class TrainControls:
     warmup_steps: int = MISSING
     grad_clip: float = MISSING
     audio_noise_prob: float = MISSING
+    mask_drop: MaskDropConfig = field(default_factory=MaskDropConfig)
     precision: str = MISSING
     num_workers: int = MISSING
     ema: EMAConfig = field(default_factory=EMAConfig)
@@ -59,8 +71,9 @@ class TrainConfig:
 
 @dataclass
 class CheckConfig:
-    """The `check` node of configs/learning_check.yaml."""
+    """The `check` node of configs/learning_check.yaml (configs/check/)."""
 
+    kind: str = MISSING  # lips | multisignal
     clips: int = MISSING
     frames: int = MISSING
     steps: int = MISSING

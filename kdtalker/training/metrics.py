@@ -1,4 +1,4 @@
-"""How well sampled motion follows the audio: correlation of the lip channels with the ground truth."""
+"""How well sampled motion follows its signals: correlation of channel groups (lips, pose) with the ground truth."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def channel_correlation(pred: np.ndarray, target: np.ndarray, min_std: float = 1
     return r
 
 
-def lip_correlation(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], channels: Sequence[int]) -> float:
-    """Mean Pearson r of the lip `channels` between sampled and true motion (each (T, 70)), over channels and clips."""
+def group_correlation(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], channels: Sequence[int]) -> float:
+    """Mean Pearson r of `channels` (e.g. the lips') between sampled and true motion (each (T, 70)), over channels
+    and clips (per clip, so that a clip's offset from another does not count as following)."""
     values = [channel_correlation(p[:, list(channels)], g[:, list(channels)]).mean() for p, g in zip(preds, targets)]
     return float(np.mean(values))

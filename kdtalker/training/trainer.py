@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.prepare import prepare_data
-from kdtalker.data.synthetic import lip_channels
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.diffusion.loss import diffusion_loss
-from kdtalker.diffusion.motion import MotionNorm
+from kdtalker.diffusion.mask_drop import MaskDrop
+from kdtalker.diffusion.motion import MotionNorm, expression_channels
 from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError
 from kdtalker.fileio import atomic_path
 from kdtalker.training.checkpoint import (
@@ -36,7 +36,6 @@ from kdtalker.training.distributed import DistInfo, ResumableSampler, cleanup_di
 from kdtalker.training.ema import EMA
 from kdtalker.training.optim import build_optimizer, cosine_with_warmup
 from kdtalker.training.validation import sampled_lip_correlation, validation_loss
-from kdtalker.weights import load_state_strict
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -61,8 +60,9 @@ def seed_everything(seed: int) -> None:
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Any, source: str) -> None:
-    """Strictly load the 'model' entry of an official-layout checkpoint (or a bare prefixed state) into the Denoiser."""
-    load_state_strict(model, kdtalker_state_dict(ckpt, source), "KDTalker denoiser", source)
+    """Load the 'model' entry of an official-layout checkpoint (or a bare prefixed state) into the denoiser, by the
+    model's own rule (strict; a multi-signal model takes the official file with its motion branch at init)."""
+    model.load_state(kdtalker_state_dict(ckpt, source), source)
 
 
 TRAINING_STATE = ("model", "optimizer", "scheduler", "step")
@@ -159,6 +159,8 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     if tc.get("init_from"):
         ckpt = load_checkpoint(tc.init_from)
         load_model_state(model, ckpt, str(tc.init_from))
+    # a multi-signal model learns its single-signal and unconditional modes from mask-drop
+    mask_drop = MaskDrop(**tc.mask_drop) if "motion" in getattr(model, "signals", ()) else None
     scheduler = instantiate(cfg.diffusion)
     optimizer = build_optimizer(model, tc.lr, tc.betas, tc.eps, tc.weight_decay, list(tc.no_decay))
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -210,7 +212,7 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
-    lips = lip_channels(tuple(cfg.data.lip_keypoints))
+    lips = expression_channels(tuple(cfg.data.lip_keypoints))
     result = TrainResult(step, [], model, out_dir)
 
     def save() -> Path | None:
@@ -281,7 +283,7 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         for batch in DataLoader(train_set, generator=loader_rng, **loader_kwargs):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with _autocast(device, amp_dtype):
-                out = _diffusion_loss(net, scheduler, batch, float(tc.audio_noise_prob), generator)
+                out = _diffusion_loss(net, scheduler, batch, float(tc.audio_noise_prob), generator, mask_drop)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise KDTalkerError(
@@ -336,9 +338,13 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def _diffusion_loss(
-    net, scheduler, batch: dict[str, torch.Tensor], audio_noise_prob: float, generator: torch.Generator
+    net,
+    scheduler,
+    batch: dict[str, torch.Tensor],
+    audio_noise_prob: float,
+    generator: torch.Generator,
+    mask_drop: MaskDrop | None,
 ) -> dict[str, torch.Tensor]:
-
     return diffusion_loss(
         net,
         scheduler,
@@ -348,4 +354,5 @@ def _diffusion_loss(
         batch["audio"],
         audio_noise_prob=audio_noise_prob,
         generator=generator,
+        mask_drop=mask_drop,
     )

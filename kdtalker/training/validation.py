@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from kdtalker.data.dataset import MotionWindows, NormalisedClip
 from kdtalker.diffusion.loss import diffusion_loss
 from kdtalker.diffusion.sampling import sample_motion
-from kdtalker.training.metrics import lip_correlation
+from kdtalker.training.metrics import group_correlation
 
 
 @torch.no_grad()
@@ -44,22 +44,38 @@ def validation_loss(
     return {k: v / count for k, v in totals.items()}
 
 
+def _rows(x: np.ndarray | None, frames: int, device: torch.device) -> torch.Tensor | None:
+    return None if x is None else torch.from_numpy(np.ascontiguousarray(x[:frames])).to(device)
+
+
 @torch.no_grad()
 def sample_clip(
-    model, scheduler, clip: NormalisedClip, audio: np.ndarray, frames: int, steps: int, device: torch.device, seed: int
+    model,
+    scheduler,
+    clip: NormalisedClip,
+    audio: np.ndarray | None,
+    frames: int,
+    steps: int,
+    device: torch.device,
+    seed: int,
+    driving: np.ndarray | None = None,
+    regions: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Sample `frames` normalised motion frames (frames, 70) after frame 0 of `clip`, by `audio` (frames, 512)."""
+    """Sample `frames` normalised motion frames (frames, 70) after frame 0 of `clip`, by `audio` (frames, 512)
+    and/or (a multi-signal model) the normalised `driving` motion (frames, 70) through `regions` (R,)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     ori = np.concatenate([np.zeros(7, np.float32), clip.kp[0]])
     out = sample_motion(
         model,
         scheduler,
-        torch.from_numpy(np.ascontiguousarray(audio[:frames])).to(device),
+        _rows(audio, frames, device),
         torch.from_numpy(clip.motion[0].copy()).to(device),
         torch.from_numpy(ori).to(device),
         steps=steps,
         window=model.window,
         generator=generator,
+        driving=_rows(driving, frames, device),
+        regions=None if regions is None else regions.to(device),
         progress=False,
     )
     return out.float().cpu().numpy()
@@ -93,6 +109,6 @@ def sampled_lip_correlation(
         truths.append(clip.motion[1 : 1 + frames])
     model.train(was_training)
     return {
-        "lip_corr": lip_correlation(preds, truths, lip_channels),
-        "lip_corr_shuffled": lip_correlation(shuffled, truths, lip_channels),
+        "lip_corr": group_correlation(preds, truths, lip_channels),
+        "lip_corr_shuffled": group_correlation(shuffled, truths, lip_channels),
     }

@@ -1,0 +1,164 @@
+"""The multi-signal denoiser: KDTalker driven by audio, by a driving motion, or by both, each gated to its regions.
+
+ACTalker's idea (Hong et al. 2025: one control branch per driving signal, each branch gated and masked to its facial
+region, trained with mask-drop) carried over to KDTalker's keypoint motion, where a region is a set of motion
+channels: the lips (expression of LivePortrait's 6 lip keypoints), the eyes (its 5 eye keypoints), the rest of the
+expression (the other 10 keypoints) and the head pose (yaw, pitch, roll, t).
+
+Branches, summed into every ResnetBlock's modulation (the scale/shift the official audio already drives), and
+into the projected input tokens (so that the driving motion meets the noisy motion x_t at the first layer):
+    modulation_b = time_b + audio_b + W_b [ g_br m_r E_r(d_r) ]_r,    h_0 = P x + W_in [ g_0r m_r E_r(d_r) ]_r   (1)
+- audio_b: the official audio branch, unchanged (same module names: KDTalker.pth loads into it);
+- d_r: the region's channels of the per-frame driving motion (normalised like the sampled motion; the scale
+  channel is not a driving signal), E_r: the region's encoder (Linear, SiLU, Linear -> `motion_features`);
+- m_r in {0, 1}: the region mask, whether the driving motion may act through region r (signals=audio: all 0;
+  both: lips 0, the audio drives them; motion: all 1);
+- g_br: a learned gate per block and region (init 1), the branch's strength (g_0r: at the input);
+- W_b, W_in: bias-free Linears initialised to zero (ControlNet's zero convolution), so that at step 0 the
+  model is the official one, and with every m_r = 0 the branch adds exactly nothing, trained or not.
+Differences from ACTalker: keypoint motion instead of video latents, FiLM modulation of the transformer's blocks
+instead of Mamba branches over spatio-temporal tokens, and regions as masks on the driving channels (a frame's
+hidden state is shared by all 70 output channels, so "where a signal acts" is learned from mask-drop, not walled).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from kdtalker.diffusion.checkpoint import WHAT
+from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.diffusion.motion import (
+    EYE_KEYPOINTS,
+    LIP_KEYPOINTS,
+    MOTION_DIM,
+    OTHER_KEYPOINTS,
+    POSE,
+    expression_channels,
+)
+from kdtalker.errors import ConfigError
+from kdtalker.weights import load_state_strict
+
+REGIONS = ("lips", "eyes", "expression", "pose")
+REGION_CHANNELS = {
+    "lips": expression_channels(LIP_KEYPOINTS),
+    "eyes": expression_channels(EYE_KEYPOINTS),
+    "expression": expression_channels(OTHER_KEYPOINTS),
+    "pose": list(range(POSE.start, POSE.stop)),
+}
+BRANCH = ("motion_encoders.", "motion_input.", "motion_modulation.", "region_gates")  # the motion branch's keys
+
+
+def region_mask(regions: tuple[str, ...] | list[str]) -> torch.Tensor:
+    """Region names -> the (R,) 0/1 mask over REGIONS (ConfigError for an unknown name)."""
+    unknown = sorted(set(regions) - set(REGIONS))
+    if unknown:
+        raise ConfigError(f"unknown motion region(s) {unknown}; the regions are {list(REGIONS)}")
+    return torch.tensor([float(r in regions) for r in REGIONS])
+
+
+class MultiSignalDenoiser(Denoiser):
+    """Denoiser + a gated motion branch (eq. 1); forward(x_t, t, audio, previous, canonical, driving=, regions=).
+
+    Its `cond` (condition(...), the per-window cache) is (B, F, blocks + 1, 2 width): every block's modulation,
+    then one slot whose first `width` channels are the input term W_in [...] of eq. (1).
+    """
+
+    signals = ("audio", "motion")
+
+    def __init__(self, motion_features: int = 128, **denoiser_kwargs: Any):
+        super().__init__(**denoiser_kwargs)  # the official modules first: same initialisation as the plain model
+        if self.motion_dim != MOTION_DIM:
+            raise ConfigError(f"the multi-signal model works on the {MOTION_DIM}-d motion, not {self.motion_dim}")
+        self.motion_features = motion_features
+        self.motion_encoders = nn.ModuleDict(
+            {
+                r: nn.Sequential(
+                    nn.Linear(len(REGION_CHANNELS[r]), motion_features),
+                    nn.SiLU(),
+                    nn.Linear(motion_features, motion_features),
+                )
+                for r in REGIONS
+            }
+        )
+        blocks = len(self.resnet_blocks)
+        self.motion_input = nn.Linear(len(REGIONS) * motion_features, self.width, bias=False)
+        self.motion_modulation = nn.ModuleList(
+            nn.Linear(len(REGIONS) * motion_features, 2 * self.width, bias=False) for _ in range(blocks)
+        )
+        for projection in (self.motion_input, *self.motion_modulation):
+            nn.init.zeros_(projection.weight)
+        self.region_gates = nn.Parameter(torch.ones(blocks + 1, len(REGIONS)))  # row 0: the input
+
+    def motion_condition(self, driving: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """Driving motion (B, N, 70) normalised, region mask (B, R) or (B, N, R) -> the motion branch's share of
+        the cond over [reference tokens | frames] (B, N + reference tokens, blocks + 1, 2 width)."""
+        if driving.shape[-1] != MOTION_DIM:
+            raise ValueError(f"the driving motion has {MOTION_DIM} channels, got shape {tuple(driving.shape)}")
+        regions = regions.to(driving)
+        mask = regions[:, None, :, None] if regions.ndim == 2 else regions[..., None]  # (B, N or 1, R, 1)
+        features = torch.stack([self.motion_encoders[r](driving[..., REGION_CHANNELS[r]]) for r in REGIONS], dim=2)
+        features = features * mask  # a masked region contributes exactly zero, whatever its encoder's bias
+        gated = features[:, :, None] * self.region_gates[None, None, :, :, None]  # (B, N, 1 + blocks, R, d)
+        inputs = self.motion_input(gated[:, :, 0].flatten(-2))  # (B, N, width)
+        slots = [w(gated[:, :, 1 + b].flatten(-2)) for b, w in enumerate(self.motion_modulation)]
+        slots.append(torch.cat([inputs, torch.zeros_like(inputs)], dim=-1))
+        cond = torch.stack(slots, dim=2)  # (B, N, blocks + 1, 2 width)
+        front = cond.new_zeros(cond.shape[0], self.num_ref_tokens, *cond.shape[2:])
+        return torch.cat([front, cond], dim=1)
+
+    def condition(
+        self, audio: torch.Tensor, driving: torch.Tensor | None = None, regions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Audio (B, N, 512) (zeros = no audio) [+ driving (B, N, 70) and its region mask] -> the cond
+        (B, N + reference tokens, blocks + 1, 2 width) that is constant over the diffusion steps."""
+        return self._cond(super().condition(audio), driving, regions)
+
+    def _cond(self, audio_cond: torch.Tensor, driving: torch.Tensor | None, regions: torch.Tensor | None):
+        """The audio's modulation (B, F, blocks, 2 width) + the motion branch's share (eq. 1) -> the cond."""
+        cond = torch.cat([audio_cond, audio_cond.new_zeros(*audio_cond.shape[:2], 1, audio_cond.shape[3])], dim=2)
+        if driving is None:
+            return cond
+        if regions is None:
+            raise ValueError("a driving motion needs its region mask (B, R) over REGIONS")
+        return cond + self.motion_condition(driving.to(cond.dtype), regions)
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        audio: torch.Tensor | None,
+        previous: torch.Tensor,
+        canonical: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        driving: torch.Tensor | None = None,
+        regions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """As Denoiser.forward, plus the driving motion (B, N, 70) and its region mask (B, R) -> epsilon (B, N, 70)."""
+        tokens = self.tokens(x_t, previous, canonical)
+        if cond is None:
+            context = audio if audio.shape[1] == tokens.shape[1] else self.context(audio)
+            if context.shape[1] != tokens.shape[1] or (driving is not None and driving.shape[1] != x_t.shape[1]):
+                frames = "no driving motion" if driving is None else f"the driving motion {driving.shape[1]}"
+                raise ValueError(f"x_t has {x_t.shape[1]} frames, the audio {audio.shape[1]}, {frames}")
+            cond = self._cond(self.audio_modulation(context), driving, regions)
+        modulation, inputs = cond[:, :, :-1], cond[:, :, -1, : self.width]
+        eps = self.denoise(tokens, self.time_modulation(t) + modulation, inputs)
+        return eps[:, self.num_ref_tokens :]
+
+    @property
+    def motion_branch_trained(self) -> bool:
+        """False while every motion projection is still zero (e.g. the official KDTalker.pth loaded): the driving
+        motion then changes nothing."""
+        return any(bool(w.weight.detach().any()) for w in (self.motion_input, *self.motion_modulation))
+
+    def load_state(self, state: Mapping[str, torch.Tensor], source: str) -> None:
+        """Strict load; a checkpoint without any motion-branch entry (the official KDTalker.pth) leaves the branch
+        at its initial values (zero projections: the model then is the official one)."""
+        own = self.state_dict()
+        branch = [k for k in own if k.startswith(BRANCH)]
+        if not any(k in state for k in branch):
+            state = {**state, **{k: own[k] for k in branch}}
+        load_state_strict(self, state, WHAT, source)
