@@ -10,7 +10,8 @@ into the projected input tokens (so that the driving motion meets the noisy moti
     modulation_b = time_b + audio_b + W_b [ g_br m_r E_r(d_r) ]_r,    h_0 = P x + W_in [ g_0r m_r E_r(d_r) ]_r   (1)
 - audio_b: the official audio branch, unchanged (same module names: KDTalker.pth loads into it);
 - d_r: the region's channels of the per-frame driving motion (normalised like the sampled motion; the scale
-  channel is not a driving signal), E_r: the region's encoder (Linear, SiLU, Linear -> `motion_features`);
+  channel is not a driving signal) and their change since the window's first frame, E_r: the region's encoder
+  (Linear, SiLU, Linear -> `motion_features`);
 - m_r in {0, 1}: the region mask, whether the driving motion may act through region r (signals=audio: all 0;
   both: lips 0, the audio drives them; motion: all 1);
 - g_br: a learned gate per block and region (init 1), the branch's strength (g_0r: at the input);
@@ -76,7 +77,7 @@ class MultiSignalDenoiser(Denoiser):
         self.motion_encoders = nn.ModuleDict(
             {
                 r: nn.Sequential(
-                    nn.Linear(len(REGION_CHANNELS[r]), motion_features),
+                    nn.Linear(2 * len(REGION_CHANNELS[r]), motion_features),
                     nn.SiLU(),
                     nn.Linear(motion_features, motion_features),
                 )
@@ -99,7 +100,12 @@ class MultiSignalDenoiser(Denoiser):
             raise ValueError(f"the driving motion has {MOTION_DIM} channels, got shape {tuple(driving.shape)}")
         regions = regions.to(driving)
         mask = regions[:, None, :, None] if regions.ndim == 2 else regions[..., None]  # (B, N or 1, R, 1)
-        features = torch.stack([self.motion_encoders[r](driving[..., REGION_CHANNELS[r]]) for r in REGIONS], dim=2)
+        # each encoder sees its channels and their change since the window's first frame: the within-window motion
+        # is small next to the absolute level (which the reference token already carries) and learned faster so
+        with_change = torch.stack([driving, driving - driving[:, :1]], dim=-1)  # (B, N, 70, 2)
+        features = torch.stack(
+            [self.motion_encoders[r](with_change[..., REGION_CHANNELS[r], :].flatten(-2)) for r in REGIONS], dim=2
+        )
         features = features * mask  # a masked region contributes exactly zero, whatever its encoder's bias
         gated = features[:, :, None] * self.region_gates[None, None, :, :, None]  # (B, N, 1 + blocks, R, d)
         inputs = self.motion_input(gated[:, :, 0].flatten(-2))  # (B, N, width)
