@@ -11,9 +11,12 @@ import pytest
 import torch
 from test_pipeline_generate import EXAMPLE, RecordingRenderer, pipeline, speech  # noqa: F401 - the fixture
 
+from kdtalker.diffusion.motion import EYE_KEYPOINTS as EYES
+from kdtalker.diffusion.motion import LIP_KEYPOINTS as LIPS
+from kdtalker.diffusion.motion import OTHER_KEYPOINTS as REST
 from kdtalker.errors import ConfigError, VideoError
 from kdtalker.media import read_video, write_video
-from kdtalker.pipeline.control import EYES, LIPS, REST, Control, ping_pong, relative_video_motion
+from kdtalker.pipeline.control import Control, ping_pong, relative_video_motion
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.pipeline import motions_of, source_motion
 from kdtalker.renderer.keypoints import rotation_angles, rotation_matrix
@@ -222,7 +225,6 @@ def test_dubbing_a_source_video(controlled, tmp_path):
     """source_video: as long as the audio; each frame keeps its own pose and eyes; the lips move by the sampled
     lip motion relative to the sampled sequence's first frame."""
     from kdtalker.media import probe_video
-    from kdtalker.pipeline.control import lip_columns as lips_of
 
     video = driving_clip(tmp_path / "talk.mp4", 10)  # 10 frames for 25 of audio: plays back and forth
     audio = speech(tmp_path / "a.wav", 1.0)
@@ -233,7 +235,7 @@ def test_dubbing_a_source_video(controlled, tmp_path):
     crops = [controlled.crop(f).image for f in read_video(video, fps=25)]
     own = torch.stack([source_motion(renderer.encode_source(c).info) for c in crops])  # each frame's own motion
     own = own[torch.from_numpy(ping_pong(len(own), 25))]
-    lips = lips_of()
+    lips = lip_columns(LIPS)
     others = [c for c in range(70) if c not in lips]
     torch.testing.assert_close(motion[:, others], own[:, others], rtol=0, atol=0)  # pose, eyes, rest: the frame's
     ctl = controlled._controls({})

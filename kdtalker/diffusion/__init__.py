@@ -11,6 +11,8 @@ from kdtalker.diffusion.motion import (
     MOTION_DIM,
     MOTION_LAYOUT,
     POSE,
+    REGION_CHANNELS,
+    REGIONS,
     SCALE,
     TRANSLATION,
     MotionNorm,
@@ -18,7 +20,7 @@ from kdtalker.diffusion.motion import (
     pack_motion,
     unpack_motion,
 )
-from kdtalker.diffusion.multisignal import REGIONS, MultiSignalDenoiser, region_mask
+from kdtalker.diffusion.multisignal import MultiSignalDenoiser, region_mask
 from kdtalker.diffusion.sampling import initial_noise, padded_audio, sample_motion, sample_window
 from kdtalker.diffusion.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, SchedulerOutput
 
@@ -35,6 +37,7 @@ __all__ = [
     "MaskDrop",
     "MultiSignalDenoiser",
     "REGIONS",
+    "REGION_CHANNELS",
     "MOTION_DIM",
     "MOTION_LAYOUT",
     "MotionNorm",

@@ -367,34 +367,44 @@ class Denoiser(nn.Module):
             raise ValueError(f"x has {x.shape[1]} frames but the audio context has {context.shape[1]}")
         return self.denoise(x, self.time_modulation(t) + self.audio_modulation(context))
 
-    def condition(self, audio: torch.Tensor) -> torch.Tensor:
+    def condition(self, audio: torch.Tensor, **signals: torch.Tensor) -> torch.Tensor:
         """Per-frame audio (B, N, 512) -> the audio half of every block's modulation over [reference tokens | frames]
         (B, N + reference tokens, blocks, 2 width); constant over the diffusion steps, so a sampler computes it once
-        per window and passes it to forward as `cond`."""
-        return self.audio_modulation(self.context(audio))
+        per window and passes it to forward as `cond`. `signals`: a subclass's other inputs (the multi-signal
+        model's driving motion)."""
+        return self.context_condition(self.context(audio), **signals)
+
+    def context_condition(self, context: torch.Tensor) -> torch.Tensor:
+        """The padded audio context (B, F, 512) -> the cond (B, F, blocks, 2 width)."""
+        return self.audio_modulation(context)
+
+    def denoise_condition(self, tokens: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, F, 70), steps (B,), cond -> epsilon of every token (B, F, 70)."""
+        return self.denoise(tokens, self.time_modulation(t) + cond)
 
     def forward(
         self,
         x_t: torch.Tensor,
         t: torch.Tensor,
-        audio: torch.Tensor,
+        audio: torch.Tensor | None,
         previous: torch.Tensor,
         canonical: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
+        **signals: torch.Tensor,
     ) -> torch.Tensor:
         """x_t (B, N, 70), t (B,), audio (B, N, 512) -> epsilon (B, N, 70) for the N frames (not the reference tokens).
 
         `audio` may also be the zero-padded context (B, N + reference tokens, 512), as the training augmentation
-        builds it; `cond` = condition(audio), given, skips recomputing the audio modulation.
+        builds it; `cond` = condition(audio, **signals), given, skips recomputing the conditioning (audio is then
+        unused); `signals`: a subclass's other inputs.
         """
         tokens = self.tokens(x_t, previous, canonical)
         if cond is None:
             context = audio if audio.shape[1] == tokens.shape[1] else self.context(audio)
             if context.shape[1] != tokens.shape[1]:
                 raise ValueError(f"x_t has {x_t.shape[1]} frames but audio has {audio.shape[1]}")
-            cond = self.audio_modulation(context)
-        eps = self.denoise(tokens, self.time_modulation(t) + cond)
-        return eps[:, self.num_ref_tokens :]
+            cond = self.context_condition(context, **signals)
+        return self.denoise_condition(tokens, t, cond)[:, self.num_ref_tokens :]
 
     # Weights ----------------------------------------------------------------------------------------------------
     @classmethod

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdtalker.errors import ConfigError
+from kdtalker.errors import AudioError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,18 @@ class Guidance:
         return [term for term in terms if term[2] != 0]
 
 
+def check_signals(model, audio: bool, motion: bool, guidance: Guidance | None = None) -> None:
+    """ConfigError unless `model` can be run with these signals (audio given? motion given?) and this guidance."""
+    guidance = guidance or Guidance()
+    if (motion or not audio or not guidance.is_none) and "motion" not in model.signals:
+        what = "a driving motion" if motion else "guidance" if audio else "sampling without audio"
+        raise ConfigError(
+            f"{what} needs a multi-signal model trained with mask-drop (model=kdtalker_multisignal); "
+            "the official model is driven by audio only"
+        )
+    guidance.terms(audio, motion)
+
+
 def guided_condition(
     model,
     audio: torch.Tensor | None,
@@ -63,17 +75,8 @@ def guided_condition(
     """The conditions eq. (2) evaluates, stacked on the batch: audio (B, N, 512) or None (no audio), driving
     (B, N, 70) or None with regions (B, R) -> (cond (K B, F, blocks, 2 width), the K weights)."""
     guidance = guidance or Guidance()
-    takes_motion = "motion" in getattr(model, "signals", ("audio",))
-    if driving is not None and not takes_motion:
-        raise ConfigError("this model is driven by audio only; a driving motion needs model=kdtalker_multisignal")
-    if (audio is None or not guidance.is_none) and not takes_motion:
-        raise ConfigError(
-            "the official model was not trained to run without audio; signals=motion and guidance need a model "
-            "trained with mask-drop (model=kdtalker_multisignal)"
-        )
-    like = audio if audio is not None else driving
-    if like is None:
-        raise ConfigError("nothing drives the motion: give the audio, a driving motion, or both")
+    like = leading_signal(audio, driving)
+    check_signals(model, audio is not None, driving is not None, guidance)
     silent = like.new_zeros(*like.shape[:2], model.audio_dim)
     conds, weights = [], []
     for audio_on, motion_on, weight in guidance.terms(audio is not None, driving is not None):
@@ -81,6 +84,13 @@ def guided_condition(
         conds.append(model.condition(audio if audio_on else silent, **kwargs))
         weights.append(float(weight))
     return torch.cat(conds), weights
+
+
+def leading_signal(audio: torch.Tensor | None, driving: torch.Tensor | None) -> torch.Tensor:
+    """The signal whose frames a run samples: the audio (B, T, 512), else the driving motion (B, T, 70)."""
+    if audio is None and driving is None:
+        raise AudioError("no audio and no driving motion: there is nothing to sample the motion from")
+    return audio if audio is not None else driving
 
 
 def combine(eps: torch.Tensor, weights: list[float]) -> torch.Tensor:

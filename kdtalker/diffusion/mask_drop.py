@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdtalker.diffusion.multisignal import REGIONS
+from kdtalker.diffusion.motion import REGIONS
 from kdtalker.errors import ConfigError
 
 LIPS = REGIONS.index("lips")

@@ -52,6 +52,16 @@ def expression_channels(keypoints: tuple[int, ...] | list[int]) -> list[int]:
     return [EXPRESSION.start + 3 * k + c for k in keypoints for c in range(3)]
 
 
+# The facial regions a signal can drive, and their motion channels (the scale is no region's).
+REGIONS = ("lips", "eyes", "expression", "pose")
+REGION_CHANNELS = {
+    "lips": expression_channels(LIP_KEYPOINTS),
+    "eyes": expression_channels(EYE_KEYPOINTS),
+    "expression": expression_channels(OTHER_KEYPOINTS),
+    "pose": list(range(POSE.start, POSE.stop)),
+}
+
+
 def unpack_motion(m: Array) -> dict[str, Array]:
     """(..., 70) -> dict(scale (..., 1), yaw, pitch, roll (..., 1), t (..., 3), exp (..., 63)); views, no copies."""
     if m.shape[-1] != MOTION_DIM:

@@ -31,24 +31,13 @@ from torch import nn
 
 from kdtalker.diffusion.checkpoint import WHAT
 from kdtalker.diffusion.denoiser import Denoiser
-from kdtalker.diffusion.motion import (
-    EYE_KEYPOINTS,
-    LIP_KEYPOINTS,
-    MOTION_DIM,
-    OTHER_KEYPOINTS,
-    POSE,
-    expression_channels,
-)
+from kdtalker.diffusion.motion import MOTION_DIM, REGION_CHANNELS, REGIONS
 from kdtalker.errors import ConfigError
 from kdtalker.weights import load_state_strict
 
-REGIONS = ("lips", "eyes", "expression", "pose")
-REGION_CHANNELS = {
-    "lips": expression_channels(LIP_KEYPOINTS),
-    "eyes": expression_channels(EYE_KEYPOINTS),
-    "expression": expression_channels(OTHER_KEYPOINTS),
-    "pose": list(range(POSE.start, POSE.stop)),
-}
+# Which regions the driving motion drives for each choice of signals: with both, the audio keeps the lips, as the
+# model is trained (train.mask_drop.lips_from_audio).
+SIGNAL_REGIONS = {"audio": (), "motion": REGIONS, "both": tuple(r for r in REGIONS if r != "lips")}
 BRANCH = ("motion_encoders.", "motion_input.", "motion_modulation.", "region_gates")  # the motion branch's keys
 
 
@@ -115,44 +104,25 @@ class MultiSignalDenoiser(Denoiser):
         front = cond.new_zeros(cond.shape[0], self.num_ref_tokens, *cond.shape[2:])
         return torch.cat([front, cond], dim=1)
 
-    def condition(
-        self, audio: torch.Tensor, driving: torch.Tensor | None = None, regions: torch.Tensor | None = None
+    def context_condition(
+        self, context: torch.Tensor, driving: torch.Tensor | None = None, regions: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Audio (B, N, 512) (zeros = no audio) [+ driving (B, N, 70) and its region mask] -> the cond
-        (B, N + reference tokens, blocks + 1, 2 width) that is constant over the diffusion steps."""
-        return self._cond(super().condition(audio), driving, regions)
-
-    def _cond(self, audio_cond: torch.Tensor, driving: torch.Tensor | None, regions: torch.Tensor | None):
-        """The audio's modulation (B, F, blocks, 2 width) + the motion branch's share (eq. 1) -> the cond."""
-        cond = torch.cat([audio_cond, audio_cond.new_zeros(*audio_cond.shape[:2], 1, audio_cond.shape[3])], dim=2)
+        """Padded audio context (B, F, 512) (zeros = no audio) [+ driving (B, N, 70) and its region mask] -> the cond
+        (B, F, blocks + 1, 2 width) that is constant over the diffusion steps."""
+        audio = self.audio_modulation(context)
+        cond = torch.cat([audio, audio.new_zeros(*audio.shape[:2], 1, audio.shape[3])], dim=2)
         if driving is None:
             return cond
         if regions is None:
             raise ValueError("a driving motion needs its region mask (B, R) over REGIONS")
+        if driving.shape[1] + self.num_ref_tokens != context.shape[1]:
+            raise ValueError(f"the driving motion has {driving.shape[1]} frames, the audio {context.shape[1]} tokens")
         return cond + self.motion_condition(driving.to(cond.dtype), regions)
 
-    def forward(
-        self,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        audio: torch.Tensor | None,
-        previous: torch.Tensor,
-        canonical: torch.Tensor | None = None,
-        cond: torch.Tensor | None = None,
-        driving: torch.Tensor | None = None,
-        regions: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """As Denoiser.forward, plus the driving motion (B, N, 70) and its region mask (B, R) -> epsilon (B, N, 70)."""
-        tokens = self.tokens(x_t, previous, canonical)
-        if cond is None:
-            context = audio if audio.shape[1] == tokens.shape[1] else self.context(audio)
-            if context.shape[1] != tokens.shape[1] or (driving is not None and driving.shape[1] != x_t.shape[1]):
-                frames = "no driving motion" if driving is None else f"the driving motion {driving.shape[1]}"
-                raise ValueError(f"x_t has {x_t.shape[1]} frames, the audio {audio.shape[1]}, {frames}")
-            cond = self._cond(self.audio_modulation(context), driving, regions)
+    def denoise_condition(self, tokens: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The cond's last slot carries the input term of eq. (1); the others are the blocks' modulations."""
         modulation, inputs = cond[:, :, :-1], cond[:, :, -1, : self.width]
-        eps = self.denoise(tokens, self.time_modulation(t) + modulation, inputs)
-        return eps[:, self.num_ref_tokens :]
+        return self.denoise(tokens, self.time_modulation(t) + modulation, inputs)
 
     @property
     def motion_branch_trained(self) -> bool:

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdtalker.diffusion.denoiser import Denoiser
-from kdtalker.diffusion.guidance import Guidance, combine, guided_condition
+from kdtalker.diffusion.guidance import Guidance, combine, guided_condition, leading_signal
 from kdtalker.errors import AudioError
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -159,9 +159,7 @@ def motion_windows(
     driving (B, T, 70) / regions (B, R) / guidance: the multi-signal model's other inputs (sample_window); audio
     None samples from the driving motion alone.
     """
-    signal = audio if audio is not None else driving
-    if signal is None:
-        raise AudioError("no audio and no driving motion: there is nothing to sample the motion from")
+    signal = leading_signal(audio, driving)
     if driving is not None and audio is not None and driving.shape[:2] != audio.shape[:2]:
         raise ValueError(f"audio {tuple(audio.shape)} and driving motion {tuple(driving.shape)} differ in frames")
     if signal.shape[1] == 0:
@@ -175,14 +173,14 @@ def motion_windows(
 
     audio, driving = padded(audio), padded(driving)
     regions = None if regions is None else regions.to(device, dtype).expand(batch, -1)
-    length = (audio if audio is not None else driving).shape[1]
+    lead = leading_signal(audio, driving)
     ref = source_motion.to(device, dtype).expand(batch, -1)
     ori = None if ori is None else ori.to(device, dtype).expand(batch, -1)
-    starts = list(range(0, length - 1, window))
+    starts = list(range(0, lead.shape[1] - 1, window))
     for k, start in enumerate(tqdm(starts, desc="sampling motion windows", **_quiet(progress))):
         rows = slice(start, start + window)
         chunk = None if audio is None else audio[:, rows]
-        frames = (audio if audio is not None else driving)[:, rows].shape[1]
+        frames = lead[:, rows].shape[1]
         if noise is not None:
             x_T = noise[:, k].to(device, dtype)
         else:
@@ -237,10 +235,8 @@ def sample_motion(
     single, audio, driving, regions, source_motion, ori, noise = _utterance_inputs(
         audio, driving, regions, source_motion, ori, noise
     )
-    if audio is None and driving is None:
-        raise AudioError("no audio and no driving motion: there is nothing to sample the motion from")
     window = window or model.window
-    padding = (window - (audio if audio is not None else driving).shape[1] % window) % window
+    padding = (window - leading_signal(audio, driving).shape[1] % window) % window
     windows = motion_windows(
         model,
         scheduler,

@@ -19,21 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtalker.diffusion.motion import (
-    ANGLES,
-    EXPRESSION,
-    EYE_KEYPOINTS,
-    LIP_KEYPOINTS,
-    OTHER_KEYPOINTS,
-    SCALE,
-    TRANSLATION,
-    expression_channels,
-    unpack_motion,
-)
+from kdtalker.diffusion.motion import ANGLES, EXPRESSION, REGION_CHANNELS, SCALE, TRANSLATION, unpack_motion
 from kdtalker.errors import ConfigError
 from kdtalker.renderer.keypoints import rotation_angles, rotation_matrix
 
-LIPS, EYES, REST = LIP_KEYPOINTS, EYE_KEYPOINTS, OTHER_KEYPOINTS
 CHOICES = {
     "pose": ("audio", "video", "still", "file"),
     "lips": ("audio", "video"),
@@ -86,11 +75,6 @@ class Control:
         return all(getattr(self, r) == "audio" and getattr(self, f"{r}_strength") == 1 for r in CHOICES)
 
 
-def lip_columns() -> list[int]:
-    """The motion columns of the lip keypoints' expression (18 of the 63)."""
-    return expression_channels(LIPS)
-
-
 def mix_motion(
     control: Control,
     source: torch.Tensor,
@@ -115,11 +99,8 @@ def mix_motion(
         else:
             out[:, columns] = src[:, columns] + strength * (chosen[:, columns] - src[:, columns])
 
-    pose_columns = list(range(ANGLES.start, TRANSLATION.stop))
-    blend(pose_columns, control.pose, control.pose_strength)
-    blend(expression_channels(LIPS), control.lips, control.lips_strength)
-    blend(expression_channels(EYES), control.eyes, control.eyes_strength)
-    blend(expression_channels(REST), control.expression, control.expression_strength)
+    for region, columns in REGION_CHANNELS.items():
+        blend(columns, getattr(control, region), getattr(control, f"{region}_strength"))
     return out
 
 

@@ -36,7 +36,7 @@ from kdtalker.config import describe_type
 from kdtalker.device import check_dtype, fastest_dtype, resolve_device, resolve_dtype
 from kdtalker.diffusion import (
     MOTION_DIM,
-    REGIONS,
+    REGION_CHANNELS,
     DDIMScheduler,
     Denoiser,
     Guidance,
@@ -44,7 +44,9 @@ from kdtalker.diffusion import (
     pack_motion,
     region_mask,
 )
+from kdtalker.diffusion.guidance import check_signals, leading_signal
 from kdtalker.diffusion.motion import POSE
+from kdtalker.diffusion.multisignal import SIGNAL_REGIONS
 from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import StreamingSmoother
 from kdtalker.errors import ConfigError, ImageError, KDTalkerError, VideoError
@@ -54,7 +56,6 @@ from kdtalker.pipeline.compose import driving_keypoints
 from kdtalker.pipeline.control import (
     Control,
     fill_missing,
-    lip_columns,
     load_pose_file,
     mix_motion,
     ping_pong,
@@ -71,9 +72,6 @@ from kdtalker.renderer import LivePortraitRenderer, Source
 
 MOTION_MODES = ("absolute", "relative")
 CROP_METHODS = ("dlib", "insightface")
-# what drives a multi-signal model, and through which regions the driving motion acts (the audio drives the lips
-# when both are given, as the model was trained: train.mask_drop.lips_from_audio)
-SIGNALS = {"audio": (), "motion": REGIONS, "both": tuple(r for r in REGIONS if r != "lips")}
 SAMPLE_RATE = 16000
 
 
@@ -115,7 +113,10 @@ class Controls:
             (self.crop_scale > 0, f"crop.scale must be positive, got {self.crop_scale}"),
             (self.face_index >= 0, f"crop.face_index must be >= 0, got {self.face_index}"),
             (0 <= self.crf <= 51, f"crf must be in 0..51, got {self.crf}"),
-            (self.signals in SIGNALS, f"signals must be one of {tuple(SIGNALS)}, got {self.signals!r}"),
+            (
+                self.signals in SIGNAL_REGIONS,
+                f"signals must be one of {tuple(SIGNAL_REGIONS)}, got {self.signals!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -422,12 +423,7 @@ class TalkingHeadPipeline:
         if given is not None:
             num_frames = given.shape[0]
         models = self.load()
-        if (ctl.uses_motion or not ctl.guidance.is_none) and "motion" not in models["denoiser"].signals:
-            what = f"signals={ctl.signals}" if ctl.uses_motion else "guidance"
-            raise ConfigError(
-                f"{what} needs a multi-signal model trained with mask-drop (model=kdtalker_multisignal); "
-                "the official model is driven by audio only"
-            )
+        check_signals(models["denoiser"], ctl.uses_audio, ctl.uses_motion, ctl.guidance)
         if ctl.uses_motion and not models["denoiser"].motion_branch_trained:
             raise ConfigError(
                 f"signals={ctl.signals}: the multi-signal model's motion branch is untrained (its weights in "
@@ -522,7 +518,7 @@ class TalkingHeadPipeline:
         by the sampled lip motion relative to the sampled sequence's first frame."""
         ctl = job.controls
         renderer = self.load()["renderer"]
-        lips = torch.tensor(lip_columns(), dtype=torch.long)
+        lips = torch.tensor(REGION_CHANNELS["lips"], dtype=torch.long)
         sampled_0 = None
         frames = self._source_frames(job.source_video, ctl.fps, job.num_frames)
         index = 0
@@ -630,8 +626,9 @@ class TalkingHeadPipeline:
             raise ConfigError(f"signals={ctl.signals} needs the driving motion (driving_video=PATH)")
         audio = features.float()[None] if ctl.uses_audio else None
         motion = norm.normalize(driving.float())[None] if ctl.uses_motion else None
-        num_frames = (audio if audio is not None else motion).shape[1]
-        raw = source_motion(source_info).to((audio if audio is not None else motion).device)  # (70,) unnormalised
+        lead = leading_signal(audio, motion)
+        num_frames = lead.shape[1]
+        raw = source_motion(source_info).to(lead.device)  # (70,) unnormalised
         ori = norm.canonical_token(source_info["kp"].reshape(63).float().to(raw.device))
         generator = torch.Generator(device=models["denoiser"].input_projection.weight.device).manual_seed(int(ctl.seed))
         windows = motion_windows(
@@ -643,7 +640,7 @@ class TalkingHeadPipeline:
             steps=ctl.steps,
             generator=generator,
             driving=motion,
-            regions=region_mask(SIGNALS[ctl.signals])[None] if motion is not None else None,
+            regions=region_mask(SIGNAL_REGIONS[ctl.signals])[None] if motion is not None else None,
             guidance=ctl.guidance,
         )
         # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from kdtalker.data.dataset import MotionWindows, NormalisedClip
 from kdtalker.data.prepare import prepare_data
 from kdtalker.diffusion.motion import ANGLES, LIP_KEYPOINTS, MotionNorm, expression_channels
-from kdtalker.diffusion.multisignal import REGIONS, region_mask
+from kdtalker.diffusion.multisignal import SIGNAL_REGIONS, region_mask
 from kdtalker.errors import ConfigError
 from kdtalker.training.metrics import group_correlation
 from kdtalker.training.trainer import train
@@ -61,8 +61,7 @@ def multisignal_correlations(
     model.eval()
     frames = min(max_frames, *(len(c.motion) - 1 for c in clips))
     lips = expression_channels(LIP_KEYPOINTS)
-    both = region_mask([r for r in REGIONS if r != "lips"])
-    every = region_mask(REGIONS)
+    both, every = region_mask(SIGNAL_REGIONS["both"]), region_mask(SIGNAL_REGIONS["motion"])
     preds: dict[str, list[np.ndarray]] = {"both": [], "audio": [], "motion": [], "shuffled": []}
     truths = []
     for i, clip in enumerate(clips):
