@@ -4,6 +4,8 @@
 `lip-audio correlation: X (shuffled audio: Y)`.
 `python scripts/learning_check.py check=multisignal seed=N`: the multi-signal model; the last four lines are
 `multisignal both|audio|motion|shuffled: lips~audio X, pose~motion Y`.
+`python scripts/learning_check.py generator=vae|gan|vae_gan seed=N`: paper Table 4's one-pass generators on the
+same network; the same last line as the diffusion check.
 """
 
 from __future__ import annotations

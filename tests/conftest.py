@@ -32,3 +32,15 @@ def liveportrait_ref() -> ReferenceSet:
 @pytest.fixture(scope="session")
 def kdtalker_ref() -> ReferenceSet:
     return ReferenceSet("kdtalker")
+
+
+@pytest.fixture(scope="session")
+def fixture_checkpoints(tmp_path_factory):
+    """An official-layout checkpoint folder of full-size fixture weights (670 MB), written once per session."""
+    import shutil
+
+    from test_inference_e2e import write_fixture_checkpoints
+
+    root = write_fixture_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # do not keep it among pytest's retained temp folders

@@ -17,7 +17,8 @@ ALLOWED = {
     "data": {"audio", "renderer", "diffusion"},
     "pipeline": {"audio", "renderer", "diffusion"},
     "eval": {"audio", "renderer", "diffusion", "pipeline"},
-    "training": {"audio", "renderer", "diffusion", "data"},
+    "generators": {"diffusion"},  # Table 4's VAE / GAN objectives on the denoiser network
+    "training": {"audio", "renderer", "diffusion", "data", "generators"},
 }
 
 

@@ -1,12 +1,13 @@
 """Beat-align score and FPS on inputs with known answers."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from kdtalker.eval.beat_align import beat_align_score, motion_beats
-from kdtalker.eval.fps import Stopwatch, frames_per_second
+from kdtalker.eval.fps import Stopwatch, aggregate_fps, frames_per_second, timing_record
 
 
 def test_beat_align_closed_form():
@@ -36,3 +37,25 @@ def test_fps():
     with Stopwatch(clock=lambda: next(ticks)) as sw:
         pass
     assert sw.seconds == 2.5
+
+
+def test_timing_record_counts_sampling_and_rendering_only():
+    timings = SimpleNamespace(load=9.0, crop=1.0, audio=0.5, sampling=0.75, rendering=3.25, writing=2.0, frames=100)
+    assert timing_record(timings, wall_seconds=16.5) == {
+        "frames": 100,
+        "wall_seconds": 16.5,
+        "generation_seconds": 4.0,
+    }
+
+
+def test_aggregate_fps_sums_before_dividing():
+    records = [
+        {"frames": 100, "wall_seconds": 20.0, "generation_seconds": 4.0},
+        {"frames": 300, "wall_seconds": 30.0, "generation_seconds": 16.0},
+    ]
+    # 400 frames over 20 s of generation and 50 s of wall time (not the mean of 25 and 18.75 frames/s)
+    assert aggregate_fps(records) == {"fps": 20.0, "fps_wall": 8.0}
+    # an old record (stopwatch "seconds" only) counts as wall time and is left out of the generation FPS
+    assert aggregate_fps([*records, {"frames": 100, "seconds": 50.0}]) == {"fps": 20.0, "fps_wall": 5.0}
+    assert aggregate_fps([{"frames": 50, "seconds": 10.0}]) == {"fps_wall": 5.0}
+    assert aggregate_fps([]) == {}

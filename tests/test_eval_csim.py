@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kdtalker.errors import CheckpointError
-from kdtalker.eval.csim import ARCFACE_TEMPLATE, align_face, cosine_similarity, csim, five_points
+from kdtalker.eval.csim import ARCFACE_TEMPLATE, align_face, cosine_similarity, csim, five_points, umeyama_similarity
 from kdtalker.eval.weights import load_arcface
 
 
@@ -82,6 +82,46 @@ def test_alignment_to_template():
     shifted = np.zeros((140, 140, 3), np.uint8)
     shifted[10:122, 20:132] = image
     np.testing.assert_array_equal(align_face(shifted, ARCFACE_TEMPLATE + [20, 10]), image)
+
+
+def _similarity(angle_deg: float, scale: float, shift) -> np.ndarray:
+    a = np.deg2rad(angle_deg)
+    return np.hstack([scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]), np.array(shift)[:, None]])
+
+
+def test_umeyama_template_maps_to_itself():
+    np.testing.assert_allclose(
+        umeyama_similarity(ARCFACE_TEMPLATE, ARCFACE_TEMPLATE), [[1, 0, 0], [0, 1, 0]], rtol=0, atol=1e-12
+    )
+
+
+def test_umeyama_recovers_a_known_similarity():
+    src = np.random.RandomState(3).uniform(0, 200, (5, 2))
+    m = _similarity(17.0, 1.3, [12.5, -7.25])
+    np.testing.assert_allclose(umeyama_similarity(src, src @ m[:, :2].T + m[:, 2]), m, rtol=0, atol=1e-10)
+
+
+def test_umeyama_is_the_least_squares_similarity():
+    # In 2-D a similarity without reflection is [[a, -b], [b, a]] | t: linear least squares in (a, b, tx, ty)
+    # gives the optimum independently of the SVD route.
+    rs = np.random.RandomState(4)
+    src = rs.uniform(0, 100, (5, 2))
+    dst = src @ _similarity(-40.0, 0.7, [3.0, 9.0])[:, :2].T + rs.randn(5, 2) * 4
+    rows = np.zeros((10, 4))
+    rows[0::2] = np.c_[src[:, 0], -src[:, 1], np.ones(5), np.zeros(5)]
+    rows[1::2] = np.c_[src[:, 1], src[:, 0], np.zeros(5), np.ones(5)]
+    a, b, tx, ty = np.linalg.lstsq(rows, dst.reshape(-1), rcond=None)[0]
+    np.testing.assert_allclose(umeyama_similarity(src, dst), [[a, -b, tx], [b, a, ty]], rtol=0, atol=1e-10)
+
+
+def test_umeyama_never_reflects():
+    rs = np.random.RandomState(5)
+    src = rs.uniform(0, 100, (5, 2))
+    mirrored = src * [-1.0, 1.0]  # exactly fitted by a reflection, which must not be returned
+    for dst in (mirrored, rs.uniform(0, 100, (5, 2)), src[::-1]):
+        assert np.linalg.det(umeyama_similarity(src, dst)[:, :2]) > 0
+    with pytest.raises(ValueError, match="coincide"):
+        umeyama_similarity(np.ones((5, 2)), src)
 
 
 def test_five_points_from_68():

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -89,11 +91,17 @@ def test_evaluate_script_scores_another_methods_videos(setup, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     print(result.stdout)
-    assert "| Method | LSE-C↑ | LSE-D↓ | Diversity↑ | FID↓ | CPBD↑ | CSIM↑ | FPS↑ |" in result.stdout
+    assert "| Method | LSE-C↑ | LSE-D↓ | Diversity↑ | FID↓ | CPBD↑ | CSIM↑ | FPS (gen)↑ |" in result.stdout
     row = next(line for line in result.stdout.splitlines() if line.startswith("| Peer"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert "-" not in cells[1:] and cells[-1] == "30.00"
-    assert (out / "tables" / "peers.csv").read_text().startswith("Method,LSE-C,LSE-D,Diversity,FID,CPBD,CSIM,FPS")
+    # these 8-frame clips have no audio beats: BA is skipped for both, and the table says so
+    assert "Skipped videos: BA 2 of 2 (no audio beats)" in result.stdout
+    assert (
+        (out / "tables" / "peers.csv")
+        .read_text()
+        .startswith("Method,LSE-C,LSE-D,Diversity,FID,CPBD,CSIM,FPS (gen),Skipped\n")
+    )
     assert (setup / "peer" / "clip0.metrics.json").is_file()
     # a missing weight file is one clear message, no traceback (scoring the uncached ground-truth folder)
     gt_table = f"tables=[{{name: gt, title: GT, rows: [{{label: GT, folder: '{setup / 'gt'}'}}]}}]"
@@ -116,11 +124,12 @@ def test_evaluate_script_scores_another_methods_videos(setup, tmp_path):
 
 
 class _StandInPipeline:
-    """Writes a clip from the reference image and audio as the real pipeline's generate would (same signature)."""
+    """Writes a clip from the reference image and audio as the real pipeline's generate would (same signature), and
+    reports stage times as the real pipeline's `timings` (sampling 1/64 s and rendering 3/64 s per frame)."""
 
     def __init__(self, overrides):
         self.overrides = overrides
-        self.timings = type("T", (), {"frames": 0})()
+        self.timings = SimpleNamespace(frames=0, sampling=0.0, rendering=0.0)
         self.calls = 0
 
     def generate(self, source_image, driven_audio, output, **controls):
@@ -130,6 +139,7 @@ class _StandInPipeline:
         with VideoWriter(output, 256, 256, 25.0, audio=wav, sample_rate=16000) as writer:
             writer.write(np.stack([np.roll(face, 2 * t, axis=0) for t in range(frames)]))
         self.timings.frames = frames
+        self.timings.sampling, self.timings.rendering = frames / 64, 3 * frames / 64  # 16 frames/s of generation
         self.calls += 1
         return Path(output)
 
@@ -160,6 +170,14 @@ def test_protocol_generates_scores_caches_and_prints_tables(setup, tmp_path, cap
     clip = tmp_path / "out" / "generated" / "full" / "clip0.mp4"
     cached = (tmp_path / "out" / "generated" / "full" / "clip0.metrics.json").read_text()
     assert clip.is_file() and '"lse"' in cached
+    # FPS: the table's column is generation-only (16 frames/s from the stand-in's timings); wall is the stopwatch
+    records = [json.loads((clip.parent / f"clip{k}.fps.json").read_text()) for k in (0, 1)]
+    assert [(r["frames"], r["generation_seconds"]) for r in records] == [(8, 0.5), (8, 0.5)]
+    assert all(r["wall_seconds"] > 0 for r in records)
+    full = json.loads((tmp_path / "out" / "tables" / "summary.json").read_text())["table1"]["KDTalker"]
+    assert full["fps"] == 16.0 and full["videos"] == 2 and "skipped" not in full
+    assert full["fps_wall"] == pytest.approx(16 / sum(r["wall_seconds"] for r in records), rel=1e-12)
+    assert next(r for r in rows if r.startswith("| KDTalker")).endswith("| 16.00 |")
     # second run: everything from the cache, nothing generated
     made.clear()
     assert run_evaluation(cfg, factory) == text and made == []

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -52,13 +51,6 @@ def write_fixture_checkpoints(root: Path) -> Path:
     torch.save({"model": kd.weights("spec_denoiser.json")}, root / "KDTalker.pth")
     shutil.copyfile(REPO / "checkpoints" / "norm.npz", root / "norm.npz")
     return root
-
-
-@pytest.fixture(scope="session")
-def fixture_checkpoints(tmp_path_factory) -> Iterator[Path]:
-    root = write_fixture_checkpoints(tmp_path_factory.mktemp("checkpoints"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # 670 MB: do not keep it among pytest's retained temp folders
 
 
 def run_inference(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ from kdtalker.diffusion.motion import (
 )
 from kdtalker.diffusion.multisignal import MultiSignalDenoiser, region_mask
 from kdtalker.diffusion.sampling import initial_noise, padded_audio, sample_motion, sample_window
-from kdtalker.diffusion.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, SchedulerOutput
+from kdtalker.diffusion.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, OneStepSampler, SchedulerOutput
 
 __all__ = [
     "ANGLES",
@@ -42,6 +42,7 @@ __all__ = [
     "MOTION_LAYOUT",
     "MotionNorm",
     "NoiseSchedule",
+    "OneStepSampler",
     "SchedulerOutput",
     "augment_context",
     "diffusion_loss",

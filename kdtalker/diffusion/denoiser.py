@@ -423,6 +423,8 @@ class Denoiser(nn.Module):
         ckpt, source = read_checkpoint(path_or_dict)
         model = cls(**model_kwargs)
         model.load_state(kdtalker_state_dict(ckpt, source, ema), source)
+        # what the network was trained as: the paper's diffusion, or a Table 4 one-pass generator (vae, gan, ...)
+        model.trained_as = str(ckpt.get("generator_kind") or "diffusion")
         return model.to(resolve_device(device)).eval()
 
     def load_state(self, state: Mapping[str, torch.Tensor], source: str) -> None:

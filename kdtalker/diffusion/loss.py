@@ -20,6 +20,27 @@ def augment_context(context: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return context + (z * std + mean)
 
 
+def augmented_context(
+    model: Denoiser | torch.nn.Module,
+    audio: torch.Tensor,
+    audio_noise_prob: float,
+    generator: torch.Generator | None,
+    audio_noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Audio (B, N, 512) -> the padded context (B, F, 512), augmented with probability `audio_noise_prob` (one coin
+    per batch, then z (B, F, 512) drawn; a given `audio_noise` z forces the augmentation)."""
+    # The padded context (zero audio on the reference tokens) is built here because the official augmentation
+    # acts on all of it; `model` may be DistributedDataParallel around the Denoiser, whose forward does the rest.
+    context = getattr(model, "module", model).context(audio)
+    if audio_noise is None and audio_noise_prob > 0:
+        device = generator.device if generator else audio.device
+        if torch.rand(1, generator=generator, device=device).item() > 1 - audio_noise_prob:
+            audio_noise = torch.randn(context.shape, generator=generator, device=device)
+    if audio_noise is not None:
+        context = augment_context(context, audio_noise.to(context))
+    return context
+
+
 def diffusion_loss(
     model: Denoiser | torch.nn.Module,
     scheduler: NoiseSchedule,
@@ -56,15 +77,7 @@ def diffusion_loss(
         timesteps = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator, device=device)
     timesteps = timesteps.to(x0.device)
     x_t = scheduler.add_noise(x0, noise, timesteps)
-    # The padded context (zero audio on the reference tokens) is built here because the official augmentation
-    # acts on all of it; `model` may be DistributedDataParallel around the Denoiser, whose forward does the rest.
-    context = getattr(model, "module", model).context(audio)
-    if audio_noise is None and audio_noise_prob > 0:
-        device = generator.device if generator else x0.device
-        if torch.rand(1, generator=generator, device=device).item() > 1 - audio_noise_prob:
-            audio_noise = torch.randn(context.shape, generator=generator, device=device)
-    if audio_noise is not None:
-        context = augment_context(context, audio_noise.to(context))
+    context = augmented_context(model, audio, audio_noise_prob, generator, audio_noise)
     if signals is None and mask_drop is not None:
         signals = mask_drop.draw(b, generator, x0.device)
     if signals is None:

@@ -187,3 +187,33 @@ class DDPMScheduler(NoiseSchedule):
             variance = torch.clamp((1 - abar_prev) / (1 - abar_t) * self.betas[t], min=1e-20)
             prev_sample = prev_sample + variance**0.5 * variance_noise
         return SchedulerOutput(prev_sample, pred_x0)
+
+
+class OneStepSampler:
+    """The sampler of a one-pass generator (paper Table 4: VAE, GAN, VAE+GAN on the denoiser network).
+
+    The network keeps its diffusion inputs: x_T ~ N(0, I) is the latent z, the time input is fixed at `timestep`
+    (T - 1, where a diffusion model starts from pure noise), and its output is the motion itself, so one `step`
+    returns the network output as the sample. The step count is ignored: there is exactly one.
+    """
+
+    def __init__(self, timestep: int = 999, num_inference_steps: int = 1):
+        if timestep < 0:
+            raise ConfigError(f"diffusion.timestep={timestep} must be >= 0")
+        self.timestep = int(timestep)
+        self.num_inference_steps = 1
+        self.timesteps = torch.tensor([self.timestep], dtype=torch.long)
+
+    def set_timesteps(self, num_inference_steps: int | None = None) -> torch.Tensor:
+        """The single timestep (1,) int64, whatever the requested count."""
+        return self.timesteps
+
+    def adds_noise(self, timestep: int) -> bool:
+        """Never: the generator's only randomness is its latent x_T."""
+        return False
+
+    def step(
+        self, model_output: torch.Tensor, timestep: int | torch.Tensor, sample: torch.Tensor, **_
+    ) -> SchedulerOutput:
+        """network output (B, ...) -> the sample itself (prev_sample = pred_original_sample = model_output)."""
+        return SchedulerOutput(model_output, model_output)

@@ -1,9 +1,14 @@
 """CSIM: cosine similarity of ArcFace identity embeddings between the reference image and generated frames.
 
-Faces are aligned to ArcFace's 112x112 five-point template (eye centres, nose tip, mouth corners, here
-taken from dlib's 68 landmarks) with a similarity transform, fed as (1,3,112,112) RGB scaled to
-(x - 127.5) / 127.5 (insightface's ArcFaceONNX convention) to an ONNX recognition model run by
-onnxruntime; CSIM of a video = mean over frames of cos(e_ref, e_frame).
+The model the tables assume is insightface's buffalo_l recognition model `w600k_r50.onnx` (ArcFace R50 trained
+on WebFace600K). Faces are aligned as insightface does (face_align.norm_crop): the least-squares similarity
+transform (rotation, uniform scale, translation; never a reflection - Umeyama 1991) of five points onto ArcFace's
+112x112 template, then a bilinear warp with black borders. The five points (eye centres, nose tip, mouth corners)
+come from dlib's 68 landmarks (`csim.landmarks: dlib`, the only choice): an approximation of the 5-point
+detectors (RetinaFace, SCRFD) that insightface uses - the points are derived from contour landmarks (eye centre =
+mean of the six eye-contour points) instead of being regressed directly, so they can differ by a few pixels. The
+aligned face goes in as (1,3,112,112) RGB scaled to (x - 127.5) / 127.5 (insightface's ArcFaceONNX convention)
+through onnxruntime; CSIM of a video = mean over frames of cos(e_ref, e_frame).
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ ARCFACE_TEMPLATE = np.array(
         [41.5493, 92.3655],
         [70.7299, 92.2041],
     ],
-    np.float64,
-)
+    np.float32,  # insightface's arcface_dst is float32: the same rounded values, then float64 arithmetic
+).astype(np.float64)
 
 
 def five_points(landmarks68: np.ndarray) -> np.ndarray:
@@ -34,12 +39,34 @@ def five_points(landmarks68: np.ndarray) -> np.ndarray:
     return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
 
 
+LANDMARKS = ("dlib",)
+
+
+def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(N,2) source and (N,2) destination points -> (2,3) similarity [s R | t] minimising sum |s R src + t - dst|^2.
+
+    Umeyama (1991): with centred points and the cross-covariance C = dst_c^T src_c / N = U S V^T, R = U D V^T with
+    D = diag(1, sign) where sign = -1 only if det(U) det(V) < 0 (so R is a rotation, never a reflection), scale
+    s = tr(S D) / var(src), t = mean(dst) - s R mean(src).
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise ValueError(f"need two (N,2) point sets with N >= 2, got {src.shape} and {dst.shape}")
+    mu_src, mu_dst = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - mu_src, dst - mu_dst
+    var_src = float((src_c**2).sum()) / len(src)
+    if var_src <= 0:
+        raise ValueError("the source points coincide: no similarity transform is defined")
+    u, sing, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    d = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rotation = (u * d) @ vt
+    scale = float((sing * d).sum()) / var_src
+    return np.hstack([scale * rotation, (mu_dst - scale * rotation @ mu_src)[:, None]])
+
+
 def align_face(image_rgb: np.ndarray, points5: np.ndarray, size: int = 112) -> np.ndarray:
-    """(H,W,3) RGB + (5,2) points -> (size,size,3) RGB aligned to the ArcFace template (similarity transform)."""
-    dst = ARCFACE_TEMPLATE * (size / 112.0)
-    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(points5, np.float32), dst.astype(np.float32), method=cv2.LMEDS)
-    if matrix is None:
-        raise ValueError("could not fit the face alignment transform")
+    """(H,W,3) RGB + (5,2) points -> (size,size,3) RGB aligned to the ArcFace template (scaled by size/112)."""
+    matrix = umeyama_similarity(points5, ARCFACE_TEMPLATE * (size / 112.0))
     return cv2.warpAffine(image_rgb, matrix, (size, size), borderValue=0.0)
 
 
@@ -52,8 +79,9 @@ class ArcFace:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(
-                f"csim: ArcFace model {path} not found; it needs an ArcFace recognition ONNX model "
-                "(e.g. insightface buffalo_l w600k_r50.onnx) - set csim.arcface_path in configs/evaluate.yaml"
+                f"csim: ArcFace model {path} not found; the tables assume insightface's buffalo_l recognition model "
+                "w600k_r50.onnx (in buffalo_l.zip of the insightface releases) - set weights.arcface in "
+                "configs/evaluate.yaml"
             )
         try:
             self.session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])

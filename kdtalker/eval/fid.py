@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -225,6 +226,9 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
+FID_DISTANCES = ("sqrtm", "eigh")
+
+
 def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """Tr((S1 S2)^(1/2)) for PSD S1, S2 = sum of sqrt(eigenvalues of S1^(1/2) S2 S1^(1/2)) (symmetric, via eigh)."""
     w, v = np.linalg.eigh(sigma1)
@@ -233,34 +237,65 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None))))
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, method: str = "eigh", eps: float = 1e-6
-) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+def _trace_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
+    """Tr(sqrtm(S1 S2)) exactly as pytorch-fid's calculate_frechet_distance computes it."""
+    with warnings.catch_warnings():
+        # scipy warns about (nearly) singular products; the eps retry and the imaginary check below decide instead
+        warnings.simplefilter("ignore")
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(
+                f"Imaginary component {np.max(np.abs(covmean.imag))} in sqrtm(S1 S2): a covariance is not "
+                "positive semi-definite (too few feature vectors for the dimension?)"
+            )
+        covmean = covmean.real
+    return float(np.trace(covmean))
 
-    method "eigh" (default): the trace of the square root from a symmetric eigendecomposition - the same
-    quantity, ~50x faster than scipy's sqrtm for 2048-d features and free of its complex round-off.
-    method "sqrtm": pytorch-fid's computation (scipy.linalg.sqrtm, eps*I added if the product is singular,
-    imaginary part dropped) for digit-for-digit comparisons with published numbers.
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, method: str = "sqrtm", eps: float = 1e-6
+) -> float:
+    """mu (D,), sigma (D,D) of two Gaussians -> ||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2)).
+
+    method "sqrtm" (default): pytorch-fid's computation - scipy.linalg.sqrtm(S1 S2); if that is not finite, eps*I
+    is added to both covariances and it is retried; a complex result whose diagonal has an imaginary part
+    above 1e-3 raises ValueError, otherwise its real part is used. This is what published FIDs are.
+    method "eigh": the trace of the square root from a symmetric eigendecomposition - the same quantity for PSD
+    covariances, ~50x faster for 2048-d features and free of sqrtm's complex round-off (no eps retry, no check).
     """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     diff = mu1 - mu2
-    if method == "eigh":
+    if method == "sqrtm":
+        tr_covmean = _trace_sqrtm(sigma1, sigma2, eps)
+    elif method == "eigh":
         tr_covmean = _trace_sqrt_product(sigma1, sigma2)
-    elif method == "sqrtm":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", linalg.LinAlgWarning)
-            covmean = linalg.sqrtm(sigma1.dot(sigma2))
-            if not np.isfinite(covmean).all():
-                offset = np.eye(sigma1.shape[0]) * eps
-                covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-        tr_covmean = float(np.trace(covmean.real if np.iscomplexobj(covmean) else covmean))
     else:
-        raise ValueError(f"method must be 'eigh' or 'sqrtm', got {method!r}")
+        raise ValueError(f"method must be one of {FID_DISTANCES}, got {method!r}")
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
-def fid_from_features(feat_a: np.ndarray, feat_b: np.ndarray, method: str = "eigh") -> float:
-    """(N,D), (M,D) features of two sets -> FID."""
+def fid_from_features(feat_a: np.ndarray, feat_b: np.ndarray, method: str = "sqrtm") -> float:
+    """(N,D), (M,D) features of two sets -> FID (method: "sqrtm" as pytorch-fid, or "eigh")."""
     return frechet_distance(*gaussian_stats(feat_a), *gaussian_stats(feat_b), method=method)
+
+
+def resized_frame_matrix(matrix: np.ndarray, width: int, height: int, frame_size: int = 512) -> np.ndarray:
+    """(2,3) map from a frame_size^2 frame's pixel to the image -> the same map for a width x height frame.
+
+    Pixel centres correspond as in cv2.resize: u_512 = (u + 0.5) * frame_size / width - 0.5 (same for v).
+    """
+    sx, sy = frame_size / width, frame_size / height
+    to_512 = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    return np.asarray(matrix, np.float64) @ to_512
+
+
+def warp_frames(frames_rgb: np.ndarray, matrix: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(N,H,W,3) frames + (2,3) map from an output pixel to the frame -> (N,height,width,3) crops (bilinear)."""
+    # WARP_INVERSE_MAP: `matrix` already maps output pixels to input pixels, as FaceCrop.matrix does.
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return np.stack([cv2.warpAffine(f, matrix, (width, height), flags=flags, borderValue=0.0) for f in frames_rgb])

@@ -6,6 +6,8 @@ it was computed with), so an interrupted or extended run only computes what is m
 Layout under `output_dir`:
     inputs/<video>.png, inputs/<video>.wav            reference frame and the cut audio (16 kHz PCM16)
     inputs/<video>.real_fid<dims>.npy                 Inception features of the real clip (FID's real set)
+    inputs/<video>.real_fid<dims>_crop<W>x<H>.npy      the same of the clip cropped as the reference (fid.real_crop)
+    generated/<row>/<video>.fps.json                  frames, wall and generation seconds of its generation
     generated/<row>/<video>.mp4                       generated videos (or a row's own `folder` of videos)
     <videos folder>/<video>.metrics.json              per-video metric cache (next to each scored video)
     tables/table<k>.md, tables/table<k>.csv, tables/summary.json
@@ -34,16 +36,24 @@ from kdtalker.errors import ConfigError, VideoError
 from kdtalker.eval import tables as table_fmt
 from kdtalker.eval.beat_align import audio_beats, beat_align_score, motion_beats
 from kdtalker.eval.cpbd import video_cpbd
-from kdtalker.eval.csim import align_face, csim, five_points
-from kdtalker.eval.fid import fid_from_features, image_features
-from kdtalker.eval.fps import Stopwatch, frames_per_second
+from kdtalker.eval.csim import LANDMARKS, align_face, csim, five_points
+from kdtalker.eval.fid import FID_DISTANCES, fid_from_features, image_features, resized_frame_matrix, warp_frames
+from kdtalker.eval.fps import Stopwatch, aggregate_fps, timing_record
 from kdtalker.eval.hopenet import diversity, hog_detector, mmod_detector, pose_std, pose_std_degrees, video_pose_logits
-from kdtalker.eval.syncnet import crop_track, sync_scores
+from kdtalker.eval.syncnet import (
+    AUDIO_SOURCES,
+    FRAME_SOURCES,
+    LIP_WINDOW,
+    crop_track,
+    lse_inputs,
+    sync_scores,
+    usable_frames,
+)
 from kdtalker.eval.weights import load_arcface, load_hopenet, load_inception, load_syncnet, mmod_detector_path
 from kdtalker.fileio import atomic_path
-from kdtalker.media import read_audio_pcm16, read_video
+from kdtalker.media import read_audio_pcm16, read_video, video_size
 from kdtalker.pipeline import TalkingHeadPipeline
-from kdtalker.pipeline.face import detect_faces_dlib
+from kdtalker.pipeline.face import crop_face, detect_faces_dlib
 
 
 def _cfg(node: Any, key: str, default: Any = None) -> Any:
@@ -60,6 +70,42 @@ def _plain(node: Any) -> Any:
     except ImportError:  # pragma: no cover - omegaconf is a dependency
         pass
     return node
+
+
+# (section, key) -> (allowed values, default when the config leaves it out)
+CHOICES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("lse", "crop"): (("none", "track"), "none"),
+    ("lse", "frames"): (FRAME_SOURCES, "jpeg"),
+    ("lse", "audio"): (AUDIO_SOURCES, "async"),
+    ("diversity", "statistic"): (("logits", "degrees"), "logits"),
+    ("diversity", "detector"): (("mmod", "hog"), "mmod"),
+    ("fid", "distance"): (FID_DISTANCES, "sqrtm"),
+    ("fid", "real_crop"): (("none", "source"), "none"),
+    ("csim", "landmarks"): (LANDMARKS, "dlib"),
+}
+NOT_WIRED = {
+    ("csim", "landmarks", "scrfd"): "SCRFD's five keypoints are not decoded by kdtalker.pipeline.face_onnx (it keeps "
+    "only the boxes), so CSIM uses dlib's five points",
+}
+
+
+def option(cfg: Any, section: str, key: str) -> str:
+    """A choice setting of configs/evaluate.yaml (e.g. fid.distance), its default if absent; ConfigError if invalid."""
+    allowed, default = CHOICES[(section, key)]
+    value = _cfg(_cfg(cfg, section), key, default)
+    if value not in allowed:
+        why = NOT_WIRED.get((section, key, value))
+        raise ConfigError(
+            f"{section}.{key}={value!r} is not valid: {section}.{key} takes one of {list(allowed)}"
+            + (f" ({why})" if why else "")
+        )
+    return str(value)
+
+
+def check_settings(cfg: Any) -> None:
+    """ConfigError for any invalid choice setting, before anything is generated or scored."""
+    for section, key in CHOICES:
+        option(cfg, section, key)
 
 
 def slug(label: str) -> str:
@@ -117,6 +163,7 @@ class Scorer:
 
     cfg: Any
     _landmarks: dict = field(default_factory=dict)
+    _crops: dict = field(default_factory=dict)
 
     @property
     def device(self) -> str:
@@ -128,6 +175,23 @@ class Scorer:
     def section(self, name: str) -> dict:
         return dict(_plain(_cfg(self.cfg, name, {})) or {})
 
+    def option(self, section: str, key: str) -> str:
+        """A validated choice setting of this scorer's config (see `option`)."""
+        return option(self.cfg, section, key)
+
+    def lse_settings(self) -> dict:
+        """The LSE cache settings: the section with every choice filled in, so a changed default recomputes."""
+        return {**self.section("lse"), **{k: self.option("lse", k) for k in ("crop", "frames", "audio")}}
+
+    def csim_settings(self) -> dict:
+        """The CSIM cache settings: the section, the landmark source and the alignment."""
+        # "alignment" marks values computed with the Umeyama alignment (earlier caches used cv2's LMEDS fit)
+        return {**self.section("csim"), "landmarks": self.option("csim", "landmarks"), "alignment": "umeyama"}
+
+    def fid_settings(self) -> dict:
+        """Settings the Inception features depend on (not the distance, which only aggregate uses)."""
+        return {k: v for k, v in self.section("fid").items() if k not in ("distance", "real_crop")}
+
     @cached_property
     def syncnet(self):
         return load_syncnet(self.weights("syncnet") or "syncnet_v2.model", self.device)
@@ -138,12 +202,9 @@ class Scorer:
 
     @cached_property
     def pose_detector(self):
-        kind = self.section("diversity").get("detector", "mmod")
-        if kind == "mmod":
+        if self.option("diversity", "detector") == "mmod":
             return mmod_detector(str(mmod_detector_path(self.weights("mmod"))))
-        if kind == "hog":
-            return hog_detector()
-        raise ConfigError(f"diversity.detector must be mmod or hog, got {kind!r}")
+        return hog_detector()
 
     @cached_property
     def inception(self):
@@ -151,7 +212,7 @@ class Scorer:
 
     @cached_property
     def arcface(self):
-        return load_arcface(self.weights("arcface") or "arcface.onnx", self.device)
+        return load_arcface(self.weights("arcface") or "w600k_r50.onnx", self.device)
 
     def landmarks(self, frame_rgb: np.ndarray) -> np.ndarray | None:
         """Largest face's 68 dlib landmarks, or None."""
@@ -161,20 +222,27 @@ class Scorer:
     # --- per-video metrics (each returns JSON-able values) ---
 
     def lse(self, video: Path) -> dict:
+        """{"offset", "conf", "min_dist"}, or {"skipped": "too short" | "no face"} (left out of the means)."""
         opts = self.section("lse")
-        frames = read_video(video, fps=None)[..., ::-1]  # BGR, as cv2 reads the official JPEG dump
-        if opts.get("crop", "none") == "track":
-            frames = crop_track(frames, self._face_boxes(frames[..., ::-1]))
+        frames, pcm = lse_inputs(video, self.option("lse", "frames"), self.option("lse", "audio"))  # frames BGR
+        if usable_frames(len(frames), len(pcm)) < LIP_WINDOW + 1:
+            return {"skipped": "too short", "frames": usable_frames(len(frames), len(pcm))}
+        if self.option("lse", "crop") == "track":
+            boxes = self._face_boxes(np.ascontiguousarray(frames[..., ::-1]))
+            if boxes is None:
+                return {"skipped": "no face"}
+            frames = crop_track(frames, boxes)
         res = sync_scores(
             self.syncnet,
             np.ascontiguousarray(frames),
-            read_audio_pcm16(video),
+            pcm,
             vshift=int(opts.get("vshift", 15)),
             batch_size=int(opts.get("batch_size", 20)),
         )
         return {"offset": res.offset, "conf": res.conf, "min_dist": res.min_dist}
 
-    def _face_boxes(self, frames_rgb: np.ndarray) -> np.ndarray:
+    def _face_boxes(self, frames_rgb: np.ndarray) -> np.ndarray | None:
+        """Largest dlib face box per frame, interpolated over frames without one; None if no frame has a face."""
         boxes = np.full((len(frames_rgb), 4), np.nan)
         for t, frame in enumerate(frames_rgb):
             faces = detect_faces_dlib(frame, self.weights("landmarks"))
@@ -182,7 +250,7 @@ class Scorer:
                 boxes[t] = faces[0][0]
         found = ~np.isnan(boxes[:, 0])
         if not found.any():
-            raise VideoError("no face found in any frame for the SyncNet face-track crop")
+            return None
         t = np.arange(len(boxes))
         return np.stack([np.interp(t, t[found], boxes[found, k]) for k in range(4)], axis=1)
 
@@ -207,38 +275,57 @@ class Scorer:
     def cpbd(self, video: Path) -> float:
         return video_cpbd(read_video(video, fps=None), stride=int(self.section("cpbd").get("stride", 1)))
 
-    def csim(self, video: Path, reference: Path) -> float | None:
+    def csim(self, video: Path, reference: Path) -> float | dict:
+        """Mean cosine similarity to the reference, or {"skipped": "no face"} (reference or every frame)."""
         size = self.arcface.size
         ref = np.asarray(Image.open(reference).convert("RGB"))
         ref_lm = self.landmarks(ref)
         if ref_lm is None:
-            return None
+            return {"skipped": "no face"}
         ref_emb = self.arcface.embed(align_face(ref, five_points(ref_lm), size)[None])[0]
         faces = []
         for frame in read_video(video, fps=None)[:: int(self.section("csim").get("stride", 1))]:
             lm = self.landmarks(frame)
             if lm is not None:
                 faces.append(align_face(frame, five_points(lm), size))
-        return csim(ref_emb, self.arcface.embed(np.stack(faces))) if faces else None
+        return csim(ref_emb, self.arcface.embed(np.stack(faces))) if faces else {"skipped": "no face"}
 
-    def beat_align(self, video: Path) -> float | None:
+    def beat_align(self, video: Path) -> float | dict:
+        """Beat-align score, or {"skipped": "no face" | "no audio beats"}."""
         fps = float(self.section("beat_align").get("fps", 25.0))
         marks = [lm for lm in (self.landmarks(f) for f in read_video(video, fps=None)) if lm is not None]
         if len(marks) < 3:
-            return None
+            return {"skipped": "no face"}
         wav = read_audio_pcm16(video, sample_rate=22050).astype(np.float32) / 32768.0
         score = beat_align_score(
             audio_beats(wav, 22050),
             motion_beats(np.stack(marks)) / fps,
             float(self.section("beat_align").get("sigma", 0.1)),
         )
-        return None if np.isnan(score) else score
+        return {"skipped": "no audio beats"} if np.isnan(score) else score
 
-    def fid_features(self, video: Path, out: Path, max_seconds: float | None = None) -> str:
+    def source_crop(self, reference: Path) -> np.ndarray:
+        """(2,3) map from a 512x512 generated frame's pixel to the reference image: the pipeline's default crop
+        (kdtalker.pipeline.face.crop_face: dlib, largest face, scale 1 as configs/crop/dlib.yaml)."""
+        key = str(reference)
+        if key not in self._crops:
+            self._crops[key] = crop_face(
+                np.asarray(Image.open(reference).convert("RGB")), face_index=0, predictor_path=self.weights("landmarks")
+            ).matrix
+        return self._crops[key]
+
+    def fid_features(
+        self, video: Path, out: Path, max_seconds: float | None = None, crop: tuple[np.ndarray, int, int] | None = None
+    ) -> str:
+        """Inception features (N,dims) of a video's frames saved to `out`; crop = (512-frame matrix, width, height)
+        first warps every frame to that crop at width x height (fid.real_crop=source)."""
         opts = self.section("fid")
         frames = read_video(video, max_seconds=max_seconds, fps=25.0 if max_seconds else None)[
             :: int(opts.get("stride", 1))
         ]
+        if crop is not None:
+            matrix, width, height = crop
+            frames = warp_frames(frames, resized_frame_matrix(matrix, width, height), width, height)
         np.save(
             out,
             image_features(
@@ -277,6 +364,7 @@ class Evaluation:
         unknown = set(self.metrics) - set(METRICS)
         if unknown:
             raise ConfigError(f"unknown metric(s) {sorted(unknown)}; known: {list(METRICS)}")
+        check_settings(cfg)
         self.seconds = float(_cfg(cfg, "seconds", 8.0))
         self.generate = bool(_cfg(cfg, "generate", True))
         self.scorer = Scorer(cfg)
@@ -322,7 +410,7 @@ class Evaluation:
             for clip in tqdm(missing, desc=f"generate {label}", unit="video"):
                 with Stopwatch() as sw:
                     pipeline.generate(clip.reference, clip.audio, videos[clip.name])
-                timing = {"frames": int(pipeline.timings.frames), "seconds": sw.seconds}
+                timing = timing_record(pipeline.timings, sw.seconds)
                 (folder / f"{clip.name}.fps.json").write_text(json.dumps(timing))
         return videos
 
@@ -339,45 +427,60 @@ class Evaluation:
             video = videos[clip.name]
             cache = MetricCache(video.with_suffix(".metrics.json"))
             if "lse" in self.metrics:
-                per_video["lse"].append(cache.get("lse", s.section("lse"), lambda: s.lse(video)))
+                per_video["lse"].append(cache.get("lse", s.lse_settings(), lambda: s.lse(video)))
             if "diversity" in self.metrics:
                 per_video["pose"].append(cache.get("pose", s.section("diversity"), lambda: s.pose(video)))
             if "cpbd" in self.metrics:
                 per_video["cpbd"].append(cache.get("cpbd", s.section("cpbd"), lambda: s.cpbd(video)))
             if "csim" in self.metrics:
-                per_video["csim"].append(cache.get("csim", s.section("csim"), lambda: s.csim(video, clip.reference)))
+                per_video["csim"].append(cache.get("csim", s.csim_settings(), lambda: s.csim(video, clip.reference)))
             if "beat_align" in self.metrics:
                 per_video["beat_align"].append(
                     cache.get("beat_align", s.section("beat_align"), lambda: s.beat_align(video))
                 )
             if "fid" in self.metrics:
-                dims = int(s.section("fid").get("dims", 2048))
-                gen = cache.get(
-                    "fid_features",
-                    s.section("fid"),
-                    lambda: s.fid_features(video, video.with_suffix(f".fid{dims}.npy")),
-                )
-                real_cache = MetricCache(self.out / "inputs" / f"{clip.name}.metrics.json")
-                real = real_cache.get(
-                    "fid_features",
-                    {**s.section("fid"), "seconds": self.seconds},
-                    lambda: s.fid_features(
-                        clip.video, self.out / "inputs" / f"{clip.name}.real_fid{dims}.npy", self.seconds
-                    ),
-                )
-                per_video["fid"].append((gen, real))
+                per_video["fid"].append((self._fid_generated(cache, video), self._fid_real(clip, video)))
             timing = video.with_name(f"{clip.name}.fps.json")
             if timing.is_file():
                 per_video["fps"].append(json.loads(timing.read_text()))
-        self._rows[key] = aggregate(per_video, row, _cfg(_cfg(self.cfg, "diversity"), "statistic", "logits"))
+        self._rows[key] = aggregate(
+            per_video, row, s.option("diversity", "statistic"), s.option("fid", "distance"), len(self.clips)
+        )
         return self._rows[key]
+
+    def _fid_generated(self, cache: MetricCache, video: Path) -> str:
+        s = self.scorer
+        dims = int(s.section("fid").get("dims", 2048))
+        return cache.get(
+            "fid_features", s.fid_settings(), lambda: s.fid_features(video, video.with_suffix(f".fid{dims}.npy"))
+        )
+
+    def _fid_real(self, clip: Clip, video: Path) -> str:
+        """The real clip's features, framed per fid.real_crop (source: as the reference crop, at the video's size)."""
+        s = self.scorer
+        dims = int(s.section("fid").get("dims", 2048))
+        real_crop = s.option("fid", "real_crop")
+        settings = {**s.fid_settings(), "seconds": self.seconds, "real_crop": real_crop}
+        metric, name = "fid_features", f"{clip.name}.real_fid{dims}.npy"
+        if real_crop == "source":
+            width, height = video_size(video)
+            # one cache entry and file per frame size: rows whose videos differ in size do not evict each other
+            metric, name = f"fid_features_crop{width}x{height}", f"{clip.name}.real_fid{dims}_crop{width}x{height}.npy"
+            settings["size"] = [width, height]
+        real_cache = MetricCache(self.out / "inputs" / f"{clip.name}.metrics.json")
+
+        def compute() -> str:
+            framing = None if real_crop == "none" else (s.source_crop(clip.reference), *settings["size"])
+            return s.fid_features(clip.video, self.out / "inputs" / name, self.seconds, framing)
+
+        return real_cache.get(metric, settings, compute)
 
     def tables(self) -> dict[str, tuple[str, str]]:
         """Every configured table -> (markdown, csv); also written under output_dir/tables."""
         out = {}
         folder = self.out / "tables"
         folder.mkdir(parents=True, exist_ok=True)
-        summary = {}
+        summary = {}  # per table and row: every aggregated value, the skipped-video counts among them
         for table in _plain(_cfg(self.cfg, "tables", [])):
             columns = table.get("columns") or list(table_fmt.PAPER_COLUMNS)
             rows = [(str(r["label"]), self.score_row(r)) for r in table["rows"]]
@@ -397,37 +500,70 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(values, dtype=np.float64)) if values else None
 
 
+# reasons for per-video values cached before skips carried one (None values)
+DEFAULT_SKIP_REASONS = {"lse": "too short", "diversity": "no face", "csim": "no face", "beat_align": "no face"}
+
+
+def skip_reason(metric: str, value: Any) -> str | None:
+    """Why a per-video value is left out of its metric's mean (None: it counts)."""
+    if value is None:
+        return DEFAULT_SKIP_REASONS.get(metric, "not computed")
+    if isinstance(value, Mapping):
+        if metric == "diversity" and value.get("std_logits") is None:
+            return "no face"
+        return value.get("skipped")
+    return None
+
+
 def aggregate(
-    per_video: Mapping[str, list], row: Mapping[str, Any], diversity_statistic: str = "logits"
-) -> dict[str, float | None]:
-    """Per-video metric values -> the row's table values (video means; FID over all frames; FPS = frames / seconds)."""
-    values: dict[str, float | None] = {}
+    per_video: Mapping[str, list],
+    row: Mapping[str, Any],
+    diversity_statistic: str = "logits",
+    fid_distance: str = "sqrtm",
+    videos: int | None = None,
+) -> dict[str, Any]:
+    """Per-video metric values -> the row's table values (video means; FID over all frames; FPS = frames / seconds),
+    plus `videos` (given) and `skipped` / `skip_reasons` for the metrics that left videos out ({metric: count})."""
+    if diversity_statistic not in ("logits", "degrees"):
+        raise ConfigError(f"diversity.statistic must be logits or degrees, got {diversity_statistic!r}")
+    if fid_distance not in FID_DISTANCES:
+        raise ConfigError(f"fid.distance must be one of {list(FID_DISTANCES)}, got {fid_distance!r}")
+    values: dict[str, Any] = {}
+    kept: dict[str, list] = {}
+    skipped: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    for metric, key in (("lse", "lse"), ("diversity", "pose"), ("csim", "csim"), ("beat_align", "beat_align")):
+        why = [skip_reason(metric, v) for v in per_video.get(key, [])]
+        kept[metric] = [v for v, w in zip(per_video.get(key, []), why) if w is None]
+        if any(why):
+            skipped[metric] = sum(1 for w in why if w)
+            reasons[metric] = ", ".join(sorted({w for w in why if w}))
     if per_video["lse"]:
-        values["lse_c"] = _mean([v["conf"] for v in per_video["lse"]])
-        values["lse_d"] = _mean([v["min_dist"] for v in per_video["lse"]])
-    poses = [p for p in per_video["pose"] if p["std_logits"] is not None]
-    if poses:
-        logits = diversity([np.array(p["std_logits"]) for p in poses])
-        degrees = diversity([np.array(p["std_degrees"]) for p in poses])
+        values["lse_c"] = _mean([v["conf"] for v in kept["lse"]])
+        values["lse_d"] = _mean([v["min_dist"] for v in kept["lse"]])
+    if kept["diversity"]:
+        logits = diversity([np.array(p["std_logits"]) for p in kept["diversity"]])
+        degrees = diversity([np.array(p["std_degrees"]) for p in kept["diversity"]])
         values["diversity_logits"], values["diversity_degrees"] = logits["diversity"], degrees["diversity"]
-        if diversity_statistic not in ("logits", "degrees"):
-            raise ConfigError(f"diversity.statistic must be logits or degrees, got {diversity_statistic!r}")
         values["diversity"] = values[f"diversity_{diversity_statistic}"]
         for angle in ("yaw", "pitch", "roll"):
             values[f"{angle}_std"] = logits[angle]
-    for name in ("cpbd", "csim", "beat_align"):
+    if per_video["cpbd"]:
+        values["cpbd"] = _mean(per_video["cpbd"])
+    for name in ("csim", "beat_align"):
         if per_video[name]:
-            values[name] = _mean(per_video[name])
+            values[name] = _mean(kept[name])
     if per_video["fid"]:
         gen = np.concatenate([np.load(g) for g, _ in per_video["fid"]])
         real = np.concatenate([np.load(r) for _, r in per_video["fid"]])
-        values["fid"] = fid_from_features(real, gen)
+        values["fid"] = fid_from_features(real, gen, method=fid_distance)
+    values.update(aggregate_fps(per_video["fps"]))
     if row.get("fps") is not None:  # a peer method's published or separately measured speed
         values["fps"] = float(row["fps"])
-    elif per_video["fps"]:
-        values["fps"] = frames_per_second(
-            sum(t["frames"] for t in per_video["fps"]), sum(t["seconds"] for t in per_video["fps"])
-        )
+    if videos is not None:
+        values["videos"] = int(videos)
+    if skipped:
+        values["skipped"], values["skip_reasons"] = skipped, reasons
     return values
 
 

@@ -5,21 +5,33 @@ Per video: 5-frame BGR lip windows (224x224, raw 0..255) and 20-column MFCC wind
 between video window i and audio window i + j (zero vectors beyond the ends) gives a curve mdist.
 LSE-D = min(mdist), LSE-C = median(mdist) - min(mdist), offset = vshift - argmin. Dataset scores are
 plain means over videos.
+
+Inputs as the official evaluate() makes them (`lse_inputs`): frames dumped by
+`ffmpeg -y -i VIDEO -threads 1 -f image2 DIR/%06d.jpg` (ffmpeg's default JPEG quality: lossy) and read back with
+cv2.imread (BGR), audio by `ffmpeg -y -i VIDEO -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000 DIR/audio.wav` read
+as int16; or, as options, the decoded frames themselves and the plain 16 kHz soundtrack.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.io import wavfile
 from scipy.signal import medfilt
 from torch import nn
 
+from kdtalker.errors import VideoError
 from kdtalker.eval.mfcc import mfcc
+from kdtalker.media import ffmpeg_exe, read_audio_pcm16, read_video
 
 FPS = 25
 SAMPLES_PER_FRAME = 640  # 16000 / 25
@@ -112,6 +124,63 @@ def scores_from_curve(mdist: torch.Tensor, vshift: int = 15) -> tuple[int, float
     return offset, float(conf), float(minval)
 
 
+def usable_frames(num_frames: int, num_samples: int) -> int:
+    """Frames SyncNet can score: min(frames, whole 640-sample audio frames); fewer than LIP_WINDOW + 1 is too short."""
+    return min(num_frames, math.floor(num_samples / SAMPLES_PER_FRAME))
+
+
+def _ffmpeg(args: list[str], video: Path, what: str) -> None:
+    # stdin closed: ffmpeg otherwise reads keystrokes from the terminal (and `-y` overwrites inside our own folder)
+    proc = subprocess.run([ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, capture_output=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise VideoError(f"could not {what} {video} for SyncNet ({tail[-1] if tail else 'ffmpeg failed'})")
+
+
+def dump_frames_jpeg(video: str | os.PathLike, folder: str | os.PathLike) -> np.ndarray:
+    """Video -> (F,H,W,3) uint8 BGR: the official dump `ffmpeg -y -i VIDEO -threads 1 -f image2 DIR/%06d.jpg`
+    into `folder`, read back in name order with cv2.imread."""
+    video, folder = Path(video), Path(folder)
+    if not video.is_file():
+        raise VideoError(f"video {video} not found")
+    args = ["-y", "-i", str(video), "-threads", "1", "-f", "image2", str(folder / "%06d.jpg")]
+    _ffmpeg(args, video, "dump the frames of")
+    frames = [cv2.imread(str(f)) for f in sorted(folder.glob("*.jpg"))]
+    if not frames or any(f is None for f in frames):
+        raise VideoError(f"the JPEG frame dump of {video} is empty or unreadable")
+    return np.stack(frames)
+
+
+def extract_audio_async(video: str | os.PathLike, folder: str | os.PathLike) -> np.ndarray:
+    """Video -> (N,) int16 16 kHz mono: the official `ffmpeg -y -i VIDEO -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000
+    DIR/audio.wav` into `folder`, read as int16."""
+    video, wav = Path(video), Path(folder) / "audio.wav"
+    if not video.is_file():
+        raise VideoError(f"video {video} not found")
+    args = ["-y", "-i", str(video), "-async", "1", "-ac", "1", "-vn", "-acodec", "pcm_s16le", "-ar", "16000"]
+    _ffmpeg([*args, str(wav)], video, "extract the audio of")
+    _, pcm = wavfile.read(wav)
+    return np.asarray(pcm, np.int16).reshape(len(pcm), -1)[:, 0]
+
+
+FRAME_SOURCES = ("jpeg", "raw")
+AUDIO_SOURCES = ("async", "plain")
+
+
+def lse_inputs(video: str | os.PathLike, frames: str = "jpeg", audio: str = "async") -> tuple[np.ndarray, np.ndarray]:
+    """Video -> ((F,H,W,3) uint8 BGR frames, (N,) int16 16 kHz samples) for sync_scores.
+
+    frames "jpeg": the official JPEG dump (lossy) | "raw": the decoded frames. audio "async": the official
+    `-async 1` wav | "plain": kdtalker.media.read_audio_pcm16. The dump folder is removed in every case.
+    """
+    if frames not in FRAME_SOURCES or audio not in AUDIO_SOURCES:
+        raise ValueError(f"frames must be one of {FRAME_SOURCES}, audio of {AUDIO_SOURCES}; got {frames!r}, {audio!r}")
+    with tempfile.TemporaryDirectory(prefix="kdtalker_lse_") as folder:
+        bgr = dump_frames_jpeg(video, folder) if frames == "jpeg" else read_video(video, fps=None)[..., ::-1]
+        pcm = extract_audio_async(video, folder) if audio == "async" else read_audio_pcm16(video)
+    return np.ascontiguousarray(bgr), pcm
+
+
 @torch.inference_mode()
 def sync_scores(
     model: SyncNet, frames_bgr: np.ndarray, pcm16: np.ndarray, vshift: int = 15, batch_size: int = 20
@@ -121,7 +190,7 @@ def sync_scores(
     frames = np.stack([resize_frame(f) for f in frames_bgr]).astype(np.float32)
     video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None]  # (1,3,F,224,224)
     cc = torch.from_numpy(mfcc(pcm16).T.astype(np.float32))[None, None]  # (1,1,13,M)
-    min_length = min(len(frames), math.floor(len(pcm16) / SAMPLES_PER_FRAME))
+    min_length = usable_frames(len(frames), len(pcm16))
     last = min_length - LIP_WINDOW
     if last < 1:
         raise ValueError(f"video too short for SyncNet: {min_length} frames (need at least {LIP_WINDOW + 1})")

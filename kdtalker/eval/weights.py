@@ -26,7 +26,7 @@ WHERE = {
     "syncnet": "syncnet_v2.model from joonson/syncnet_python (download_model.sh)",
     "hopenet": "hopenet_robust_alpha1.pkl from natanielruiz/deep-head-pose (300W-LP, alpha 1, robust)",
     "inception": "pt_inception-2015-12-05-6726825d.pth from mseitzer/pytorch-fid releases",
-    "arcface": "an ArcFace recognition ONNX model, e.g. insightface buffalo_l w600k_r50.onnx",
+    "arcface": "insightface's buffalo_l recognition model w600k_r50.onnx (the ArcFace model the tables assume)",
     "mmod": "mmod_human_face_detector.dat (dlib; also shipped in the face_recognition_models package)",
 }
 

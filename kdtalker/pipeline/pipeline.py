@@ -13,6 +13,7 @@ clip; frames are rendered `batch_size` at a time and handed to ffmpeg as they co
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import os
@@ -26,8 +27,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
+import yaml
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from kdtalker.audio import audio_features, load_audio, num_video_frames
@@ -41,6 +44,7 @@ from kdtalker.diffusion import (
     Denoiser,
     Guidance,
     MotionNorm,
+    OneStepSampler,
     pack_motion,
     region_mask,
 )
@@ -73,6 +77,7 @@ from kdtalker.renderer import LivePortraitRenderer, Source
 MOTION_MODES = ("absolute", "relative")
 CROP_METHODS = ("dlib", "insightface")
 SAMPLE_RATE = 16000
+MODEL_CONFIG_FILE = "model.yaml"  # an exported run's model config (scripts/export_checkpoint.py) in checkpoint_dir
 
 
 @dataclass
@@ -235,6 +240,7 @@ class TalkingHeadPipeline:
         self._models: dict[str, Any] | None = None
         self.timings = Timings()
         self.notes: list[str] = []  # what the last run wants the user to know (one line each)
+        self._config_notes: list[str] = []  # about the configuration: handed to the first run's notes only
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TalkingHeadPipeline":
@@ -242,8 +248,11 @@ class TalkingHeadPipeline:
 
         renderer: its `_target_` with all its keys (built when the models load); model: its `_target_` class
         loaded from KDTalker.pth with the other keys; diffusion: the scheduler; audio: checkpoint file and batch.
+        A `checkpoint_dir/model.yaml` (scripts/export_checkpoint.py) replaces the model group (and the diffusion
+        group when it has that node): an exported run is rebuilt with its own architecture.
         """
         cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
+        cfg, note = _with_exported_model(cfg)
         crop = cfg.crop
         nested = ("control", "guidance")
         controls = Controls(
@@ -264,7 +273,7 @@ class TalkingHeadPipeline:
         except Exception as exc:  # noqa: BLE001 - instantiate wraps constructor errors in its own types
             detail = next((s for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
             raise ConfigError(f"the inference config could not be built: {detail}") from None
-        return cls(
+        pipeline = cls(
             checkpoint_dir=cfg.checkpoint_dir,
             device=cfg.device,
             dtype=cfg.dtype,
@@ -280,6 +289,9 @@ class TalkingHeadPipeline:
             audio_batch_size=cfg.audio.batch_size,
             overlap=cfg.overlap,
         )
+        if note is not None:
+            pipeline._config_notes.append(note)
+        return pipeline
 
     def load(self) -> dict[str, Any]:
         """Load every model once: renderer, audio encoder, denoiser, scheduler, normalisation statistics."""
@@ -294,6 +306,7 @@ class TalkingHeadPipeline:
             "scheduler": self.scheduler if self.scheduler is not None else DDIMScheduler(),
             "norm": MotionNorm.load(root / NORM_FILE),
         }
+        _check_sampler(self._models["denoiser"], self._models["scheduler"], root / "KDTalker.pth")
         self.timings.load = time.perf_counter() - start
         return self._models
 
@@ -481,7 +494,7 @@ class TalkingHeadPipeline:
     def _begin_run(self) -> None:
         """Fresh timings and notes for a run (model loading, done once, keeps its time)."""
         self.timings = Timings(load=self.timings.load)
-        self.notes = []
+        self.notes, self._config_notes = self._config_notes, []
         self._wall_start = time.perf_counter()
 
     def _read_audio(self, driven_audio: str | os.PathLike, ctl: Controls) -> tuple[np.ndarray, int]:
@@ -850,6 +863,65 @@ def motions_of(info: Mapping[str, torch.Tensor]) -> torch.Tensor:
 def source_motion(info: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """LivePortrait keypoint info of one image -> its raw 70-d motion [scale, yaw, pitch, roll, t(3), exp(63)]."""
     return motions_of(info)[0]
+
+
+def _check_sampler(denoiser: Any, scheduler: Any, path: Path) -> None:
+    """A diffusion model needs a diffusion sampler, a one-pass generator (paper Table 4) the one-step sampler."""
+    trained = getattr(denoiser, "trained_as", "diffusion")
+    one_pass = isinstance(scheduler, OneStepSampler)
+    if one_pass and trained == "diffusion":
+        raise ConfigError(
+            f"{path} is a diffusion model, but the sampler is the one-pass generators' (generator=vae|gan|vae_gan, "
+            "diffusion=one_step): drop that override, or use the checkpoint folder of a model trained with it"
+        )
+    if not one_pass and trained != "diffusion":
+        raise ConfigError(
+            f"{path} is a generator={trained} model (paper Table 4): sample it with generator={trained} "
+            f"(diffusion=one_step), not {type(scheduler).__name__}"
+        )
+
+
+def exported_model_config(checkpoint_dir: str | os.PathLike) -> DictConfig | None:
+    """checkpoint_dir/model.yaml ({model: {_target_, ...}, optional diffusion: {_target_, ...}}), None when absent."""
+    path = Path(checkpoint_dir) / MODEL_CONFIG_FILE
+    if not path.exists():
+        return None
+    how = "it is written by scripts/export_checkpoint.py; export the run again or remove the file"
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as exc:
+        detail = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+        raise ConfigError(f"{path} is not a readable model config ({detail}); {how}") from None
+    for key in ("model", "diffusion"):
+        value = node.get(key) if isinstance(node, DictConfig) else None
+        if (key == "model" or value is not None) and not (
+            isinstance(value, DictConfig) and isinstance(value.get("_target_"), str)
+        ):
+            raise ConfigError(f"{path} is not a model config: it needs a mapping with {key}._target_; {how}")
+    return node
+
+
+def _with_exported_model(cfg: DictConfig) -> tuple[DictConfig, str | None]:
+    """cfg with the model (and diffusion) nodes of checkpoint_dir/model.yaml, and a note when they change cfg."""
+    exported = exported_model_config(cfg.checkpoint_dir)
+    if exported is None:
+        return cfg, None
+    groups = [key for key in ("model", "diffusion") if key in exported]
+    shown = []
+    for key in groups:
+        old = OmegaConf.to_container(cfg.get(key, {}), resolve=True)
+        new = OmegaConf.to_container(exported[key], resolve=True)
+        changed = [f"{key}.{k}={new.get(k)}" for k in {**old, **new} if old.get(k, "-") != new.get(k, "-")]
+        if changed:
+            shown.append(", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else ""))
+    path = Path(cfg.checkpoint_dir) / MODEL_CONFIG_FILE
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for key in groups:
+            cfg[key] = exported[key]
+    if not shown:
+        return cfg, None
+    return cfg, f"model config of {path} used instead of the composed one ({'; '.join(shown)})"
 
 
 def _guidance(value: Guidance | Mapping[str, Any] | None) -> Guidance:

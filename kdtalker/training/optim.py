@@ -26,10 +26,20 @@ def param_groups(
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, betas: Sequence[float], eps: float, weight_decay: float, no_decay: Sequence[str]
+    model: nn.Module,
+    lr: float,
+    betas: Sequence[float],
+    eps: float,
+    weight_decay: float,
+    no_decay: Sequence[str],
+    extra: nn.Module | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over param_groups(model, weight_decay, no_decay)."""
-    return torch.optim.AdamW(param_groups(model, weight_decay, no_decay), lr=lr, betas=tuple(betas), eps=eps)
+    """AdamW over param_groups(model, weight_decay, no_decay), plus those of `extra` (a VAE encoder trained along)."""
+    groups = param_groups(model, weight_decay, no_decay)
+    if extra is not None:
+        for group, more in zip(groups, param_groups(extra, weight_decay, no_decay)):
+            group["params"] += more["params"]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
 def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:

@@ -25,6 +25,7 @@ from kdtalker.diffusion.mask_drop import MaskDrop
 from kdtalker.diffusion.motion import MotionNorm, expression_channels
 from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError
 from kdtalker.fileio import atomic_path
+from kdtalker.generators import GeneratorObjective
 from kdtalker.training.checkpoint import (
     checkpoint_path,
     checkpoints_newest_first,
@@ -162,7 +163,10 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     # a multi-signal model learns its single-signal and unconditional modes from mask-drop
     mask_drop = MaskDrop(**tc.mask_drop) if "motion" in getattr(model, "signals", ()) else None
     scheduler = instantiate(cfg.diffusion)
-    optimizer = build_optimizer(model, tc.lr, tc.betas, tc.eps, tc.weight_decay, list(tc.no_decay))
+    objective, disc_optimizer = _generator_objective(cfg, scheduler, info, device)
+    optimizer = build_optimizer(
+        model, tc.lr, tc.betas, tc.eps, tc.weight_decay, list(tc.no_decay), objective.encoder if objective else None
+    )
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(int(tc.warmup_steps), int(tc.get("schedule_steps") or tc.max_steps))
     )
@@ -178,6 +182,7 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     if found is not None:
         resume, ckpt = found
         load_model_state(model, ckpt, str(resume))
+        _load_generator_state(objective, disc_optimizer, ckpt, str(resume))
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_schedule.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("model_ema"):
@@ -231,6 +236,7 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
                 ema_num_updates=ema.num_updates if ema is not None else 0,
                 rng=states,
                 scaler=scaler.state_dict() if scaler.is_enabled() else None,
+                **_generator_state(cfg, objective, disc_optimizer),
             )
         info.barrier()
         return path
@@ -243,7 +249,12 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
                     {
                         f"val/{k}": v
                         for k, v in validation_loss(
-                            model, scheduler, val_set, int(tc.val_batch_size), device, seed
+                            model,
+                            lambda b, g: _loss(model, scheduler, objective, b, 0.0, g, None),
+                            val_set,
+                            int(tc.val_batch_size),
+                            device,
+                            seed,
                         ).items()
                     }
                 )
@@ -283,7 +294,8 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         for batch in DataLoader(train_set, generator=loader_rng, **loader_kwargs):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with _autocast(device, amp_dtype):
-                out = _diffusion_loss(net, scheduler, batch, float(tc.audio_noise_prob), generator, mask_drop)
+                out = _loss(net, scheduler, objective, batch, float(tc.audio_noise_prob), generator, mask_drop)
+            fake = out.pop("fake", None)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise KDTalkerError(
@@ -296,6 +308,13 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tc.grad_clip))
             scaler.step(optimizer)
             scaler.update()
+            if disc_optimizer is not None:  # the GAN's discriminator step, on the window just generated
+                with _autocast(device, amp_dtype):
+                    d_out = objective.discriminator_loss(fake, batch["x0"], batch["audio"])
+                disc_optimizer.zero_grad(set_to_none=True)
+                d_out["loss_d"].backward()
+                disc_optimizer.step()
+                out.update(d_out)
             lr = optimizer.param_groups[0]["lr"]
             lr_schedule.step()
             step += 1
@@ -337,22 +356,80 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _diffusion_loss(
+def _loss(
     net,
     scheduler,
+    objective: GeneratorObjective | None,
     batch: dict[str, torch.Tensor],
     audio_noise_prob: float,
     generator: torch.Generator,
     mask_drop: MaskDrop | None,
 ) -> dict[str, torch.Tensor]:
+    """The training loss of one batch: the diffusion loss, or a Table 4 generator's objective."""
+    args = (batch["x0"], batch["ref"], batch["ori"], batch["audio"])
+    if objective is not None:
+        return objective.loss(net, *args, audio_noise_prob=audio_noise_prob, generator=generator)
     return diffusion_loss(
-        net,
-        scheduler,
-        batch["x0"],
-        batch["ref"],
-        batch["ori"],
-        batch["audio"],
-        audio_noise_prob=audio_noise_prob,
-        generator=generator,
-        mask_drop=mask_drop,
+        net, scheduler, *args, audio_noise_prob=audio_noise_prob, generator=generator, mask_drop=mask_drop
     )
+
+
+def _generator_objective(
+    cfg: DictConfig, scheduler, info: DistInfo, device: torch.device
+) -> tuple[GeneratorObjective | None, torch.optim.Optimizer | None]:
+    """cfg.generator -> (objective, discriminator optimiser); (None, None) for the paper's diffusion."""
+    gen = cfg.get("generator") or {"kind": "diffusion"}
+    if gen["kind"] == "diffusion":
+        if not hasattr(scheduler, "add_noise"):
+            raise ConfigError(
+                f"generator=diffusion trains with a noise schedule; diffusion={type(scheduler).__name__} has none"
+            )
+        return None, None
+    if info.enabled:
+        raise ConfigError(
+            f"generator={gen['kind']} trains in one process (its encoder/discriminator are not DDP-wrapped)"
+        )
+    if not hasattr(scheduler, "timestep"):
+        raise ConfigError(
+            f"generator={gen['kind']} is sampled in one pass: it needs diffusion=one_step, "
+            f"not {type(scheduler).__name__}"
+        )
+    disc_cfg = OmegaConf.to_container(gen["discriminator"], resolve=True) if gen.get("discriminator") else None
+    objective = GeneratorObjective.build(
+        str(gen["kind"]),
+        scheduler.timestep,
+        float(gen["reconstruction"]),
+        float(gen["kl"]),
+        float(gen["adversarial"]),
+        backbone=instantiate(cfg.model) if "vae" in str(gen["kind"]) else None,
+        discriminator=disc_cfg,
+    ).to(device)
+    disc_optimizer = None
+    if objective.discriminator is not None:
+        disc_optimizer = torch.optim.Adam(
+            objective.discriminator.parameters(), lr=float(disc_cfg["lr"]), betas=tuple(disc_cfg["betas"])
+        )
+    return objective, disc_optimizer
+
+
+def _generator_state(cfg: DictConfig, objective, disc_optimizer) -> dict[str, Any]:
+    """Checkpoint entries of a Table 4 generator run (none for diffusion): its kind, training parts, their optimiser."""
+    if objective is None:
+        return {}
+    return {
+        "generator_kind": objective.kind,
+        "generator_state": objective.state_dict(),
+        "generator_optimizer": disc_optimizer.state_dict() if disc_optimizer is not None else None,
+    }
+
+
+def _load_generator_state(objective, disc_optimizer, ckpt: dict[str, Any], source: str) -> None:
+    """Resume the encoder / discriminator; a checkpoint of another generator kind is refused."""
+    kind = ckpt.get("generator_kind", "diffusion")
+    wanted = objective.kind if objective is not None else "diffusion"
+    if kind != wanted:
+        raise ConfigError(f"{source} was trained with generator={kind}, this run is generator={wanted}")
+    if objective is not None:
+        objective.load_state_dict(ckpt["generator_state"])
+        if disc_optimizer is not None:
+            disc_optimizer.load_state_dict(ckpt["generator_optimizer"])

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from kdtalker.data.dataset import MotionWindows, NormalisedClip
-from kdtalker.diffusion.loss import diffusion_loss
 from kdtalker.diffusion.sampling import sample_motion
 from kdtalker.training.metrics import group_correlation
 
 
 @torch.no_grad()
 def validation_loss(
-    model, scheduler, dataset: MotionWindows, batch_size: int, device: torch.device, seed: int = 0
+    model,
+    loss: Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]],
+    dataset: MotionWindows,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Mean loss / loss_pose / loss_exp over the (fixed) validation windows, fixed noise/timesteps, no augmentation."""
+    """Mean of each scalar `loss(batch, generator)` entry over the (fixed) validation windows, fixed noise and
+    timesteps (a generator seeded with `seed`), no augmentation (the caller's loss leaves it off), model in eval."""
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -26,19 +31,11 @@ def validation_loss(
     count = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = diffusion_loss(
-            model,
-            scheduler,
-            batch["x0"],
-            batch["ref"],
-            batch["ori"],
-            batch["audio"],
-            audio_noise_prob=0.0,
-            generator=generator,
-        )
+        out = loss(batch, generator)
         n = batch["x0"].shape[0]
         for k, v in out.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * n
+            if v.ndim == 0:
+                totals[k] = totals.get(k, 0.0) + float(v) * n
         count += n
     model.train(was_training)
     return {k: v / count for k, v in totals.items()}
