@@ -60,17 +60,26 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message for an error a user causes (bad input, missing file, OS error, memory); None for a bug."""
+    if isinstance(exc, KDTalkerError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        text = describe_os_error(exc)
+    elif isinstance(exc, MemoryError):
+        text = "out of memory; use a shorter input, a smaller batch_size, or a machine with more memory"
+    else:
+        return None
+    return " ".join(text.split())
+
+
 def guarded(body: Callable[[], Any]) -> Any:
     """Run `body` with signal handlers installed; user errors, OS errors and signals become one line + exit code."""
     install_signal_handlers()
     try:
         return body()
-    except KDTalkerError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(describe_os_error(exc))
-    except MemoryError:
-        fail("out of memory; use a shorter input, a smaller batch_size, or a machine with more memory")
+    except (KDTalkerError, OSError, MemoryError) as exc:
+        fail(user_message(exc))
     except Terminated as exc:
         fail("interrupted", 128 + exc.signum)
     except KeyboardInterrupt:

@@ -17,7 +17,11 @@ ALLOWED = {
     "data": {"audio", "renderer", "diffusion"},
     "pipeline": {"audio", "renderer", "diffusion"},
     "eval": {"audio", "renderer", "diffusion", "pipeline"},
-    "generators": {"diffusion"},  # Table 4's VAE / GAN objectives on the denoiser network
+    "generators": {"diffusion"},
+    "demo": {
+        "audio",
+        "pipeline",
+    },  # the web page around the pipeline  # Table 4's VAE / GAN objectives on the denoiser network
     "training": {"audio", "renderer", "diffusion", "data", "generators"},
 }
 

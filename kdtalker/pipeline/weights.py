@@ -178,3 +178,12 @@ def crop_model_files(root: str | os.PathLike) -> dict[str, Path]:
                 f"put it there or use crop=dlib (no download needed); see {README}"
             )
     return paths
+
+
+def missing_weight_files(root: str | os.PathLike) -> list[tuple[str, str]]:
+    """The required files absent under `root` -> [(relative path, 'what it is, from where')] (no file is read)."""
+    root = Path(root)
+    missing = [(s.relpath, f"{s.what}, from {s.source}") for s in WEIGHT_FILES if not (root / s.relpath).is_file()]
+    if not (root / NORM_FILE).is_file():
+        missing.append((NORM_FILE, "normalisation statistics of KDTalker.pth (shipped in this repository)"))
+    return missing

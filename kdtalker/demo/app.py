@@ -1,0 +1,215 @@
+"""The web demo: a Gradio Blocks page around TalkingHeadPipeline (portrait + speech file or recording -> video).
+
+The pipeline is built and its models loaded once, at start; the queue runs one generation at a time and shows the
+waiting requests their place. The same function is the API endpoint `generate` (image and audio first, every other
+input with its default), so `gradio_client.Client(url).predict(handle_file(img), handle_file(wav),
+api_name="/generate")` returns the mp4. Anything a user can cause (no face, unreadable audio, audio too long, a
+missing weight file) is raised as `gr.Error` with the one line the command line prints; a failed request leaves
+no file behind. Without the weights the page still starts and says which files are missing and where they go.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+import gradio as gr
+
+from kdtalker.audio import SAMPLE_RATE, load_audio
+from kdtalker.cli import user_message
+from kdtalker.errors import ConfigError, KDTalkerError
+from kdtalker.pipeline import TalkingHeadPipeline
+from kdtalker.pipeline.control import CHOICES
+from kdtalker.pipeline.weights import README, missing_weight_files
+
+KEEP_RESULTS = 8  # finished videos kept in the work folder (Gradio serves its own copy); older ones are removed
+TITLE = "KDTalker: audio-driven talking portraits"
+
+
+def missing_weights_text(checkpoint_dir: str | Path) -> str | None:
+    """Markdown naming each missing weight file and where it goes, or None when every file is there."""
+    missing = missing_weight_files(checkpoint_dir)
+    if not missing:
+        return None
+    lines = [f"- `{Path(checkpoint_dir) / rel}`: {what}" for rel, what in missing]
+    return (
+        f"**The model weights are missing**, so nothing can be generated yet. Put these files in place "
+        f"(`{README}` says which file goes where; with internet: `python scripts/download_weights.py`) and "
+        "restart the demo:\n\n" + "\n".join(lines)
+    )
+
+
+class Demo:
+    """The page's state: the loaded pipeline (or why there is none), the limits and the work folder."""
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.audio_seconds = float(cfg.limits.audio_seconds)
+        self.work = Path(tempfile.mkdtemp(prefix="kdtalker_demo_"))
+        self.pipeline: TalkingHeadPipeline | None = None
+        self.problem = missing_weights_text(cfg.checkpoint_dir)
+        if self.problem is None:
+            try:
+                self.pipeline = TalkingHeadPipeline.from_config(cfg)
+                self.pipeline.load()
+            except (KDTalkerError, OSError, MemoryError) as exc:
+                self.problem = f"**The models could not be loaded**: {user_message(exc)}"
+                self.pipeline = None
+
+    def close(self) -> None:
+        """Remove the work folder."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def generate(
+        self,
+        image: str | None,
+        audio: str | None,
+        steps: int,
+        seed: int,
+        head_motion_scale: float,
+        smoothing: float,
+        paste_back: bool,
+        crop_scale: float,
+        driving_video: str | None = None,
+        pose: str = "audio",
+        lips: str = "audio",
+        eyes: str = "audio",
+        expression: str = "audio",
+    ) -> str:
+        """One request -> the path of its mp4 (gr.Error with the command line's one-line message otherwise)."""
+        if self.pipeline is None:
+            raise gr.Error(" ".join(self.problem.replace("**", "").split()), print_exception=False)
+        folder = Path(tempfile.mkdtemp(dir=self.work))
+        try:
+            self._check_inputs(image, audio, driving_video, (pose, lips, eyes, expression))
+            output = folder / "kdtalker.mp4"
+            self.pipeline.generate(
+                image,
+                audio,
+                output,
+                driving_video=driving_video or None,
+                steps=int(steps),
+                seed=int(seed),
+                head_motion_scale=float(head_motion_scale),
+                smoothing=float(smoothing),
+                paste_back=bool(paste_back),
+                crop_scale=float(crop_scale),
+                control={"pose": pose, "lips": lips, "eyes": eyes, "expression": expression},
+            )
+        except BaseException as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            message = user_message(exc)
+            if message is None:
+                if not isinstance(exc, Exception):
+                    raise
+                traceback.print_exc()  # a bug: the server log gets the traceback, the page one line
+                message = f"internal error ({type(exc).__name__}); the server log has the details"
+            raise gr.Error(message, print_exception=False) from None
+        self._prune()
+        return str(output)
+
+    def _check_inputs(
+        self, image: str | None, audio: str | None, driving_video: str | None, regions: Sequence[str]
+    ) -> None:
+        """The request's own errors, before any model runs: missing inputs, audio too long, video-driven regions
+        without a video."""
+        if not image:
+            raise ConfigError("upload a portrait image first")
+        if not audio:
+            raise ConfigError("upload or record the speech first")
+        seconds = len(load_audio(audio)) / SAMPLE_RATE
+        if seconds > self.audio_seconds:
+            raise ConfigError(
+                f"the speech is {seconds:.1f} s long; this demo takes at most {self.audio_seconds:g} s "
+                "(limits.audio_seconds)"
+            )
+        if "video" in regions and not driving_video:
+            raise ConfigError("a region follows the driving video: upload one (or set every region to audio)")
+
+    def _prune(self) -> None:
+        """Keep the newest KEEP_RESULTS result folders."""
+        folders = sorted((p for p in self.work.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in folders[:-KEEP_RESULTS]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def build_app(demo: Demo, examples: Sequence[Sequence[str]] = ()) -> gr.Blocks:
+    """The page: inputs, the controls people change, examples, the result; `generate` is also the API endpoint."""
+    cfg = demo.cfg
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as app:
+        gr.Markdown(
+            f"# {TITLE}\nUpload a portrait and a speech recording (or record one), then press **Generate**. "
+            f"Speech up to {demo.audio_seconds:g} s; one video is generated at a time, others wait in line."
+        )
+        if demo.problem is not None:
+            gr.Markdown(demo.problem, elem_id="problem")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", label="Portrait", sources=["upload"], height=320, elem_id="portrait")
+                audio = gr.Audio(type="filepath", label="Speech", sources=["upload", "microphone"], elem_id="speech")
+                with gr.Accordion("Settings", open=False):
+                    steps = gr.Slider(1, 200, value=int(cfg.steps), step=1, label="DDIM steps (50 official, 10 fast)")
+                    seed = gr.Number(value=int(cfg.seed), precision=0, label="Seed")
+                    head = gr.Slider(0, 2, value=float(cfg.head_motion_scale), step=0.05, label="Head motion scale")
+                    smooth = gr.Slider(0, 5, value=float(cfg.smoothing), step=0.1, label="Smoothing (0 = off)")
+                    paste = gr.Checkbox(value=bool(cfg.paste_back), label="Paste back into the full image")
+                    crop = gr.Slider(0.5, 2.0, value=float(cfg.crop.scale), step=0.05, label="Crop scale")
+                with gr.Accordion("Driving video (optional)", open=False):
+                    driving = gr.Video(label="Driving video", sources=["upload"], elem_id="driving")
+                    regions = [
+                        gr.Dropdown(
+                            [c for c in CHOICES[name] if c != "file"],
+                            value=str(cfg.control[name]),
+                            label=f"{name.capitalize()} from",
+                        )
+                        for name in ("pose", "lips", "eyes", "expression")
+                    ]
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                result = gr.Video(label="Result", buttons=["download"], interactive=False, height=512, elem_id="result")
+        if examples:
+            gr.Examples(examples=[list(e) for e in examples], inputs=[image, audio])
+
+        def generate(
+            image,
+            audio,
+            steps,
+            seed,
+            head_motion_scale,
+            smoothing,
+            paste_back,
+            crop_scale,
+            driving_video=None,  # a default of None: optional in the API (the other inputs take the widgets' values)
+            pose="audio",
+            lips="audio",
+            eyes="audio",
+            expression="audio",
+            progress=gr.Progress(track_tqdm=True),  # follows the pipeline's bars: motion windows, rendered frames
+        ):
+            return demo.generate(
+                image,
+                audio,
+                steps,
+                seed,
+                head_motion_scale,
+                smoothing,
+                paste_back,
+                crop_scale,
+                driving_video,
+                pose,
+                lips,
+                eyes,
+                expression,
+            )
+
+        button.click(
+            generate,
+            inputs=[image, audio, steps, seed, head, smooth, paste, crop, driving, *regions],
+            outputs=result,
+            api_name="generate",
+        )
+    app.queue(default_concurrency_limit=1, max_size=int(cfg.limits.queue_size))
+    return app

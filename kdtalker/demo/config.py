@@ -1,0 +1,35 @@
+"""Types of configs/demo.yaml: the inference config plus the server and the input limits (values in the YAML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from kdtalker.pipeline.config import InferenceConfig
+
+
+@dataclass
+class ServerConfig:
+    """The `server` node: where Gradio listens."""
+
+    name: str = MISSING
+    port: int = MISSING
+    share: bool = MISSING
+
+
+@dataclass
+class LimitsConfig:
+    """The `limits` node: what a request may send."""
+
+    audio_seconds: float = MISSING
+    upload_mb: int = MISSING
+    queue_size: int = MISSING
+
+
+@dataclass
+class DemoConfig(InferenceConfig):
+    """configs/demo.yaml: configs/inference.yaml + server + limits."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)

@@ -1,0 +1,41 @@
+"""The web demo: a Gradio page (and API endpoint `generate`) around the inference pipeline.
+
+    python scripts/demo.py [checkpoint_dir=checkpoints] [server.port=7860] [server.share=false] [device=cuda ...]
+
+Then open http://127.0.0.1:7860. Settings: configs/demo.yaml (the inference config + server and input limits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdtalker.cli import run
+from kdtalker.demo.config import DemoConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+EXAMPLES = [[str(ROOT / "examples" / "astronaut.png"), str(ROOT / "examples" / "speech.wav")]]
+
+
+def main(cfg) -> None:
+    """Load the models, build the page, serve it until interrupted."""
+    from kdtalker.demo.app import Demo, build_app
+
+    demo = Demo(cfg)
+    try:
+        if demo.problem is not None:
+            print(f"note: {' '.join(demo.problem.replace('**', '').split())}")
+        app = build_app(demo, EXAMPLES)
+        app.launch(
+            server_name=cfg.server.name,
+            server_port=int(cfg.server.port),
+            share=bool(cfg.server.share),
+            max_file_size=f"{int(cfg.limits.upload_mb)}mb",
+            allowed_paths=[str(ROOT / "examples")],
+        )
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    run(main, CONFIGS, "demo", DemoConfig, usage=__doc__)

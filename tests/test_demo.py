@@ -1,0 +1,186 @@
+"""The web demo as people use it: `python scripts/demo.py` on fixture weights, driven by headless Chromium (Debian's
+`chromium` + `chromium-driver`, which .ci/run installs) through selenium, and by gradio_client through its API.
+
+One server serves every test here (models load once, as in use); each generated video renders one or two
+full-size frames of fixture weights (no meaningful face, but every stage and the served mp4 are the real ones).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+from test_inference_e2e import short_speech
+
+from kdtalker.media import probe_video
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+AUDIO_LIMIT = 1.5  # limits.audio_seconds of the test server
+UPLOAD_MB = 1  # limits.upload_mb of the test server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(fixture_checkpoints, tmp_path_factory):
+    """scripts/demo.py on 127.0.0.1 with the fixture weights -> (url, its TMPDIR)."""
+    root = tmp_path_factory.mktemp("demo")
+    tmp = root / "tmp"
+    tmp.mkdir()
+    port = _free_port()
+    env = dict(os.environ, TMPDIR=str(tmp), GRADIO_TEMP_DIR=str(root / "gradio"), GRADIO_ANALYTICS_ENABLED="False")
+    env.pop("TQDM_DISABLE", None)  # the page's progress bar follows the pipeline's tqdm bars
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "demo.py"),
+        f"checkpoint_dir={fixture_checkpoints}",
+        f"server.port={port}",
+        "device=cpu",
+        "steps=1",
+        "batch_size=1",
+        f"limits.audio_seconds={AUDIO_LIMIT}",
+        f"limits.upload_mb={UPLOAD_MB}",
+    ]
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("the demo did not start:\n" + (root / "server.log").read_text()[-3000:])
+            time.sleep(1)
+    yield url, tmp
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert CHROMIUM and CHROMEDRIVER, "the browser tests need Debian's chromium and chromium-driver (.ci/run installs)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1100",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, what, timeout: float):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(what)
+
+
+def _submit(driver, url: str, image: Path, audio: Path) -> None:
+    """Open the page, upload the portrait and the speech, press Generate."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    for elem_id, path in (("portrait", image), ("speech", audio)):
+        field = _wait(driver, lambda d, e=elem_id: d.find_element(By.CSS_SELECTOR, f"#{e} input[type=file]"), 60)
+        field.send_keys(str(path))
+    # the upload is done when the components show the files (an <img> preview, the audio player)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#portrait img"), 60)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#speech audio, #speech .waveform-container"), 60)
+    driver.find_element(By.CSS_SELECTOR, "#generate").click()
+
+
+def _work_files(tmp: Path) -> list[Path]:
+    """Everything under the demo's work folders (kdtalker_demo_*) in its TMPDIR."""
+    return [p for work in tmp.glob("kdtalker_demo_*") for p in work.rglob("*")]
+
+
+def test_generate_in_the_browser(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    audio = short_speech(tmp_path / "speech.wav", 0.08)  # 2 video frames
+    _submit(browser, url, REPO / "examples" / "astronaut.png", audio)
+    video = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#result video[src]"), 400)
+    src = video.get_attribute("src")
+    served = tmp_path / "served.mp4"
+    served.write_bytes(urllib.request.urlopen(src, timeout=30).read())
+    info = probe_video(served)
+    assert info["frames"] == 2 and (info["width"], info["height"]) == (512, 512)
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
+    assert browser.find_elements(By.CSS_SELECTOR, "#result button[aria-label*=ownload], #result a[download]")
+    browser.save_screenshot(str(tmp_path / "demo.png"))
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_no_face_shows_the_error_in_the_page(server, browser, tmp_path):
+    url, tmp = server
+    before = set(_work_files(tmp))
+    blank = tmp_path / "no_face.png"
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(blank)
+    audio = short_speech(tmp_path / "speech.wav", 0.08)
+    _submit(browser, url, blank, audio)
+    _wait(browser, lambda d: "no face" in d.find_element("tag name", "body").text.lower(), 120)
+    assert "Traceback" not in browser.find_element("tag name", "body").text
+    browser.save_screenshot(str(tmp_path / "error.png"))
+    assert set(_work_files(tmp)) == before  # the failed request left nothing behind
+
+
+def test_api_endpoint_generate(server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, tmp = server
+    client = Client(url, verbose=False)
+    audio = short_speech(tmp_path / "speech.wav", 0.04)
+    out = client.predict(handle_file(REPO / "examples" / "astronaut.png"), handle_file(audio), api_name="/generate")
+    path = Path(out["video"] if isinstance(out, dict) else out)
+    info = probe_video(path)
+    assert info["frames"] == 1 and info["audio_codec"] == "aac"
+    # the same one-line messages as the command line, as gr.Error
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(int(16000 * (AUDIO_LIMIT + 0.5)), np.float32), 16000)
+    before = set(_work_files(tmp))
+    with pytest.raises(AppError, match=f"at most {AUDIO_LIMIT:g} s"):
+        client.predict(handle_file(REPO / "examples" / "astronaut.png"), handle_file(long), api_name="/generate")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav file")
+    with pytest.raises(AppError, match="audio"):
+        client.predict(handle_file(REPO / "examples" / "astronaut.png"), handle_file(broken), api_name="/generate")
+    assert set(_work_files(tmp)) == before
+    big = tmp_path / "big.wav"
+    sf.write(big, np.zeros(16000 * 40, np.int16), 16000, subtype="PCM_16")  # 1.3 MB > limits.upload_mb
+    with pytest.raises(Exception, match="(?i)size|large"):
+        client.predict(handle_file(REPO / "examples" / "astronaut.png"), handle_file(big), api_name="/generate")
+    assert json.dumps(client.view_api(print_info=False, return_format="dict"))  # the endpoint describes itself
