@@ -38,28 +38,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(fixture_checkpoints, tmp_path_factory):
-    """scripts/demo.py on 127.0.0.1 with the fixture weights -> (url, its TMPDIR)."""
-    root = tmp_path_factory.mktemp("demo")
+def _start(root: Path, checkpoint_dir: Path, *overrides: str) -> tuple[subprocess.Popen, str, Path]:
+    """scripts/demo.py on a free port of 127.0.0.1 (its TMPDIR and Gradio cache under root), up -> (proc, url, tmp)."""
     tmp = root / "tmp"
     tmp.mkdir()
     port = _free_port()
     env = dict(os.environ, TMPDIR=str(tmp), GRADIO_TEMP_DIR=str(root / "gradio"), GRADIO_ANALYTICS_ENABLED="False")
     env.pop("TQDM_DISABLE", None)  # the page's progress bar follows the pipeline's tqdm bars
-    cmd = [
-        sys.executable,
-        str(REPO / "scripts" / "demo.py"),
-        f"checkpoint_dir={fixture_checkpoints}",
-        f"server.port={port}",
-        "device=cpu",
-        "steps=1",
-        "batch_size=1",
-        f"limits.audio_seconds={AUDIO_LIMIT}",
-        f"limits.upload_mb={UPLOAD_MB}",
-    ]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), f"checkpoint_dir={checkpoint_dir}", f"server.port={port}"]
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen([*cmd, *overrides], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 240
     while True:
@@ -71,13 +59,25 @@ def server(fixture_checkpoints, tmp_path_factory):
                 proc.kill()
                 raise AssertionError("the demo did not start:\n" + (root / "server.log").read_text()[-3000:])
             time.sleep(1)
-    yield url, tmp
-    proc.send_signal(signal.SIGINT)
+    return proc, url, tmp
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
+
+
+@pytest.fixture(scope="module")
+def server(fixture_checkpoints, tmp_path_factory):
+    """The demo on the fixture weights -> (url, its TMPDIR)."""
+    limits = (f"limits.audio_seconds={AUDIO_LIMIT}", f"limits.upload_mb={UPLOAD_MB}")
+    proc, url, tmp = _start(tmp_path_factory.mktemp("demo"), fixture_checkpoints, "device=cpu", "steps=1", *limits)
+    yield url, tmp
+    _stop(proc)
+    assert not list(tmp.glob("kdtalker_demo_*"))  # its work folder goes with it
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +184,23 @@ def test_api_endpoint_generate(server, tmp_path):
     with pytest.raises(Exception, match="(?i)size|large"):
         client.predict(handle_file(REPO / "examples" / "astronaut.png"), handle_file(big), api_name="/generate")
     assert json.dumps(client.view_api(print_info=False, return_format="dict"))  # the endpoint describes itself
+
+
+def test_without_weights_the_page_starts_and_says_what_is_missing(browser, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    proc, url, _ = _start(tmp_path, tmp_path / "empty_checkpoints")
+    try:
+        browser.get(url)
+        _wait(browser, lambda d: "weights are missing" in d.find_element("tag name", "body").text, 60)
+        text = browser.find_element("tag name", "body").text
+        assert "KDTalker.pth" in text and "wav2lip.pth" in text and "checkpoints/README.md" in text
+        with pytest.raises(AppError, match="weights are missing"):
+            Client(url, verbose=False).predict(
+                handle_file(REPO / "examples" / "astronaut.png"),
+                handle_file(REPO / "examples" / "speech.wav"),
+                api_name="/generate",
+            )
+    finally:
+        _stop(proc)
