@@ -187,7 +187,8 @@ def test_bad_inputs_give_one_message_and_no_output(tmp_path):
 
 def test_readme_python_examples_run(fixture_checkpoints, tmp_path, monkeypatch):
     # Every ```python block of the README, in order, in one namespace, from a folder laid out like the repository
-    # (checkpoints/ with official-layout fixture weights, examples/ with a short cut of the speech).
+    # (checkpoints/ with official-layout fixture weights, examples/ with a short cut of the speech). The demo's
+    # client example (fenced ```py: it needs a running demo) is run against a live server by tests/test_demo.py.
     blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
     assert len(blocks) == 4
     (tmp_path / "examples").mkdir()
