@@ -73,11 +73,12 @@ class Demo:
         smoothing: float,
         paste_back: bool,
         crop_scale: float,
-        driving_video: str | None = None,
+        driving_video: str | None = None,  # a default of None: optional in the API (the others take the widgets')
         pose: str = "audio",
         lips: str = "audio",
         eyes: str = "audio",
         expression: str = "audio",
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # follows the pipeline's bars: windows, frames
     ) -> str:
         """One request -> the path of its mp4 (gr.Error with the command line's one-line message otherwise)."""
         if self.pipeline is None:
@@ -173,40 +174,8 @@ def build_app(demo: Demo, examples: Sequence[Sequence[str]] = ()) -> gr.Blocks:
         if examples:
             gr.Examples(examples=[list(e) for e in examples], inputs=[image, audio])
 
-        def generate(
-            image,
-            audio,
-            steps,
-            seed,
-            head_motion_scale,
-            smoothing,
-            paste_back,
-            crop_scale,
-            driving_video=None,  # a default of None: optional in the API (the other inputs take the widgets' values)
-            pose="audio",
-            lips="audio",
-            eyes="audio",
-            expression="audio",
-            progress=gr.Progress(track_tqdm=True),  # follows the pipeline's bars: motion windows, rendered frames
-        ):
-            return demo.generate(
-                image,
-                audio,
-                steps,
-                seed,
-                head_motion_scale,
-                smoothing,
-                paste_back,
-                crop_scale,
-                driving_video,
-                pose,
-                lips,
-                eyes,
-                expression,
-            )
-
         button.click(
-            generate,
+            demo.generate,
             inputs=[image, audio, steps, seed, head, smooth, paste, crop, driving, *regions],
             outputs=result,
             api_name="generate",
