@@ -131,6 +131,7 @@ class _StandInPipeline:
         self.overrides = overrides
         self.timings = SimpleNamespace(frames=0, sampling=0.0, rendering=0.0)
         self.calls = 0
+        self.notes = [f"built with {overrides}"] if overrides else []  # as the pipeline's notes of a run
 
     def generate(self, source_image, driven_audio, output, **controls):
         face = cv2.resize(load_image(source_image), (256, 256))
@@ -158,6 +159,8 @@ def test_protocol_generates_scores_caches_and_prints_tables(setup, tmp_path, cap
     cfg.tables = [t for t in cfg.tables if t.name in ("table1", "table6")]
     cfg.tables[1].rows = [cfg.tables[1].rows[0], cfg.tables[1].rows[4]]  # 1 step and the full model
     text = run_evaluation(cfg, factory)
+    said = capsys.readouterr().out
+    assert said.count("note (1): built with ['+experiment=steps_1']") == 1 and "note (KDTalker)" not in said  # once
     print(text)
     assert [p.overrides for p in made] == [
         [],

@@ -407,9 +407,14 @@ class Evaluation:
         if missing:
             folder.mkdir(parents=True, exist_ok=True)
             pipeline = self.pipeline_factory(list(row.get("overrides") or []))
+            said: set[str] = set()
             for clip in tqdm(missing, desc=f"generate {label}", unit="video"):
                 with Stopwatch() as sw:
                     pipeline.generate(clip.reference, clip.audio, videos[clip.name])
+                for note in getattr(pipeline, "notes", []):  # e.g. the exported model.yaml used: once per row
+                    if note not in said:
+                        said.add(note)
+                        tqdm.write(f"note ({label}): {note}")
                 timing = timing_record(pipeline.timings, sw.seconds)
                 (folder / f"{clip.name}.fps.json").write_text(json.dumps(timing))
         return videos
