@@ -23,7 +23,8 @@ class SchedulerOutput:
     pred_original_sample: torch.Tensor
 
 
-def _gaussian(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def gaussian_like(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, I) of `shape` drawn from `generator` on its own device (else like's), in like's dtype, on like's device."""
     device = generator.device if generator is not None else like.device
     return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
@@ -127,7 +128,7 @@ class DDIMScheduler(NoiseSchedule):
         prev_sample = abar_prev**0.5 * pred_x0 + direction
         if eta > 0:
             if variance_noise is None:
-                variance_noise = _gaussian(model_output.shape, model_output, generator)
+                variance_noise = gaussian_like(model_output.shape, model_output, generator)
             prev_sample = prev_sample + self._variance(abar_t, abar_prev) ** 0.5 * eta * variance_noise
         return SchedulerOutput(prev_sample, pred_x0)
 
@@ -183,7 +184,7 @@ class DDPMScheduler(NoiseSchedule):
         prev_sample = x0_coeff * pred_x0 + xt_coeff * sample
         if t > 0:
             if variance_noise is None:
-                variance_noise = _gaussian(model_output.shape, model_output, generator)
+                variance_noise = gaussian_like(model_output.shape, model_output, generator)
             variance = torch.clamp((1 - abar_prev) / (1 - abar_t) * self.betas[t], min=1e-20)
             prev_sample = prev_sample + variance**0.5 * variance_noise
         return SchedulerOutput(prev_sample, pred_x0)

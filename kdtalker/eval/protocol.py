@@ -89,10 +89,9 @@ NOT_WIRED = {
 }
 
 
-def option(cfg: Any, section: str, key: str) -> str:
-    """A choice setting of configs/evaluate.yaml (e.g. fid.distance), its default if absent; ConfigError if invalid."""
-    allowed, default = CHOICES[(section, key)]
-    value = _cfg(_cfg(cfg, section), key, default)
+def check_choice(section: str, key: str, value: Any) -> str:
+    """`value` of the choice setting section.key (CHOICES) -> itself as str; ConfigError naming the choices if not."""
+    allowed = CHOICES[(section, key)][0]
     if value not in allowed:
         why = NOT_WIRED.get((section, key, value))
         raise ConfigError(
@@ -100,6 +99,11 @@ def option(cfg: Any, section: str, key: str) -> str:
             + (f" ({why})" if why else "")
         )
     return str(value)
+
+
+def option(cfg: Any, section: str, key: str) -> str:
+    """A choice setting of configs/evaluate.yaml (e.g. fid.distance), its default if absent; ConfigError if invalid."""
+    return check_choice(section, key, _cfg(_cfg(cfg, section), key, CHOICES[(section, key)][1]))
 
 
 def check_settings(cfg: Any) -> None:
@@ -529,10 +533,8 @@ def aggregate(
 ) -> dict[str, Any]:
     """Per-video metric values -> the row's table values (video means; FID over all frames; FPS = frames / seconds),
     plus `videos` (given) and `skipped` / `skip_reasons` for the metrics that left videos out ({metric: count})."""
-    if diversity_statistic not in ("logits", "degrees"):
-        raise ConfigError(f"diversity.statistic must be logits or degrees, got {diversity_statistic!r}")
-    if fid_distance not in FID_DISTANCES:
-        raise ConfigError(f"fid.distance must be one of {list(FID_DISTANCES)}, got {fid_distance!r}")
+    check_choice("diversity", "statistic", diversity_statistic)
+    check_choice("fid", "distance", fid_distance)
     values: dict[str, Any] = {}
     kept: dict[str, list] = {}
     skipped: dict[str, int] = {}

@@ -18,6 +18,7 @@ from torch import nn
 from kdtalker.diffusion.denoiser import Denoiser
 from kdtalker.diffusion.loss import augmented_context
 from kdtalker.diffusion.motion import EXPRESSION, POSE
+from kdtalker.diffusion.schedulers import gaussian_like
 from kdtalker.errors import ConfigError
 from kdtalker.generators.gan import TemporalDiscriminator, discriminator_loss, generator_adversarial_loss
 from kdtalker.generators.vae import PosteriorEncoder, gaussian_kl, reparameterise
@@ -61,17 +62,16 @@ class GeneratorObjective(nn.Module):
         adversarial: float,
         backbone: Denoiser | None = None,
         discriminator: dict | None = None,
+        motion_dim: int = 70,
+        audio_dim: int = 512,
     ) -> "GeneratorObjective":
         """From the generator config: `backbone` a fresh denoiser network for the VAE encoder, `discriminator` the
-        TemporalDiscriminator's sizes (gan kinds)."""
+        TemporalDiscriminator's sizes (gan kinds) for motion and audio of the generator network's dimensions."""
         encoder = PosteriorEncoder(backbone, timestep) if "vae" in kind and backbone is not None else None
         disc = None
         if "gan" in kind:
             sizes = {k: v for k, v in dict(discriminator or {}).items() if k not in ("lr", "betas")}  # its optimiser's
-            if backbone is not None:
-                sizes.setdefault("motion_dim", backbone.motion_dim)
-                sizes.setdefault("audio_dim", backbone.audio_dim)
-            disc = TemporalDiscriminator(**sizes)
+            disc = TemporalDiscriminator(motion_dim=motion_dim, audio_dim=audio_dim, **sizes)
         return cls(kind, timestep, reconstruction, kl, adversarial, encoder, disc)
 
     def loss(
@@ -94,8 +94,7 @@ class GeneratorObjective(nn.Module):
             z = reparameterise(mu, logvar, generator)
             out["kl"] = gaussian_kl(mu, logvar)
         else:
-            device = generator.device if generator is not None else x0.device
-            z = torch.randn(x0.shape, generator=generator, device=device).to(x0)
+            z = gaussian_like(x0.shape, x0, generator)
         t = torch.full((x0.shape[0],), self.timestep, dtype=torch.long, device=x0.device)
         fake = model(z, t, context, ref, ori)
         w = self.weights

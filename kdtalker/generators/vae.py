@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kdtalker.diffusion.denoiser import Denoiser
+from kdtalker.diffusion.schedulers import gaussian_like
 
 
 class PosteriorEncoder(nn.Module):
@@ -40,6 +41,4 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) from `generator`: (B, N, 70)."""
-    device = generator.device if generator is not None else mu.device
-    eps = torch.randn(mu.shape, generator=generator, device=device).to(mu)
-    return mu + (0.5 * logvar).exp() * eps
+    return mu + (0.5 * logvar).exp() * gaussian_like(mu.shape, mu, generator)

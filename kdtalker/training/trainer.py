@@ -23,6 +23,7 @@ from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.diffusion.loss import diffusion_loss
 from kdtalker.diffusion.mask_drop import MaskDrop
 from kdtalker.diffusion.motion import MotionNorm, expression_channels
+from kdtalker.diffusion.schedulers import OneStepSampler
 from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError
 from kdtalker.fileio import atomic_path
 from kdtalker.generators import GeneratorObjective
@@ -163,7 +164,7 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     # a multi-signal model learns its single-signal and unconditional modes from mask-drop
     mask_drop = MaskDrop(**tc.mask_drop) if "motion" in getattr(model, "signals", ()) else None
     scheduler = instantiate(cfg.diffusion)
-    objective, disc_optimizer = _generator_objective(cfg, scheduler, info, device)
+    objective, disc_optimizer = _generator_objective(cfg, model, scheduler, info, device)
     optimizer = build_optimizer(
         model, tc.lr, tc.betas, tc.eps, tc.weight_decay, list(tc.no_decay), objective.encoder if objective else None
     )
@@ -236,7 +237,7 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
                 ema_num_updates=ema.num_updates if ema is not None else 0,
                 rng=states,
                 scaler=scaler.state_dict() if scaler.is_enabled() else None,
-                **_generator_state(cfg, objective, disc_optimizer),
+                **_generator_state(objective, disc_optimizer),
             )
         info.barrier()
         return path
@@ -375,12 +376,13 @@ def _loss(
 
 
 def _generator_objective(
-    cfg: DictConfig, scheduler, info: DistInfo, device: torch.device
+    cfg: DictConfig, model: torch.nn.Module, scheduler, info: DistInfo, device: torch.device
 ) -> tuple[GeneratorObjective | None, torch.optim.Optimizer | None]:
     """cfg.generator -> (objective, discriminator optimiser); (None, None) for the paper's diffusion."""
     gen = cfg.get("generator") or {"kind": "diffusion"}
+    one_pass = isinstance(scheduler, OneStepSampler)
     if gen["kind"] == "diffusion":
-        if not hasattr(scheduler, "add_noise"):
+        if one_pass:
             raise ConfigError(
                 f"generator=diffusion trains with a noise schedule; diffusion={type(scheduler).__name__} has none"
             )
@@ -389,7 +391,7 @@ def _generator_objective(
         raise ConfigError(
             f"generator={gen['kind']} trains in one process (its encoder/discriminator are not DDP-wrapped)"
         )
-    if not hasattr(scheduler, "timestep"):
+    if not one_pass:
         raise ConfigError(
             f"generator={gen['kind']} is sampled in one pass: it needs diffusion=one_step, "
             f"not {type(scheduler).__name__}"
@@ -403,6 +405,8 @@ def _generator_objective(
         float(gen["adversarial"]),
         backbone=instantiate(cfg.model) if "vae" in str(gen["kind"]) else None,
         discriminator=disc_cfg,
+        motion_dim=model.motion_dim,
+        audio_dim=model.audio_dim,
     ).to(device)
     disc_optimizer = None
     if objective.discriminator is not None:
@@ -412,7 +416,7 @@ def _generator_objective(
     return objective, disc_optimizer
 
 
-def _generator_state(cfg: DictConfig, objective, disc_optimizer) -> dict[str, Any]:
+def _generator_state(objective, disc_optimizer) -> dict[str, Any]:
     """Checkpoint entries of a Table 4 generator run (none for diffusion): its kind, training parts, their optimiser."""
     if objective is None:
         return {}
