@@ -10,18 +10,23 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available else CPU; anything else is passed to torch.device."""
-    if isinstance(name, torch.device):
-        return name
+    """'auto' -> CUDA when available else CPU; a name or a torch.device is checked: ConfigError when CUDA (or the
+    numbered GPU) is asked for and absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError as exc:
+        device = name if isinstance(name, torch.device) else torch.device(name)
+    except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device={name!r} is not a device name (use auto, cpu, cuda or cuda:N)") from exc
+    shown = str(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            f"device={name!r} was asked for but CUDA is not available here; use device=cpu or device=auto"
+            f"device={shown!r} was asked for but CUDA is not available here; use device=cpu or device=auto"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={shown!r}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 .. "
+            f"cuda:{torch.cuda.device_count() - 1}); use one of those or device=auto"
         )
     return device
 

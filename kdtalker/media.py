@@ -1,6 +1,7 @@
 """Everything that runs ffmpeg to read media: the binary, a stream header, decoded RGB frames, 16 kHz PCM.
 
-The binary is the one imageio-ffmpeg ships (or the one IMAGEIO_FFMPEG_EXE names); no ffprobe, no OpenCV codecs.
+The binary is the one imageio-ffmpeg ships (or the one IMAGEIO_FFMPEG_EXE names; where imageio-ffmpeg is not
+installed, an `ffmpeg` on the PATH); no ffprobe, no OpenCV codecs.
 Writing streams lives with its user (`pipeline.video.VideoWriter`); `write_video` here makes small test clips.
 """
 
@@ -8,11 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator
 
-import imageio_ffmpeg
 import numpy as np
 
 from kdtalker.errors import VideoError
@@ -20,6 +21,16 @@ from kdtalker.errors import VideoError
 
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary; VideoError saying how to get one when there is none."""
+    try:
+        import imageio_ffmpeg  # imported here: the package works without it where no video is read or written
+    except ImportError:
+        found = shutil.which("ffmpeg")
+        if found is None:
+            raise VideoError(
+                "no ffmpeg binary found: imageio-ffmpeg is not installed and there is no ffmpeg on the PATH; "
+                "`pip install -r requirements.txt`"
+            ) from None
+        return found
     try:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:

@@ -1,4 +1,4 @@
-"""prefetch: a generator run one item ahead in a thread keeps its order, its errors, and stops with its caller."""
+"""prefetch / map_ahead: work run ahead in a thread keeps its order, its errors, and stops with its caller."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from kdtalker.pipeline.prefetch import prefetch
+from kdtalker.pipeline.prefetch import map_ahead, prefetch
 
 
 def test_items_in_order_and_made_ahead():
@@ -51,3 +51,40 @@ def test_stopping_early_stops_the_thread():
             break
     assert not any(t.name == "kdtalker-prefetch" and t.is_alive() for t in threading.enumerate())
     assert len(made) <= 2 + 1 + 2  # the items taken, the queue's one, and the one being made
+
+
+def test_map_ahead_takes_the_next_item_before_the_caller_gets_this_result():
+    """fn runs in another thread, in order; the items are taken in the caller's thread (the render thread), and
+    item k + 1 is taken before result k is handed over (the GPU renders the next batch during paste-back)."""
+    log, threads = [], set()
+
+    def items():
+        for i in range(5):
+            threads.add(threading.current_thread().name)
+            log.append(f"item {i}")
+            yield i
+
+    def fn(i):
+        threads.add(threading.current_thread().name)
+        return i * 10
+
+    got = []
+    for value in map_ahead(fn, items(), depth=1):
+        log.append(f"result {value // 10}")
+        got.append(value)
+    assert got == [0, 10, 20, 30, 40]
+    assert log.index("item 1") < log.index("result 0") and log.index("item 4") < log.index("result 3")
+    assert threading.current_thread().name in threads and any(t.startswith("kdtalker-host") for t in threads)
+
+
+def test_map_ahead_errors_reach_the_caller():
+    def fn(i):
+        if i == 2:
+            raise ValueError("broken batch")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="broken batch"):
+        for value in map_ahead(fn, iter(range(5))):
+            got.append(value)
+    assert got == [0, 1]

@@ -152,10 +152,12 @@ def _relative_bucket(n: int, num_buckets: int, max_distance: int) -> int:
 
 
 @lru_cache(maxsize=32)
-def relative_position_buckets(num_frames: int, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
-    """(F, F) int64 table bucket[i = query, j = key]."""
+def relative_position_buckets(
+    num_frames: int, num_buckets: int = 32, max_distance: int = 128, device: torch.device | None = None
+) -> torch.Tensor:
+    """(F, F) int64 table bucket[i = query, j = key], built once per size and device (no copy per step)."""
     table = [[_relative_bucket(i - j, num_buckets, max_distance) for j in range(num_frames)] for i in range(num_frames)]
-    return torch.tensor(table, dtype=torch.long)
+    return torch.tensor(table, dtype=torch.long, device=device)
 
 
 class RelativePositionBias(nn.Module):
@@ -169,8 +171,9 @@ class RelativePositionBias(nn.Module):
 
     def forward(self, num_frames: int) -> torch.Tensor:
         """-> (heads, F, F)."""
-        buckets = relative_position_buckets(num_frames, self.num_buckets, self.max_distance)
-        return self.relative_attention_bias(buckets.to(self.relative_attention_bias.weight.device)).permute(2, 0, 1)
+        device = self.relative_attention_bias.weight.device
+        buckets = relative_position_buckets(num_frames, self.num_buckets, self.max_distance, device)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1)
 
 
 class Attention(nn.Module):

@@ -69,7 +69,7 @@ from kdtalker.pipeline.face import FaceCrop, crop_face
 from kdtalker.pipeline.face_onnx import crop_face_onnx
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.paste import PasteBack
-from kdtalker.pipeline.prefetch import prefetch
+from kdtalker.pipeline.prefetch import map_ahead, prefetch
 from kdtalker.pipeline.video import VideoWriter
 from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
 from kdtalker.renderer import LivePortraitRenderer, Source
@@ -170,8 +170,27 @@ class _Job:
     video_motion: torch.Tensor | None = None  # (T, 70) the driving video's relative motion on the source
     pose_track: torch.Tensor | None = None  # (T, 6) a pose file's angles + translation
     source_video: Path | None = None  # dubbing: every frame of this video is its own source
+    record: bool = False  # keep the rendered motion and keypoints (save_motion): copied to the host only then
     motion: list = field(default_factory=list)  # the rendered motion, piece by piece (for save_motion)
     x_d: list = field(default_factory=list)  # the driving keypoints, piece by piece
+
+    def keep(self, motion: torch.Tensor, x_d: torch.Tensor) -> None:
+        """Record a rendered piece, motion (n, 70) and x_d (n, 21, 3), on the host: only when save_motion asks."""
+        if self.record:
+            self.motion.append(motion.cpu())
+            self.x_d.append(x_d.cpu())
+
+
+@dataclass
+class _Rendered:
+    """A rendered batch on its way out: uint8 frames (B, 512, 512, 3) and per-frame flags (B, 2) (NaN/inf, one flat
+    colour) on the host; on a GPU they arrive by a non-blocking copy into pinned memory that `copied` marks done."""
+
+    frames: torch.Tensor
+    flags: torch.Tensor
+    first: int
+    paste: PasteBack | None
+    copied: Any = None  # torch.cuda.Event, or None when the tensors are already on the host
 
 
 @dataclass
@@ -299,6 +318,10 @@ class TalkingHeadPipeline:
             return self._models
         start = time.perf_counter()
         root = self.checkpoint_dir
+        if self.device.type == "cuda":
+            # one render batch shape per run: let cuDNN pick each convolution's fastest algorithm once (float32
+            # convolutions already use TF32 by PyTorch's default; the denoiser's matmuls stay full float32)
+            torch.backends.cudnn.benchmark = True
         self._models = {
             "renderer": self.renderer_factory(device=self.device, dtype=self.dtype),  # as resolved here
             "audio": load_audio_encoder(root / self.audio_checkpoint, device=self.device),
@@ -339,6 +362,7 @@ class TalkingHeadPipeline:
             save_motion = _npz_path(save_motion, "save_motion")
             check_output_path(save_motion, "the motion file")
         job, batches = self._start(source_image, driven_audio, ctl, motion_file, driving_video, pose_file, source_video)
+        job.record = save_motion is not None
         with atomic_path(output) as tmp:
             # the sound is the user's own recording (its rate and channels), cut to exactly the video's length
             duration = job.num_frames / ctl.fps
@@ -398,6 +422,32 @@ class TalkingHeadPipeline:
         """The prepared job and its frame batches: a portrait, or a source video to dub."""
         if (source_image is None) == (source_video is None):
             raise ConfigError("give one source: source_image=PATH or source_video=PATH (dubbing)")
+        with self._memory_errors(ctl):
+            job, batches = self._start_job(
+                source_image, driven_audio, ctl, motion_file, driving_video, pose_file, source_video
+            )
+        return job, self._guarded(batches, ctl)
+
+    def _guarded(self, batches: Iterator[np.ndarray], ctl: Controls) -> Iterator[np.ndarray]:
+        with self._memory_errors(ctl):
+            yield from batches
+
+    @contextmanager
+    def _memory_errors(self, ctl: Controls) -> Iterator[None]:
+        """The device's out-of-memory error -> one KDTalkerError that says what to lower (no traceback)."""
+        try:
+            yield
+        except torch.OutOfMemoryError:
+            where = f"the GPU ({self.device})" if self.device.type == "cuda" else "this machine"
+            half = " or dtype=float16" if self.device.type == "cuda" and self.dtype == torch.float32 else ""
+            raise KDTalkerError(
+                f"{where} ran out of memory rendering {ctl.batch_size} frame(s) at a time: lower batch_size "
+                f"(e.g. batch_size={max(1, ctl.batch_size // 4)}){half}, or free memory other programs hold"
+            ) from None
+
+    def _start_job(
+        self, source_image, driven_audio, ctl, motion_file, driving_video, pose_file, source_video
+    ) -> tuple["_Job", Iterator[np.ndarray]]:
         if source_video is None:
             job = self._prepare(source_image, driven_audio, ctl, motion_file, driving_video, pose_file)
             return job, self._frame_batches(job)
@@ -552,10 +602,9 @@ class TalkingHeadPipeline:
                     motion[lips] = own[lips] + (row[lips].to(own) - sampled_0[0, lips].to(own))
                     with self._stage("sampling"):
                         x_d = driving_keypoints(source.info, motion[None], mode="absolute")
-                    job.motion.append(motion[None].cpu())
-                    job.x_d.append(x_d.cpu())
+                    job.keep(motion[None], x_d)
                     paste = PasteBack(frame, face.matrix) if ctl.paste_back else None
-                    out = self._render_batch(renderer, source, x_d, index, job, paste)
+                    out = self._finish_batch(self._render_batch(renderer, source, x_d, index, job, paste), job)
                     index += 1
                     progress.update(1)
                     yield out
@@ -572,7 +621,7 @@ class TalkingHeadPipeline:
         def flush() -> None:
             if crops:
                 images = torch.cat([renderer.prepare_image(c) for c in crops])
-                rows.append(motions_of(renderer.keypoint_info(images)).cpu())
+                rows.append(motions_of(renderer.keypoint_info(images)))  # stays on the renderer's device
                 crops.clear()
 
         for frames in iter_video(path, fps=ctl.fps):
@@ -721,7 +770,21 @@ class TalkingHeadPipeline:
     @torch.inference_mode()  # on a generator: only while it runs, not in the caller's code between frames
     def _frame_batches(self, job: "_Job") -> Iterator[np.ndarray]:
         """Rendered uint8 frames (B, H, W, 3) in order, batches of batch_size counted from frame 0 (so the batch
-        split, and with it every frame, does not depend on how the motion arrives)."""
+        split, and with it every frame, does not depend on how the motion arrives).
+
+        With overlap (a GPU) the stages run side by side: motion windows are sampled in a thread of their own (on
+        their own CUDA stream); this thread renders batch k + 1 and starts its copy to the host while another
+        waits for batch k's copy and pastes it back, and the caller (the encoder) takes the batch before; each
+        stage waits on a bounded queue, so the GPU does not wait for paste-back or x264."""
+        rendered = self._rendered_batches(job)
+        if self.overlap:
+            yield from map_ahead(functools.partial(self._finish_batch, job=job), rendered, depth=1)
+            return
+        for batch in rendered:
+            yield self._finish_batch(batch, job)
+
+    def _rendered_batches(self, job: "_Job") -> Iterator[_Rendered]:
+        """The device side of `_frame_batches`: motion -> driving keypoints -> batches of rendered frames."""
         ctl, source = job.controls, job.source
         renderer = self.load()["renderer"]
         pending: list[torch.Tensor] = []
@@ -732,7 +795,7 @@ class TalkingHeadPipeline:
                 pieces = iter([job.given_motion.to(source.x_s.device)])
             else:
                 pieces = self.controlled_pieces(job)
-            for motion in itertools.chain(prefetch(pieces) if self.overlap else pieces, [None]):
+            for motion in itertools.chain(prefetch(pieces, stream=self.device) if self.overlap else pieces, [None]):
                 if motion is not None:
                     frame_0 = motion[:1] if frame_0 is None else frame_0
                     with self._stage("sampling"):
@@ -740,8 +803,7 @@ class TalkingHeadPipeline:
                         if not torch.isfinite(x_d).all():
                             raise self._broken_motion("driving keypoints")
                     pending.append(x_d)
-                    job.motion.append(motion.cpu())
-                    job.x_d.append(x_d.cpu())
+                    job.keep(motion, x_d)
                 ready = torch.cat(pending) if pending else None
                 while ready is not None and ready.shape[0] and (ready.shape[0] >= ctl.batch_size or motion is None):
                     batch, ready = ready[: ctl.batch_size], ready[ctl.batch_size :]
@@ -755,19 +817,36 @@ class TalkingHeadPipeline:
 
     def _render_batch(
         self, renderer: Any, source: Source, x_d: torch.Tensor, first: int, job: "_Job", paste: PasteBack | None
-    ) -> np.ndarray:
-        """Driving keypoints (B, 21, 3) -> uint8 frames (B, H, W, 3) (pasted back when `paste` is given)."""
+    ) -> _Rendered:
+        """Driving keypoints (B, 21, 3) -> the batch's uint8 frames on their way to the host (`_finish_batch`)."""
         with self._stage("rendering"):
             batch = x_d.to(source.x_s)
             if job.controls.stitching:
                 batch = renderer.stitch(source.x_s, batch)
             frames = renderer.render(source, batch, chunk_size=job.controls.batch_size)
-            check_frames(frames, first, self.checkpoint_dir)
-            # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding).
-            frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        if paste is not None:
-            with self._stage("writing"):
-                frames = paste(frames)[:, : job.height, : job.width]
+            flags = frame_flags(frames)
+            # x255 then truncation to uint8, as LivePortrait's parse_output (not rounding); on the device: 4x fewer
+            # bytes to copy than float32
+            frames = (frames.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            if frames.device.type != "cuda":
+                return _Rendered(frames.cpu(), flags.cpu(), first, paste)
+            host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+            host_flags = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+            host.copy_(frames, non_blocking=True)
+            host_flags.copy_(flags, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+            return _Rendered(host, host_flags, first, paste, copied)
+
+    def _finish_batch(self, rendered: _Rendered, job: "_Job") -> np.ndarray:
+        """The host side of a rendered batch: wait for its copy, check it, paste back -> uint8 (B, H, W, 3)."""
+        with self._stage("writing"):
+            if rendered.copied is not None:
+                rendered.copied.synchronize()
+            check_frames(rendered.flags, rendered.first, self.checkpoint_dir)
+            frames = rendered.frames.numpy()
+            if rendered.paste is not None:
+                frames = rendered.paste(frames)[:, : job.height, : job.width]
         return frames
 
     def _finish_timings(self, job: "_Job") -> None:
@@ -839,12 +918,17 @@ def default_batch_size(device: torch.device) -> int:
     return 16 if device.type == "cuda" else 1
 
 
-def check_frames(frames: torch.Tensor, first: int, checkpoint_dir: Path) -> None:
-    """KDTalkerError when rendered frames (B, 3, H, W) hold NaN/inf or one flat colour: broken weights or stats."""
+def frame_flags(frames: torch.Tensor) -> torch.Tensor:
+    """Rendered frames (B, 3, H, W) -> (B, 2) bool: [holds NaN/inf, is one flat colour], computed where they are."""
     flat = frames.flatten(1)
     bad_values = ~torch.isfinite(flat).all(dim=1)
     constant = (flat.amax(dim=1) - flat.amin(dim=1)) == 0
-    for index, (nan, flat_colour) in enumerate(zip(bad_values.tolist(), constant.tolist())):
+    return torch.stack([bad_values, constant], dim=1)
+
+
+def check_frames(flags: torch.Tensor, first: int, checkpoint_dir: Path) -> None:
+    """KDTalkerError when a frame's flags (B, 2) from `frame_flags` say NaN/inf or one flat colour: broken weights."""
+    for index, (nan, flat_colour) in enumerate(flags.tolist()):
         if nan or flat_colour:
             what = "holds NaN or infinite values" if nan else "is a single flat colour"
             raise KDTalkerError(

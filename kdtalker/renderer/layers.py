@@ -66,6 +66,11 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module._apply(convert)
 
 
+def to_contiguous(module: nn.Module) -> nn.Module:
+    """Every parameter/buffer of `module` back to the default contiguous layout (in place)."""
+    return module._apply(lambda t: t.contiguous())
+
+
 def channels_last_like(x: torch.Tensor) -> torch.Tensor:
     """x (4-d or 5-d) in the channels-last layout of its rank."""
     return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)

@@ -15,7 +15,7 @@ from kdtalker.errors import ConfigError, ImageError
 from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
 from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
-from kdtalker.renderer.layers import channels_last_like, fold_all_batchnorms, to_channels_last
+from kdtalker.renderer.layers import channels_last_like, fold_all_batchnorms, to_channels_last, to_contiguous
 from kdtalker.renderer.motion_extractor import MotionExtractor
 from kdtalker.renderer.spade import SPADEDecoder, SPADEResnetBlock
 from kdtalker.renderer.stitching import apply_stitching, retarget_eye, retarget_lip
@@ -25,12 +25,11 @@ MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 
 
 def _use_channels_last(memory_format: str, device: torch.device) -> bool:
-    """auto: channels_last on CUDA and on AVX-512 CPUs (where it measured ~1.4x on the 3x3 convs); contiguous on
-    others (on an AVX2-only CPU it measured no faster)."""
-    if memory_format not in MEMORY_FORMATS:
-        raise ConfigError(f"renderer.memory_format={memory_format!r} is not one of {MEMORY_FORMATS}")
+    """auto: channels_last on AVX-512 CPUs (where it measured ~1.4x on the 3x3 convs); contiguous elsewhere: on an
+    AVX2-only CPU it measured no faster, and on an H200 slower (warping + decoder, batch 16: float16 130 vs 160
+    frames/s, float32 81 vs 92; README "Speed")."""
     if memory_format == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and torch.cpu._is_avx512_supported())
+        return device.type == "cpu" and torch.cpu._is_avx512_supported()
     return memory_format == "channels_last"
 
 
@@ -78,15 +77,37 @@ class LivePortraitRenderer(nn.Module):
         for module in self.modules():
             if isinstance(module, (SPADEResnetBlock, UpBlock3d)):
                 module.fused = fuse_ops
-        self.channels_last = _use_channels_last(memory_format, self.device)
-        if self.channels_last:
-            to_channels_last(self.warping)
-            to_channels_last(self.decoder)
-        if compile_modules:
-            # static shapes per batch size; on CUDA "reduce-overhead" replays each shape as a CUDA graph
-            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-            self.warping = torch.compile(self.warping, dynamic=False, mode=mode)
-            self.decoder = torch.compile(self.decoder, dynamic=False, mode=mode)
+        if memory_format not in MEMORY_FORMATS:
+            raise ConfigError(f"renderer.memory_format={memory_format!r} is not one of {MEMORY_FORMATS}")
+        self.memory_format = memory_format
+        self.channels_last = False
+        self._settle()
+        self.compile_modules = compile_modules
+        self._compiled: dict = {}  # (device, dtype, batch) -> the compiled warp+decode of that static shape
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to()/.half()/.cuda() land here. The tiny stitching MLPs only follow the device: they stay float32 (their
+        # inputs are keypoints, which are float32 whatever the renderer's dtype); the layout follows the device.
+        retargeting = self._modules.pop("retargeting", None)
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._modules["retargeting"] = retargeting
+        if retargeting is not None:
+            retargeting.to(self.device)
+        if hasattr(self, "memory_format"):
+            self._settle()
+        return self
+
+    def _settle(self) -> None:
+        """Warping + decoder in the memory format chosen for the device they live on."""
+        want = _use_channels_last(self.memory_format, self.device)
+        if want != self.channels_last:
+            convert = to_channels_last if want else to_contiguous
+            convert(self.warping)
+            convert(self.decoder)
+            self.channels_last = want
+        self._compiled = {}
 
     @classmethod
     def from_checkpoints(
@@ -106,15 +127,17 @@ class LivePortraitRenderer(nn.Module):
         device, dtype = resolve_device(device), resolve_dtype(dtype)
         configs = configs or {}
         files = ckpt.liveportrait_files(liveportrait_dir)
-        return cls(
+        # loaded and BatchNorm-folded in float32, then cast: folding in half precision would round twice
+        full = torch.float32
+        renderer = cls(
             ckpt.load_appearance_feature_extractor(
-                files["appearance_feature_extractor"], device, dtype, configs.get("appearance_feature_extractor")
+                files["appearance_feature_extractor"], device, full, configs.get("appearance_feature_extractor")
             ),
-            ckpt.load_motion_extractor(files["motion_extractor"], device, dtype, configs.get("motion_extractor")),
-            ckpt.load_warping_module(files["warping_module"], device, dtype, configs.get("warping_module")),
-            ckpt.load_spade_generator(files["spade_generator"], device, dtype, configs.get("spade_generator")),
+            ckpt.load_motion_extractor(files["motion_extractor"], device, full, configs.get("motion_extractor")),
+            ckpt.load_warping_module(files["warping_module"], device, full, configs.get("warping_module")),
+            ckpt.load_spade_generator(files["spade_generator"], device, full, configs.get("spade_generator")),
             ckpt.load_stitching_retargeting(
-                files["stitching_retargeting_module"], device, dtype, configs.get("stitching_retargeting_module")
+                files["stitching_retargeting_module"], device, full, configs.get("stitching_retargeting_module")
             )
             if stitching
             else None,
@@ -124,6 +147,7 @@ class LivePortraitRenderer(nn.Module):
             memory_format=memory_format,
             compile_modules=compile_modules,
         )
+        return renderer.to(dtype=dtype)
 
     @property
     def device(self) -> torch.device:
@@ -169,22 +193,23 @@ class LivePortraitRenderer(nn.Module):
     def stitch(self, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         """Stitching MLP correction of driving kp (B, 21, 3); unchanged when no stitching module is loaded."""
         net = self.retargeting["stitching"] if self.retargeting is not None else None
+        x_s, x_d = x_s.to(self.device, torch.float32), x_d.to(self.device, torch.float32)
         return apply_stitching(x_s.expand_as(x_d), x_d, net)
 
     @torch.inference_mode()
     def retarget_eye(self, x_s: torch.Tensor, eye_ratio: torch.Tensor) -> torch.Tensor:
         """kp (B, 21, 3), eye ratios (B, 3) -> delta (B, 21, 3) to add to the driving keypoints."""
-        return retarget_eye(x_s, eye_ratio, self.retargeting["eye"])
+        return retarget_eye(x_s.float(), eye_ratio.float(), self.retargeting["eye"])
 
     @torch.inference_mode()
     def retarget_lip(self, x_s: torch.Tensor, lip_ratio: torch.Tensor) -> torch.Tensor:
         """kp (B, 21, 3), lip ratios (B, 2) -> delta (B, 21, 3) to add to the driving keypoints."""
-        return retarget_lip(x_s, lip_ratio, self.retargeting["lip"])
+        return retarget_lip(x_s.float(), lip_ratio.float(), self.retargeting["lip"])
 
     @torch.inference_mode()
     def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> dict[str, torch.Tensor]:
         """Warp + decode: dict(out (B, 3, 512, 512), occlusion_map (B, 1, 64, 64), deformation (B, 16, 64, 64, 3))."""
-        warped = self.warping(f_s, kp_driving=x_d, kp_source=x_s)
+        warped = self.warping(f_s.to(self.dtype), kp_driving=x_d.float(), kp_source=x_s.float())
         warped["out"] = self.decoder(warped["out"])
         return warped
 
@@ -206,17 +231,53 @@ class LivePortraitRenderer(nn.Module):
 
     @torch.inference_mode()
     def render(self, source: Source, x_d: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """Source + driving keypoints x_d (B, 21, 3) -> frames (B, 3, 512, 512) in [0, 1].
+        """Source + driving keypoints x_d (B, 21, 3) -> frames (B, 3, 512, 512) in [0, 1], the renderer's dtype.
 
         The source-only work was done once, in `source`; frames go through W and G in chunks of `chunk_size`
-        (default: the renderer's own) so memory does not grow with B.
+        (default: the renderer's own) so memory does not grow with B. Keypoints stay float32 (the warping module
+        does its keypoint math in float32 and casts only the sampling grid). On a GPU, and when compiled, a short
+        last chunk is padded to the chunk size (the padding dropped after): one shape per run, so cuDNN's
+        autotuning (and a compile) happens once, not again for every clip's tail length (~4-6 s each on an H200).
         """
         chunk = max(1, int(chunk_size or self.chunk_size))
-        x_d = x_d.to(self.device, self.dtype)
-        x_s = source.x_s.to(self.device, self.dtype)
+        x_d = x_d.to(self.device, torch.float32)
+        x_s = source.x_s.to(self.device, torch.float32)
+        pad = self.compile_modules or self.device.type == "cuda"
         frames = []
         for start in range(0, x_d.shape[0], chunk):
             x_chunk = x_d[start : start + chunk]
-            warped = self.warping(source.f_s, x_chunk, x_s, compressed=source.compressed)["out"]
-            frames.append(self.decoder(channels_last_like(warped) if self.channels_last else warped))
+            n = x_chunk.shape[0]
+            if pad and n < chunk:
+                x_chunk = torch.cat([x_chunk, x_chunk[-1:].expand(chunk - n, -1, -1)])
+            if self.compile_modules:
+                out = self._compiled_warp_decode(source, x_s, x_chunk)
+            else:
+                out = self._warp_decode(source.f_s, x_s, x_chunk, source.compressed)
+            frames.append(out[:n])
         return torch.cat(frames)
+
+    def _warp_decode(
+        self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor, compressed: torch.Tensor
+    ) -> torch.Tensor:
+        """One chunk: f_s (1, 32, 16, 64, 64), keypoints (B, 21, 3) float32 -> frames (B, 3, 512, 512)."""
+        warped = self.warping(f_s, x_d, x_s, compressed=compressed)["out"]
+        return self.decoder(channels_last_like(warped) if self.channels_last else warped)
+
+    def _compiled_warp_decode(self, source: Source, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        """`_warp_decode` through torch.compile: one graph for warping + decoder, compiled once per batch size.
+
+        The weight caches (folded / fused / phase kernels, spectral norms) are built by an eager call before
+        compiling, so the compiled graph only reads them (`render` pads a short chunk, so a run compiles one
+        shape); on CUDA the graph is replayed as a CUDA graph ("reduce-overhead"), a step boundary is marked
+        before each call, and the output is copied out of the graph's memory before the next replay overwrites it.
+        """
+        key = (self.device, self.dtype, x_d.shape[0])
+        cuda = self.device.type == "cuda"
+        if key not in self._compiled:
+            self._warp_decode(source.f_s, x_s, x_d[:1], source.compressed)  # builds every lazy weight cache
+            mode = "reduce-overhead" if cuda else "default"
+            self._compiled[key] = torch.compile(self._warp_decode, dynamic=False, mode=mode)
+        if cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        out = self._compiled[key](source.f_s, x_s, x_d, source.compressed)
+        return out.clone() if cuda else out

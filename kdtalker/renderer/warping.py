@@ -45,6 +45,7 @@ def sample_volume(volume: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
     """
     b, m, d, h, w, _ = grids.shape
     c = volume.shape[1]
+    grids = grids.to(volume.dtype)  # grid_sample wants one dtype; coordinates were computed in float32
     if volume.shape[0] == 1:
         out = F.grid_sample(volume, grids.reshape(1, b * m * d, h, w, 3), align_corners=False)
         return out.view(c, b, m, d, h, w).permute(1, 2, 0, 3, 4, 5)
@@ -178,11 +179,16 @@ class DenseMotionNetwork(nn.Module):
         kp_source: torch.Tensor,
         compressed: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """feature (1 or B, 32, d, h, w), kp (B, K, 3) -> dict(mask, deformation (B, d, h, w, 3), occlusion_map)."""
+        """feature (1 or B, 32, d, h, w), kp (B, K, 3) -> dict(mask, deformation (B, d, h, w, 3), occlusion_map).
+
+        Keypoint math (grid, translations, Gaussians, the softmax over motions, the blended deformation) runs in
+        float32 whatever the features' dtype; only the hourglass input and the sampling grids take that dtype.
+        """
         b = kp_driving.shape[0]
         _, _, d, h, w = feature.shape
         if compressed is None:
             compressed = self.compress_source(feature)
+        kp_driving, kp_source = kp_driving.float(), kp_source.float()
         grid = coordinate_grid(d, h, w, kp_driving)
         kp_source = kp_source.expand(b, -1, -1)
         # motion 0 is the identity (background); motion k+1 translates keypoint k from driving to source
@@ -191,9 +197,9 @@ class DenseMotionNetwork(nn.Module):
         deformed = sample_volume(compressed, sparse_motion)  # (B, K+1, 4, d, h, w)
         heat = keypoint_gaussians(kp_driving, grid) - keypoint_gaussians(kp_source, grid)
         heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1).unsqueeze(2)
-        hourglass_in = torch.cat([heat, deformed], dim=2).reshape(b, -1, d, h, w)
+        hourglass_in = torch.cat([heat.to(deformed.dtype), deformed], dim=2).reshape(b, -1, d, h, w)
         prediction = self.hourglass(hourglass_in)
-        mask = F.softmax(self.mask(prediction), dim=1)
+        mask = F.softmax(self.mask(prediction).float(), dim=1)
         deformation = (sparse_motion.permute(0, 1, 5, 2, 3, 4) * mask.unsqueeze(2)).sum(dim=1)
         out = {"mask": mask, "deformation": deformation.permute(0, 2, 3, 4, 1)}
         if self.occlusion is not None:

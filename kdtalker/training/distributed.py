@@ -20,10 +20,11 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False  # in a torchrun process group (also with one process: DDP then runs as it does on many)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.joined or self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -43,9 +44,10 @@ class DistInfo:
 
 
 def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Join the torchrun process group if WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU) -> (info, device)."""
+    """Join the torchrun process group (NCCL on CUDA, gloo on CPU) when torchrun started this process, also as
+    its only process -> (info, device)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if world_size <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo(), resolve_device(device_name)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
@@ -54,7 +56,7 @@ def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank, world_size, local_rank), device
+    return DistInfo(rank, world_size, local_rank, joined=True), device
 
 
 def cleanup_distributed(info: DistInfo) -> None:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.pipeline import REPO, _clip
+from benchmarks.pipeline import REPO, _clip, build_pipeline
 from benchmarks.weights import write_random_checkpoints
 
 
@@ -28,17 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="render batch (default: the device's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--crop-file", default=None, help="a saved crop for machines without the landmark model")
+    parser.add_argument("--warmup", action="store_true", help="stream a short clip first (a GPU's first-call costs)")
 
 
 def run(args: argparse.Namespace) -> None:
-    from kdtalker.pipeline import Controls, TalkingHeadPipeline
-
+    args.paste_back, args.compile = False, False
     with tempfile.TemporaryDirectory(prefix="kdtalker_bench_ckpt_") as tmp:
         root = args.checkpoint_dir or write_random_checkpoints(Path(tmp))
-        pipe = TalkingHeadPipeline(
-            root, device=args.device, dtype=args.dtype, controls=Controls(steps=args.steps, batch_size=args.batch_size)
-        )
+        pipe = build_pipeline(args, root)
         pipe.load()
+        if args.warmup:
+            for _ in pipe.stream(args.image, _clip(args.audio, 3.0)):
+                pass
         clip = _clip(args.audio, args.seconds)
         count, first, start = 0, None, time.perf_counter()
         for _ in pipe.stream(args.image, clip):
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> None:
         end = time.perf_counter()
     rate = (count - 1) / (end - first) if count > 1 else float("nan")
     print(
-        f"{args.seconds:g} s clip on {pipe.device} ({pipe.dtype}, {args.steps} DDIM steps): first frame after "
-        f"{first - start:.1f} s; {count} frames at {rate:.2f} frames/s"
+        f"{args.seconds:g} s clip on {pipe.device} ({pipe.dtype}, {args.steps} DDIM steps, render batch "
+        f"{pipe._controls({}).batch_size}): first frame after {first - start:.3f} s (image read, crop, audio features, "
+        f"the first motion window, the smoother's lag, one render batch); {count} frames at {rate:.2f} frames/s"
     )

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed renders per side and batch size (best kept)")
     parser.add_argument("--memory-format", default="auto", help="ours: auto | contiguous | channels_last")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    parser.add_argument("--compile", action="store_true", help="ours with compile=true (one compile per batch size)")
+    parser.add_argument("--no-fuse", action="store_true", help="ours with fuse_ops=false (upsample, then conv)")
+    parser.add_argument("--json", default=None, help="also append the figures to this JSON-lines file")
 
 
 def _sync(device: torch.device) -> None:
@@ -91,16 +94,24 @@ def run(args: argparse.Namespace) -> None:
         except ConfigError as exc:
             print(f"{dtype_name}: skipped: {exc}", flush=True)
             continue
-        ours = LivePortraitRenderer(*copy.deepcopy(modules), memory_format=args.memory_format).to(device, dtype)
+        ours = LivePortraitRenderer(
+            *copy.deepcopy(modules),
+            memory_format=args.memory_format,
+            compile_modules=args.compile,
+            fuse_ops=not args.no_fuse,
+        ).to(device, dtype)
         source = ours.encode_source(image)
         print(
-            f"{dtype_name}: ours = fold_batchnorm, fuse_ops, channels_last={ours.channels_last}; warm-up ...",
+            f"{dtype_name}: ours = fold_batchnorm, fuse_ops={not args.no_fuse}, channels_last={ours.channels_last}, "
+            f"compile={args.compile}; warm-up ...",
             flush=True,
         )
         reference_render(drive[:1])
         ours.render(source, drive[:1])
         for batch in batch_sizes:
             x_d = drive[:batch]
+            reference_render(x_d)  # warm-up at this size (cuDNN's algorithm choice; the compile of this shape)
+            ours.render(source, x_d, chunk_size=batch)
             times: dict[str, list[float]] = {"reference": [], "ours": []}
             for _ in range(args.repeats):
                 seconds, want = _timed(device, lambda: reference_render(x_d))
@@ -113,6 +124,8 @@ def run(args: argparse.Namespace) -> None:
                 f" | ours ({dtype_name}) {1 / our_s:7.3f} frames/s ({our_s:6.2f} s/frame) | x{ref_s / our_s:.2f}",
                 flush=True,
             )
+            if args.json:
+                _record(args.json, where, dtype_name, batch, args.compile, ref_s, our_s)
             if dtype == torch.float32 and batch == batch_sizes[0]:
                 float32_ours = (ours, source, x_d)
                 print(f"    ours float32 vs reference: frames {_error(got, want)}", flush=True)
@@ -120,12 +133,21 @@ def run(args: argparse.Namespace) -> None:
                 _print_stage_errors(float32_ours, ours, source, x_d)
 
 
+def _record(path: str, where: str, dtype: str, batch: int, compiled: bool, ref_s: float, our_s: float) -> None:
+    import json
+
+    with open(path, "a") as fh:
+        figures = {"benchmark": "renderer", "device": where, "dtype": dtype, "batch": batch, "compile": compiled}
+        fh.write(json.dumps({**figures, "reference_fps": 1 / ref_s, "ours_fps": 1 / our_s, "torch": torch.__version__}))
+        fh.write("\n")
+
+
 def _print_stage_errors(float32_side: tuple, ours: LivePortraitRenderer, source, x_d: torch.Tensor) -> None:
     """Per stage, the half-precision renderer against our float32 one on the same input."""
     full, full_source, _ = float32_side
     with torch.inference_mode():
         want_w = full.warping(full_source.f_s, x_d.to(full.device), full_source.x_s, compressed=full_source.compressed)
-        got_w = ours.warping(source.f_s, x_d.to(ours.device, ours.dtype), source.x_s.to(ours.dtype), source.compressed)
+        got_w = ours.warping(source.f_s, x_d.to(ours.device), source.x_s, source.compressed)  # float32 keypoints
         want_g = full.decoder(want_w["out"])
         got_g = ours.decoder(got_w["out"])
     print(f"    error vs float32: warped features {_error(got_w['out'], want_w['out'])}", flush=True)
