@@ -5,6 +5,8 @@
 - `atomic_path` writes to a hidden sibling `.NAME.<pid>.<random>SUFFIX.part` and renames it into place on
   success. The sibling is created as `open()` would create the file (the umask decides its mode); an existing
   output keeps its own mode. Siblings left by killed runs (their pid is gone) are removed on the next write.
+- `write_text_atomic` / `copy_atomic`: the common writes, through `atomic_path`. Every file a run writes goes
+  through `atomic_path`, so any run that writes to a folder clears the parts killed runs left there.
 - `temp_dir` is a TemporaryDirectory named with the pid; folders of dead processes are removed when a new one
   is made, so even SIGKILL leaves nothing behind for long.
 """
@@ -19,7 +21,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from kdtalker.errors import OutputError
 
@@ -73,6 +75,14 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
     probe, _ = _new_sibling(path, what, 0o600)  # a real write: permission bits say nothing to root, or of /proc
     probe.unlink()
     return path
+
+
+def check_not_input(path: str | os.PathLike, inputs: Mapping[str, str | os.PathLike | None], key: str) -> None:
+    """OutputError when the output `key`=path is one of the named inputs: a file read is never written."""
+    target = os.path.realpath(path)
+    for name, given in inputs.items():
+        if given is not None and str(given) and os.path.realpath(given) == target:
+            raise OutputError(f"{key}={path} is also the input {name}={given}; write the output to another file")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -134,6 +144,20 @@ def atomic_path(path: str | os.PathLike, what: str = "output") -> Iterator[Path]
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, what: str = "output") -> Path:
+    """Write `text` to `path` through atomic_path (so also clearing the stale parts of its folder)."""
+    with atomic_path(path, what) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def copy_atomic(source: str | os.PathLike, path: str | os.PathLike, what: str = "output") -> Path:
+    """Copy the file `source` to `path` through atomic_path: a killed copy leaves no partial file."""
+    with atomic_path(path, what) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(path)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from omegaconf import MISSING
 
 from kdtalker.cli import run
 from kdtalker.errors import KDTalkerError
-from kdtalker.fileio import atomic_path
+from kdtalker.fileio import atomic_path, copy_atomic
 from kdtalker.pipeline.weights import CROP_FILES, NORM_FILE, WEIGHT_FILES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -79,7 +79,7 @@ def main(cfg) -> None:
             continue
         if relpath == NORM_FILE and SHIPPED_NORM.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(SHIPPED_NORM, target)
+            copy_atomic(SHIPPED_NORM, target, "the norm statistics")
             print(f"copied   {target} (the statistics shipped with this repository)")
             continue
         print(f"fetching {target} <- {url}", flush=True)

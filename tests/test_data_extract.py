@@ -185,8 +185,12 @@ def test_import_official_mat(tmp_path):
 
 def test_bad_shard_is_one_clear_error(tmp_path):
     (tmp_path / "x.npz").write_bytes(b"junk")
-    with pytest.raises(KDTalkerError, match="unreadable"):
+    with pytest.raises(KDTalkerError, match="x.npz is not a shard"):
         read_shard(tmp_path / "x.npz")
+    np.savez(tmp_path / "cut.npz", exp=np.zeros((3, 21, 3)))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "cut.npz").read_bytes()[:100])
+    with pytest.raises(KDTalkerError, match="unreadable"):
+        read_shard(tmp_path / "cut.npz")
     np.savez(tmp_path / "y.npz", exp=np.zeros((3, 21, 3)), aud_feat=np.zeros((3, 512)))
     with pytest.raises(KDTalkerError, match="no 'scale'"):
         read_shard(tmp_path / "y.npz")

@@ -199,8 +199,19 @@ def test_readme_python_examples_run(fixture_checkpoints, tmp_path, monkeypatch):
     namespace: dict = {}
     for index, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102 - our README
-    assert probe_video(tmp_path / "out.mp4")["frames"] == 3
+    # Run from the repository root, the examples leave nothing git would see: every file they made is ignored.
+    made = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
+    made = [name for name in made if not name.startswith(("examples/", "checkpoints/"))]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(made),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout.split()
+    assert made and sorted(ignored) == sorted(made), f"not git-ignored: {sorted(set(made) - set(ignored))}"
+    assert probe_video(tmp_path / "outputs" / "out.mp4")["frames"] == 3
     assert namespace["first"].shape == (512, 512, 3) and namespace["first"].dtype == np.uint8
     assert namespace["feats"].shape == (3, 512) and namespace["windows"].shape == (3, 80, 16)
     assert namespace["frames"].shape == (2, 3, 512, 512)
-    assert namespace["x_d"].shape == (3, 21, 3) and (tmp_path / "mine.pth").is_file()
+    assert namespace["x_d"].shape == (3, 21, 3) and (tmp_path / "outputs" / "mine.pth").is_file()

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from kdtalker.data.shards import read_shard
 from kdtalker.diffusion.motion import MOTION_LAYOUT, MotionNorm
-from kdtalker.errors import KDTalkerError
+from kdtalker.errors import KDTalkerError, OutputError
 
 # norm.npz key prefix -> the shard array it is computed from, flattened per frame
 _SOURCES = {"yaw": "yaw", "pitch": "pitch", "roll": "roll", "scale": "scale", "t": "t", "exp": "exp", "kp": "kp"}
@@ -85,6 +85,15 @@ def motion_norm_from_stats(stats: dict[str, np.ndarray]):
 
 
 def write_norm(paths: Iterable[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Shards -> norm.npz at `out` (official keys and shapes), written atomically with MotionNorm.save."""
+    """Shards -> norm.npz at `out` (official keys and shapes), written atomically with MotionNorm.save.
+
+    `out` must be neither a shard nor among them (it would be read as one next time): OutputError, before any work.
+    """
+    paths, out = [Path(p) for p in paths], Path(out)
+    if out.suffix in (".npz", ".mat") and out.parent.resolve() in {p.parent.resolve() for p in paths}:
+        raise OutputError(
+            f"out={out} is in the shard folder {out.parent}: it would replace or join the shards read; "
+            "write it next to that folder"
+        )
     motion_norm_from_stats(compute_norm_stats(paths)).save(out)
     return Path(out)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from kdtalker.data.norm_stats import write_norm
 from kdtalker.data.shards import shard_paths
-from kdtalker.data.synthetic import generate_synthetic
-from kdtalker.errors import KDTalkerError
+from kdtalker.data.synthetic import META_FILE, generate_synthetic
+from kdtalker.errors import ConfigError, KDTalkerError, OutputError
+from kdtalker.fileio import atomic_path
+
+GENERATED_NORM = "norm.npz"  # the statistics of the generated train shards, inside data.root
+ROOT_MARK = "synthetic_norm.json"  # written into data.root with the statistics: they are this generator's own
 
 
 @dataclass
@@ -21,21 +26,16 @@ class DataFiles:
 
 
 def prepare_data(cfg, build: bool = True) -> DataFiles:
-    """cfg: train_dir, val_dir, norm, optional synthetic {seed, num_train, num_val, min_frames, max_frames}.
+    """cfg: train_dir, val_dir, norm, optional synthetic {seed, num_train, num_val, min_frames, max_frames} + root.
 
     With `synthetic` set (and build=True) the shards are generated (deterministic in the seed, reused when
-    present) and norm stats are computed from the train shards if the norm file is missing.
+    present). When `norm` is the generated `root/norm.npz` it is computed from the train shards; any other norm
+    file is an input: read, never written.
     """
     train_dir, val_dir, norm = Path(cfg.train_dir), Path(cfg.val_dir), Path(cfg.norm)
     synth = cfg.get("synthetic")
     if synth is not None and build:
-        common = dict(seed=int(synth.seed), min_frames=int(synth.min_frames), max_frames=int(synth.max_frames))
-        made = generate_synthetic(train_dir, int(synth.num_train), first_index=0, **common)
-        generate_synthetic(val_dir, int(synth.num_val), first_index=int(synth.num_train), **common)
-        newest = max(p.stat().st_mtime for p in made)
-        if not norm.exists() or norm.stat().st_mtime < newest:
-            norm.parent.mkdir(parents=True, exist_ok=True)
-            write_norm(shard_paths(train_dir), norm)
+        _build_synthetic(cfg, synth, train_dir, val_dir, norm)
     train, val = shard_paths(train_dir), shard_paths(val_dir)
     if not train:
         raise KDTalkerError(f"no shards (.npz/.mat) in {train_dir}; run scripts/extract.py first")
@@ -45,3 +45,30 @@ def prepare_data(cfg, build: bool = True) -> DataFiles:
             f"out={norm}` (or point data.norm at the official dataset_process/norm.npz)"
         )
     return DataFiles(train, val, norm)
+
+
+def _build_synthetic(cfg, synth, train_dir: Path, val_dir: Path, norm: Path) -> None:
+    """Generate the shards; (re)compute root/norm.npz when it is the file read and this generator's own."""
+    if not cfg.get("root"):
+        raise ConfigError("data.root is required with data.synthetic: the folder the generated data goes to")
+    root = Path(cfg.root)
+    generated = root / GENERATED_NORM
+    reads_generated = norm.resolve() == generated.resolve()
+    # Decided before any shard is written: a train folder made now must not vouch for a norm.npz already there.
+    own = not generated.exists() or (root / ROOT_MARK).is_file() or (root / "train" / META_FILE).is_file()
+    if reads_generated and not own:
+        raise OutputError(
+            f"{generated} exists and was not made by the synthetic data generator; choose a new data.root "
+            "(or name your statistics as input with data.norm=FILE)"
+        )
+    common = dict(seed=int(synth.seed), min_frames=int(synth.min_frames), max_frames=int(synth.max_frames))
+    made = generate_synthetic(train_dir, int(synth.num_train), first_index=0, what="data.train_dir", **common)
+    generate_synthetic(val_dir, int(synth.num_val), first_index=int(synth.num_train), what="data.val_dir", **common)
+    if not reads_generated:
+        return  # the user's own statistics: an input, never written
+    newest = max(p.stat().st_mtime for p in made)
+    if not generated.exists() or generated.stat().st_mtime < newest:
+        root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(root / ROOT_MARK, "the synthetic data's record") as tmp:
+            tmp.write_text(json.dumps({"norm": GENERATED_NORM, "train_dir": str(train_dir)}))
+        write_norm(shard_paths(train_dir), generated)

@@ -81,6 +81,12 @@ def write_shard(path: str | os.PathLike, clip: Clip) -> Path:
     return path
 
 
+def _starts_as_zip(path: Path) -> bool:
+    """Whether the file begins as a zip archive (.npz) does; a shard cut short still does."""
+    with open(path, "rb") as fh:
+        return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def read_shard(path: str | os.PathLike) -> Clip:
     """Read a .npz shard (ours) or a .mat file (the official extraction) into a Clip."""
     path = Path(path)
@@ -88,6 +94,8 @@ def read_shard(path: str | os.PathLike) -> Clip:
         raise KDTalkerError(f"shard {path} not found")
     if path.suffix == ".mat":
         return _read_official_mat(path)
+    if not _starts_as_zip(path):  # np.load would try it as a pickle and advise allow_pickle
+        raise KDTalkerError(f"{path} is not a shard (not an .npz archive); move it out of the shard folder")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -115,6 +123,8 @@ def _read_official_mat(path: Path) -> Clip:
 def shard_paths(root: str | os.PathLike, pattern: tuple[str, ...] = ("*.npz", "*.mat")) -> list[Path]:
     """Sorted shard files (.npz and official .mat) directly inside `root`."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise KDTalkerError(f"shard folder {root} is a file, not a folder; give the folder that holds the shards")
     if not root.is_dir():
         raise KDTalkerError(f"shard folder {root} does not exist; run scripts/extract.py first")
     return sorted(p for pat in pattern for p in root.glob(pat) if not p.name.startswith("."))

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from kdtalker.data.shards import AUDIO_DIM, Clip, write_shard
 from kdtalker.diffusion.motion import EYE_KEYPOINTS, LIP_KEYPOINTS
+from kdtalker.errors import OutputError
+from kdtalker.fileio import PART_SUFFIX, atomic_path
+
+META_FILE = "synthetic.json"  # the parameters of the shards in a generated folder
+SHARD_NAME = re.compile(r"synth_\d{4,}\.npz")
 
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -95,6 +101,17 @@ def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25
     return Clip({k: np.asarray(a, np.float32) for k, a in motion.items()}, aud_feat.astype(np.float32), fps)
 
 
+def _foreign_entries(folder: Path) -> list[str]:
+    """Names in `folder` that generate_synthetic never makes (its shards, its record, temporary parts aside)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.name != META_FILE and not SHARD_NAME.fullmatch(entry.name) and not entry.name.endswith(PART_SUFFIX)
+    )
+
+
 def generate_synthetic(
     root: str | os.PathLike,
     num_clips: int,
@@ -102,9 +119,22 @@ def generate_synthetic(
     min_frames: int = 130,
     max_frames: int = 200,
     first_index: int = 0,
+    what: str = "the synthetic data folder",
 ) -> list[Path]:
-    """Write clips first_index.. first_index+num_clips-1 as `root/synth_XXXX.npz`; reuses matching shards."""
+    """Write clips first_index.. first_index+num_clips-1 as `root/synth_XXXX.npz`; reuses matching shards.
+
+    `root` is the generator's own folder: new, or holding only what an earlier call made (OutputError otherwise,
+    naming it as `what`), so that no file of the user's is deleted or mixed with generated shards.
+    """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"{what}={root} is a file, not a folder; choose a new folder for the generated shards")
+    foreign = _foreign_entries(root)
+    if foreign:
+        raise OutputError(
+            f"{what}={root} holds files the synthetic data generator did not make ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); choose a new folder for the generated shards"
+        )
     root.mkdir(parents=True, exist_ok=True)
     params = {
         "num_clips": num_clips,
@@ -114,10 +144,13 @@ def generate_synthetic(
         "first_index": first_index,
         "version": 3,
     }
-    meta = root / "synthetic.json"
-    if meta.exists() and json.loads(meta.read_text()) != params:
+    meta = root / META_FILE
+    if not meta.exists() or json.loads(meta.read_text()) != params:
         for old in root.glob("synth_*.npz"):
             old.unlink()
+        # The record comes first: it marks the folder as the generator's own, also when a run is killed mid-way.
+        with atomic_path(meta, "the synthetic data's record") as tmp:
+            tmp.write_text(json.dumps(params))
     paths = []
     lengths = np.random.default_rng([seed, 0x1E5]).integers(min_frames, max_frames + 1, first_index + num_clips)
     for index in range(first_index, first_index + num_clips):
@@ -125,5 +158,4 @@ def generate_synthetic(
         if not path.exists():
             write_shard(path, synthetic_clip(index, seed, int(lengths[index])))
         paths.append(path)
-    meta.write_text(json.dumps(params))
     return paths

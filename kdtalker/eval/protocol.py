@@ -50,7 +50,7 @@ from kdtalker.eval.syncnet import (
     usable_frames,
 )
 from kdtalker.eval.weights import load_arcface, load_hopenet, load_inception, load_syncnet, mmod_detector_path
-from kdtalker.fileio import atomic_path
+from kdtalker.fileio import atomic_path, write_text_atomic
 from kdtalker.media import read_audio_pcm16, read_video, video_size
 from kdtalker.pipeline import TalkingHeadPipeline
 from kdtalker.pipeline.face import crop_face, detect_faces_dlib
@@ -154,9 +154,12 @@ def prepare_clips(videos: Sequence[Path], folder: Path, seconds: float, fps: flo
     for video in tqdm(videos, desc="inputs", unit="video"):
         clip = Clip(video.stem, video, folder / f"{video.stem}.png", folder / f"{video.stem}.wav")
         if not clip.reference.is_file():
-            Image.fromarray(read_video(video, max_seconds=1.0 / fps, fps=fps)[0]).save(clip.reference)
+            with atomic_path(clip.reference, "the reference frame") as tmp:
+                Image.fromarray(read_video(video, max_seconds=1.0 / fps, fps=fps)[0]).save(tmp, format="PNG")
         if not clip.audio.is_file():
-            sf.write(clip.audio, read_audio_pcm16(video, max_seconds=seconds), 16000, subtype="PCM_16")
+            with atomic_path(clip.audio, "the cut audio") as tmp:
+                pcm = read_audio_pcm16(video, max_seconds=seconds)
+                sf.write(tmp, pcm, 16000, subtype="PCM_16", format="WAV")
         clips.append(clip)
     return clips
 
@@ -330,12 +333,11 @@ class Scorer:
         if crop is not None:
             matrix, width, height = crop
             frames = warp_frames(frames, resized_frame_matrix(matrix, width, height), width, height)
-        np.save(
-            out,
-            image_features(
-                self.inception, frames, batch_size=int(opts.get("batch_size", 32)), dims=int(opts.get("dims", 2048))
-            ),
+        features = image_features(
+            self.inception, frames, batch_size=int(opts.get("batch_size", 32)), dims=int(opts.get("dims", 2048))
         )
+        with atomic_path(out, "the FID features") as tmp, open(tmp, "wb") as fh:  # a handle: np.save adds no suffix
+            np.save(fh, features)
         return str(out)
 
 
@@ -420,7 +422,7 @@ class Evaluation:
                         said.add(note)
                         tqdm.write(f"note ({label}): {note}")
                 timing = timing_record(pipeline.timings, sw.seconds)
-                (folder / f"{clip.name}.fps.json").write_text(json.dumps(timing))
+                write_text_atomic(folder / f"{clip.name}.fps.json", json.dumps(timing))
         return videos
 
     def score_row(self, row: Mapping[str, Any]) -> dict[str, float | None]:
@@ -496,11 +498,11 @@ class Evaluation:
             md = table_fmt.to_markdown(table["title"], rows, columns, table.get("first_column", "Method"))
             text = table_fmt.to_csv(rows, columns, table.get("first_column", "Method"))
             name = str(table["name"])
-            (folder / f"{name}.md").write_text(md)
-            (folder / f"{name}.csv").write_text(text)
+            write_text_atomic(folder / f"{name}.md", md, "the table")
+            write_text_atomic(folder / f"{name}.csv", text, "the table")
             summary[name] = {label: values for label, values in rows}
             out[name] = (md, text)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(folder / "summary.json", json.dumps(summary, indent=1), "the summary")
         return out
 
 

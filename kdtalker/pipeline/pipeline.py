@@ -54,7 +54,7 @@ from kdtalker.diffusion.multisignal import SIGNAL_REGIONS
 from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import StreamingSmoother
 from kdtalker.errors import ConfigError, ImageError, KDTalkerError, VideoError
-from kdtalker.fileio import atomic_path, check_output_path
+from kdtalker.fileio import atomic_path, check_not_input, check_output_path
 from kdtalker.media import iter_video, video_duration
 from kdtalker.pipeline.compose import driving_keypoints
 from kdtalker.pipeline.control import (
@@ -361,6 +361,11 @@ class TalkingHeadPipeline:
         if save_motion is not None:
             save_motion = _npz_path(save_motion, "save_motion")
             check_output_path(save_motion, "the motion file")
+        inputs = {"source_image": source_image, "driven_audio": driven_audio, "motion_file": motion_file}
+        inputs.update(driving_video=driving_video, pose_file=pose_file, source_video=source_video)
+        check_not_input(output, inputs, "output")
+        if save_motion is not None:
+            check_not_input(save_motion, inputs, "save_motion")
         job, batches = self._start(source_image, driven_audio, ctl, motion_file, driving_video, pose_file, source_video)
         job.record = save_motion is not None
         with atomic_path(output) as tmp:

@@ -132,6 +132,9 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(seed + info.rank)
 
+    # The resume file first: a wrong one is said at once, not after the data is prepared.
+    found = _resolve_resume(tc, out_dir, log=tqdm.write if info.is_main else (lambda line: None))
+
     # Data: rank 0 builds (synthetic) shards and stats first, the others then read them.
     if info.is_main:
         files = prepare_data(cfg.data, build=True)
@@ -179,7 +182,6 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
     generator = torch.Generator(device=device).manual_seed(seed * 1000 + info.rank)
 
     step, best_val = 0, None
-    found = _resolve_resume(tc, out_dir, log=tqdm.write if info.is_main else (lambda line: None))
     if found is not None:
         resume, ckpt = found
         load_model_state(model, ckpt, str(resume))
