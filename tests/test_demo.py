@@ -167,6 +167,24 @@ def test_no_face_shows_the_error_in_the_page(server, browser, tmp_path):
     assert set(_work_files(tmp)) == before  # the failed request left nothing behind
 
 
+def test_a_portrait_that_is_not_an_image_gets_one_line_in_the_page(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, tmp = server
+    speech = short_speech(tmp_path / "speech.wav", 0.04)
+    browser.get(url)
+    for elem_id in ("portrait", "speech"):  # the speech given as the portrait too
+        field = _wait(browser, lambda d, e=elem_id: d.find_element(By.CSS_SELECTOR, f"#{e} input[type=file]"), 60)
+        field.send_keys(str(speech))
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#speech audio, #speech .waveform-container"), 60)
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    # the page's Image drops what is not an image, so the request has none (through the API: the test below)
+    _wait(browser, lambda d: "upload a portrait image first" in d.find_element("tag name", "body").text, 60)
+    body = browser.find_element("tag name", "body").text
+    assert "Traceback" not in body and "upstream Gradio app" not in body
+    assert "Traceback" not in (tmp.parent / "server.log").read_text()
+
+
 def test_api_endpoint_generate(server, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
