@@ -281,3 +281,13 @@ def test_the_readme_client_example_runs_as_written(server, tmp_path, monkeypatch
     assert printed.endswith(".mp4")  # the example prints what predict returns: the path of the video
     info = probe_video(Path(printed))
     assert info["frames"] == 1 and info["audio_codec"] == "aac"
+
+
+def test_gradio_cache_is_the_servers_own_and_goes_with_it(tmp_path, monkeypatch):
+    from kdtalker.demo.cache import gradio_cache
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "users_choice"))
+    with gradio_cache() as folder:
+        assert folder.parent == tmp_path / "users_choice" and os.environ["GRADIO_TEMP_DIR"] == str(folder)
+        (folder / "upload.png").write_bytes(b"x")
+    assert not folder.exists() and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "users_choice")

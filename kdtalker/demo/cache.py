@@ -19,9 +19,12 @@ VARIABLE = "GRADIO_TEMP_DIR"
 
 @contextmanager
 def gradio_cache() -> Iterator[Path]:
-    """A fresh temporary folder as Gradio's (GRADIO_TEMP_DIR) inside; removed, and the variable restored, after."""
-    folder = Path(tempfile.mkdtemp(prefix="kdtalker_gradio_"))
+    """A fresh temporary folder as Gradio's (GRADIO_TEMP_DIR) inside; removed, and the variable restored, after.
+    It is made in the user's GRADIO_TEMP_DIR where one is set (a roomier disk, say), else in TMPDIR."""
     previous = os.environ.get(VARIABLE)
+    if previous:
+        os.makedirs(previous, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="kdtalker_gradio_", dir=previous or None))
     os.environ[VARIABLE] = str(folder)
     try:
         yield folder
