@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdtalker.cli import run
+from kdtalker.demo.cache import gradio_cache
 from kdtalker.demo.config import DemoConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,23 +19,17 @@ EXAMPLES = [[str(ROOT / "examples" / "astronaut.png"), str(ROOT / "examples" / "
 
 
 def main(cfg) -> None:
-    """Load the models, build the page, serve it until interrupted."""
-    from kdtalker.demo.app import Demo, build_app
+    """Load the models, build the page, serve it until interrupted; what the server kept goes with it."""
+    with gradio_cache():  # before Gradio is imported: it takes its folder from the environment then
+        from kdtalker.demo.app import Demo, build_app, serve
 
-    demo = Demo(cfg)
-    try:
-        if demo.problem is not None:
-            print(f"note: {' '.join(demo.problem.replace('**', '').split())}")
-        app = build_app(demo, EXAMPLES)
-        app.launch(
-            server_name=cfg.server.name,
-            server_port=int(cfg.server.port),
-            share=bool(cfg.server.share),
-            max_file_size=f"{int(cfg.limits.upload_mb)}mb",
-            allowed_paths=[str(ROOT / "examples")],
-        )
-    finally:
-        demo.close()
+        demo = Demo(cfg)
+        try:
+            if demo.problem is not None:
+                print(f"note: {' '.join(demo.problem.replace('**', '').split())}", flush=True)
+            serve(build_app(demo, EXAMPLES), cfg, allowed_paths=[str(ROOT / "examples")])
+        finally:
+            demo.close()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,12 +40,14 @@ def _free_port() -> int:
 
 
 def _start(root: Path, checkpoint_dir: Path, *overrides: str) -> tuple[subprocess.Popen, str, Path]:
-    """scripts/demo.py on a free port of 127.0.0.1 (its TMPDIR and Gradio cache under root), up -> (proc, url, tmp)."""
+    """scripts/demo.py on a free port of 127.0.0.1 (its TMPDIR under root, its output in root/server.log), up ->
+    (proc, url, tmp)."""
     tmp = root / "tmp"
     tmp.mkdir()
     port = _free_port()
-    env = dict(os.environ, TMPDIR=str(tmp), GRADIO_TEMP_DIR=str(root / "gradio"), GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(os.environ, TMPDIR=str(tmp), GRADIO_ANALYTICS_ENABLED="False")
     env.pop("TQDM_DISABLE", None)  # the page's progress bar follows the pipeline's tqdm bars
+    env.pop("GRADIO_TEMP_DIR", None)  # Gradio's own default (TMPDIR/gradio), as a user has it
     cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), f"checkpoint_dir={checkpoint_dir}", f"server.port={port}"]
     with open(root / "server.log", "w") as log:
         proc = subprocess.Popen([*cmd, *overrides], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -77,7 +80,7 @@ def server(fixture_checkpoints, tmp_path_factory):
     proc, url, tmp = _start(tmp_path_factory.mktemp("demo"), fixture_checkpoints, "device=cpu", "steps=1", *limits)
     yield url, tmp
     _stop(proc)
-    assert not list(tmp.glob("kdtalker_demo_*"))  # its work folder goes with it
+    assert not list(tmp.rglob("*"))  # its work folder, the uploads (of failed requests too) and results go with it
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +167,33 @@ def test_no_face_shows_the_error_in_the_page(server, browser, tmp_path):
     assert set(_work_files(tmp)) == before  # the failed request left nothing behind
 
 
+def test_a_portrait_that_is_not_an_image_gets_one_line_in_the_page(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, tmp = server
+    speech = short_speech(tmp_path / "speech.wav", 0.04)
+    browser.get(url)
+    for elem_id in ("portrait", "speech"):  # the speech given as the portrait too
+        field = _wait(browser, lambda d, e=elem_id: d.find_element(By.CSS_SELECTOR, f"#{e} input[type=file]"), 60)
+        field.send_keys(str(speech))
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#speech audio, #speech .waveform-container"), 60)
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    # the page's Image drops what is not an image, so the request has none (through the API: the test below)
+    _wait(browser, lambda d: "upload a portrait image first" in d.find_element("tag name", "body").text, 60)
+    body = browser.find_element("tag name", "body").text
+    assert "Traceback" not in body and "upstream Gradio app" not in body
+    assert "Traceback" not in (tmp.parent / "server.log").read_text()
+
+
 def test_api_endpoint_generate(server, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
     url, tmp = server
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
     audio = short_speech(tmp_path / "speech.wav", 0.04)
     out = client.predict(handle_file(REPO / "examples" / "astronaut.png"), handle_file(audio), api_name="/generate")
-    path = Path(out["video"] if isinstance(out, dict) else out)
+    path = Path(out)  # the path of the mp4 (the README says so)
     info = probe_video(path)
     assert info["frames"] == 1 and info["audio_codec"] == "aac"
     # the same one-line messages as the command line, as gr.Error
@@ -197,17 +218,76 @@ def test_without_weights_the_page_starts_and_says_what_is_missing(browser, tmp_p
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    proc, url, _ = _start(tmp_path, tmp_path / "empty_checkpoints")
+    proc, url, tmp = _start(tmp_path, tmp_path / "empty_checkpoints")
     try:
         browser.get(url)
         _wait(browser, lambda d: "weights are missing" in d.find_element("tag name", "body").text, 60)
         text = browser.find_element("tag name", "body").text
         assert "KDTalker.pth" in text and "wav2lip.pth" in text and "checkpoints/README.md" in text
+        assert not browser.find_element("css selector", "#generate").is_enabled()  # nothing to press yet
         with pytest.raises(AppError, match="weights are missing"):
             Client(url, verbose=False).predict(
                 handle_file(REPO / "examples" / "astronaut.png"),
                 handle_file(REPO / "examples" / "speech.wav"),
                 api_name="/generate",
             )
+        assert list(tmp.rglob("*.wav"))  # the failed request's uploads are on the server while it runs...
     finally:
         _stop(proc)
+    assert not list(tmp.rglob("*"))  # ...and gone with it
+    log = (tmp_path / "server.log").read_text()
+    assert f"http://127.0.0.1:{url.rsplit(':', 1)[1].strip('/')}" in log
+    assert "server.share=true" in log and "share=True" not in log  # our key for a public link, not Gradio's
+    assert "Traceback" not in log
+
+
+def test_uploads_that_are_not_media_get_the_command_line_message(server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, tmp = server
+    client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture\n")
+    speech = short_speech(tmp_path / "speech.wav", 0.04)
+    portrait = REPO / "examples" / "astronaut.png"
+    cases = [  # (portrait, speech) -> the line the command line prints for the same files
+        (text, speech, "could not be read as an image"),
+        (speech, speech, "could not be read as an image"),
+        (portrait, text, "audio"),
+    ]
+    for image, audio, message in cases:
+        with pytest.raises(AppError, match=message) as caught:
+            client.predict(handle_file(image), handle_file(audio), api_name="/generate")
+        assert "\n" not in str(caught.value) and "upstream Gradio app" not in str(caught.value)
+    assert "Traceback" not in (tmp.parent / "server.log").read_text()
+
+
+def test_the_readme_client_example_runs_as_written(server, tmp_path, monkeypatch, capsys):
+    from gradio_client import Client
+
+    url, _ = server
+    block = re.search(r"```py\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    assert "from gradio_client import Client, handle_file" in block and "http://127.0.0.1:7860/" in block
+    (tmp_path / "examples").mkdir()  # the README's relative paths, from a folder laid out like the repository
+    shutil.copyfile(REPO / "examples" / "astronaut.png", tmp_path / "examples" / "astronaut.png")
+    short_speech(tmp_path / "examples" / "speech.wav", 0.04)
+    monkeypatch.chdir(tmp_path)
+    # the client's downloads go under tmp_path, not the machine's /tmp/gradio
+    monkeypatch.setitem(Client.__init__.__kwdefaults__, "download_files", str(tmp_path / "downloads"))
+    capsys.readouterr()
+    exec(compile(block.replace("http://127.0.0.1:7860/", url), "README.md py block", "exec"), {})  # noqa: S102
+    printed = capsys.readouterr().out.splitlines()[-1]  # after the client's own "Loaded as API: ..."
+    assert printed.endswith(".mp4")  # the example prints what predict returns: the path of the video
+    info = probe_video(Path(printed))
+    assert info["frames"] == 1 and info["audio_codec"] == "aac"
+
+
+def test_gradio_cache_is_the_servers_own_and_goes_with_it(tmp_path, monkeypatch):
+    from kdtalker.demo.cache import gradio_cache
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "users_choice"))
+    with gradio_cache() as folder:
+        assert folder.parent == tmp_path / "users_choice" and os.environ["GRADIO_TEMP_DIR"] == str(folder)
+        (folder / "upload.png").write_bytes(b"x")
+    assert not folder.exists() and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "users_choice")

@@ -4,8 +4,10 @@ The pipeline is built and its models loaded once, at start; the queue runs one g
 waiting requests their place. The same function is the API endpoint `generate` (image and audio first, every other
 input with its default), so `gradio_client.Client(url).predict(handle_file(img), handle_file(wav),
 api_name="/generate")` returns the mp4. Anything a user can cause (no face, unreadable audio, audio too long, a
-missing weight file) is raised as `gr.Error` with the one line the command line prints; a failed request leaves
-no file behind. Without the weights the page still starts and says which files are missing and where they go.
+missing weight file, an upload that is not an image or audio at all) is raised as `gr.Error` with the one line
+the command line prints; a failed request leaves no result behind, and everything the server keeps (uploads,
+results, Gradio's copies) lives in temporary folders removed when it stops (Gradio's: cache.py). Without the
+weights the page still starts, says which files are missing and where they go, and its Generate button is off.
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ from kdtalker.pipeline.weights import README, missing_weight_files
 
 KEEP_RESULTS = 8  # finished videos kept in the work folder (Gradio serves its own copy); older ones are removed
 TITLE = "KDTalker: audio-driven talking portraits"
+
+
+def read_by_the_pipeline(image: gr.Image) -> gr.Image:
+    """`image` handing its upload on unread: the pipeline reads it as the command line does (EXIF, modes, size
+    checks) and says in the same line when it is not an image, where Gradio's own reader fails with its generic
+    error. (An instance's method, not a subclass: Gradio writes a .pyi stub next to the module of any subclass.)"""
+    gradio_preprocess = image.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if payload is not None and payload.path is not None and not (payload.url or "").startswith("data:"):
+            return payload.path
+        return gradio_preprocess(payload)  # a pasted data: URL has no file yet
+
+    image.preprocess = preprocess
+    return image
 
 
 def missing_weights_text(checkpoint_dir: str | Path) -> str | None:
@@ -149,7 +166,9 @@ def build_app(demo: Demo, examples: Sequence[Sequence[str]] = ()) -> gr.Blocks:
             gr.Markdown(demo.problem, elem_id="problem")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Portrait", sources=["upload"], height=320, elem_id="portrait")
+                image = read_by_the_pipeline(
+                    gr.Image(type="filepath", label="Portrait", sources=["upload"], height=320, elem_id="portrait")
+                )
                 audio = gr.Audio(type="filepath", label="Speech", sources=["upload", "microphone"], elem_id="speech")
                 with gr.Accordion("Settings", open=False):
                     steps = gr.Slider(1, 200, value=int(cfg.steps), step=1, label="DDIM steps (50 official, 10 fast)")
@@ -168,7 +187,10 @@ def build_app(demo: Demo, examples: Sequence[Sequence[str]] = ()) -> gr.Blocks:
                         )
                         for name in ("pose", "lips", "eyes", "expression")
                     ]
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                # off while there is nothing to generate with (the page says why)
+                button = gr.Button(
+                    "Generate", variant="primary", elem_id="generate", interactive=demo.pipeline is not None
+                )
             with gr.Column():
                 result = gr.Video(label="Result", buttons=["download"], interactive=False, height=512, elem_id="result")
         if examples:
@@ -182,3 +204,20 @@ def build_app(demo: Demo, examples: Sequence[Sequence[str]] = ()) -> gr.Blocks:
         )
     app.queue(default_concurrency_limit=1, max_size=int(cfg.limits.queue_size))
     return app
+
+
+def serve(app: gr.Blocks, cfg: Any, allowed_paths: Sequence[str] = ()) -> None:
+    """Start the page, print where it is and how to share it (in this config's keys), serve until interrupted."""
+    app.launch(
+        server_name=cfg.server.name,
+        server_port=int(cfg.server.port),
+        share=bool(cfg.server.share),
+        max_file_size=f"{int(cfg.limits.upload_mb)}mb",
+        allowed_paths=list(allowed_paths),
+        quiet=True,  # Gradio's own hints name its launch() arguments, which a user of this script does not have
+        prevent_thread_lock=True,
+    )
+    print(f"* Running on local URL:  {app.local_url}", flush=True)  # Gradio prints the public one itself
+    if not app.share_url:
+        print("* To create a public link too, add `server.share=true` to the command line.", flush=True)
+    app.block_thread()
