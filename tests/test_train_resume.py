@@ -151,3 +151,25 @@ def test_train_script_trains_then_resumes(tmp_path):
         cwd=tmp_path,
     )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "extract.py" in bad.stderr
+
+
+def test_a_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch):
+    """The loss is checked when the step's values reach the host (a log line, a validation, a checkpoint), not
+    with a sync per step; a NaN at step 3 stops the run naming step 3, and no checkpoint of it is written."""
+    from kdtalker.errors import KDTalkerError
+    from kdtalker.training import trainer
+
+    plain, calls = trainer._loss, []
+
+    def broken(*args, **kwargs):
+        out = plain(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer, "_loss", broken)
+    cfg = tiny_cfg(tmp_path, "run", "train.max_steps=6", "train.ckpt_every=3", "train.log_every=5", "train.val_every=0")
+    with pytest.raises(KDTalkerError, match="training loss became nan at step 3"):
+        train(cfg)
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*.pth")) == []

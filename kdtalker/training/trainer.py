@@ -4,6 +4,7 @@ TensorBoard scalars, periodic validation loss and sampled lip-audio correlation 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,6 +285,30 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         total=int(tc.max_steps), initial=step, desc="train", unit="step", **({} if info.is_main else {"disable": True})
     )  # TQDM_DISABLE=1 still silences it
     running: dict[str, float] = {}
+    # this period's per-step values stay on the device: one host sync when they are needed (a log line, a
+    # validation, a checkpoint), not one per step; a non-finite loss is caught then, before anything is saved
+    pending: list[dict[str, torch.Tensor | float]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        names = list(pending[0])
+        values = torch.stack(
+            [torch.stack([torch.as_tensor(p[k], dtype=torch.float32, device=device) for k in names]) for p in pending]
+        ).tolist()
+        first = step - len(pending) + 1
+        for offset, row in enumerate(values):
+            loss_value = row[names.index("loss")]
+            if not math.isfinite(loss_value):
+                raise KDTalkerError(
+                    f"training loss became {loss_value} at step {first + offset}; lower train.lr "
+                    "or resume from an earlier checkpoint"
+                )
+            result.losses.append(loss_value)
+            for name, value in zip(names, row):
+                running[name] = running.get(name, 0.0) + value
+        pending.clear()
+
     model.train()
     while step < tc.max_steps:
         # The data position is a pure function of the step: epoch, then the batches already used in it.
@@ -300,11 +325,6 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
                 out = _loss(net, scheduler, objective, batch, float(tc.audio_noise_prob), generator, mask_drop)
             fake = out.pop("fake", None)
             loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise KDTalkerError(
-                    f"training loss became {loss.item()} at step {step + 1}; lower train.lr "
-                    "or resume from an earlier checkpoint"
-                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -324,11 +344,13 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
             if ema is not None and step % int(tc.ema.every) == 0:
                 ema.update(model)
 
-            result.losses.append(loss.item())
-            for k, v in {**{kk: vv.item() for kk, vv in out.items()}, "grad_norm": float(grad_norm), "lr": lr}.items():
-                running[k] = running.get(k, 0.0) + v
+            pending.append({**{k: v.detach() for k, v in out.items()}, "grad_norm": grad_norm.detach(), "lr": lr})
             bar.update(1)
-            if step % int(tc.log_every) == 0 or step == tc.max_steps:
+            logs = step % int(tc.log_every) == 0 or step == tc.max_steps
+            validates = bool(tc.val_every) and (step % int(tc.val_every) == 0 or step == tc.max_steps)
+            if logs or validates or step % int(tc.ckpt_every) == 0 or step == tc.max_steps:
+                flush()
+            if logs:
                 n = step % int(tc.log_every) or int(tc.log_every)
                 means = {k: v / n for k, v in running.items()}
                 running.clear()
@@ -336,7 +358,7 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
                 if writer is not None:
                     for k, v in means.items():
                         writer.add_scalar(f"train/{k}", v, step)
-            if tc.val_every and (step % int(tc.val_every) == 0 or step == tc.max_steps):
+            if validates:
                 result.metrics = validate()
                 val_loss = result.metrics.get("val/loss")
                 if val_loss is not None and (best_val is None or val_loss < best_val):
