@@ -2,8 +2,9 @@
 
     run(main, config_dir, "inference", schema=InferenceConfig)
 
-- The config is composed with Hydra's compose API from `key=value` overrides (`--help` prints the defaults);
-  a bad override, a mistyped key or a value of the wrong type ends with one line naming it.
+- The config is composed with Hydra's compose API from `key=value` overrides (`--help`: the settings with their
+  descriptions and the config groups; `--cfg job`: every key); a bad override, a mistyped key or a value of the
+  wrong type ends with one line naming it.
 - KDTalkerError and OSError (disk full, permission denied, ...) end with one line and exit 1.
 - SIGINT (Ctrl-C) and SIGTERM (a scheduler, `timeout`, a container stop) raise inside the run, so every clean-up
   (atomic writes, temporary folders, the ffmpeg child) runs; the run ends with `error: interrupted` and exit
@@ -23,9 +24,11 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from kdtalker.cli_help import help_text
 from kdtalker.config import config_error, typed_config
 from kdtalker.errors import ConfigError, KDTalkerError, Terminated
 from kdtalker.fileio import describe_os_error
+from kdtalker.overrides import is_group, parse_override, quote_plain_value, unknown_key_message
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 128 + signal.SIGINT
@@ -53,10 +56,11 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGINT, _raise_interrupt)
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    """Print `error: message` as one line on stderr and exit with `code`."""
+def fail(message: str, code: int = EXIT_ERROR, details: Sequence[str] = ()) -> NoReturn:
+    """Print `error: message` as one line on stderr (then each of `details` indented under it) and exit with `code`."""
     text = " ".join(str(message).split())
-    print(f"error: {text}", file=sys.stderr, flush=True)
+    items = "".join(f"\n  {' '.join(str(d).split())}" for d in details)
+    print(f"error: {text}{items}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -66,11 +70,18 @@ def user_message(exc: BaseException) -> str | None:
         text = str(exc)
     elif isinstance(exc, OSError):
         text = describe_os_error(exc)
-    elif isinstance(exc, MemoryError):
-        text = "out of memory; use a shorter input, a smaller batch_size, or a machine with more memory"
+    elif isinstance(exc, MemoryError) or _device_out_of_memory(exc):
+        where = "the GPU ran out of memory" if _device_out_of_memory(exc) else "out of memory"
+        text = f"{where}; use a smaller batch_size (train.batch_size when training), a shorter input, or more memory"
     else:
         return None
     return " ".join(text.split())
+
+
+def _device_out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory error of an accelerator (torch is not imported here just to ask)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
 
 
 def guarded(body: Callable[[], Any]) -> Any:
@@ -79,6 +90,10 @@ def guarded(body: Callable[[], Any]) -> Any:
     try:
         return body()
     except (KDTalkerError, OSError, MemoryError) as exc:
+        fail(user_message(exc), details=getattr(exc, "details", ()))
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        if not _device_out_of_memory(exc):
+            raise
         fail(user_message(exc))
     except Terminated as exc:
         fail("interrupted", 128 + exc.signum)
@@ -89,18 +104,42 @@ def guarded(body: Callable[[], Any]) -> Any:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _compose(config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str]) -> Any:
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def _unknown_key(config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str]) -> str | None:
+    """The line for the first override of a key the config (with the overrides' groups) lacks; None when none."""
+    parsed = [o for o in map(parse_override, overrides) if o is not None]
+    groups = [o for o in parsed if is_group(config_dir, o)]
+    try:
+        base = _compose(config_dir, config_name, [o.input_line for o in groups])
+    except (HydraException, OmegaConfBaseException):
+        return None
+    names = sorted(p.name for p in Path(config_dir).iterdir() if p.is_dir())
+    lines = (unknown_key_message(o, base, names) for o in parsed if o not in groups)
+    return next((line for line in lines if line), None)
+
+
 def compose_config(
     config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str], schema: type | None = None
 ) -> Any:
-    """Hydra config `config_name` from `config_dir` with `overrides`, typed by `schema`; ConfigError otherwise."""
+    """Hydra config `config_name` from `config_dir` with `overrides`, typed by `schema`; ConfigError otherwise.
 
+    A plain value Hydra's grammar cannot read (a path with non-ASCII letters, ...) is taken as text; a key the
+    config does not have, also with `+key=` (nothing would read it), is refused naming the closest keys."""
+    overrides = [quote_plain_value(o) for o in overrides]
     try:
-        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(overrides))
+        cfg = _compose(config_dir, config_name, overrides)
     except HydraException as exc:
-        raise ConfigError(_hydra_message(exc, overrides)) from None
+        raise ConfigError(_unknown_key(config_dir, config_name, overrides) or _hydra_message(exc, overrides)) from None
     except OmegaConfBaseException as exc:
         raise config_error(exc, schema) from None
+    if any(o.lstrip().startswith("+") for o in overrides):
+        added = _unknown_key(config_dir, config_name, overrides)
+        if added:
+            raise ConfigError(added)
     return typed_config(cfg, schema) if schema is not None else cfg
 
 
@@ -110,8 +149,11 @@ def _hydra_message(exc: Exception, overrides: Sequence[str]) -> str:
     lines = [s.strip() for s in text.splitlines() if s.strip()]
     internals = ("full_key:", "object_type=", "reference_type=", "Set the environment", "See https://hydra.cc")
     keep = [s for s in lines if not s.startswith(internals)]
-    if lines and lines[0].startswith("mismatched input"):
-        keep = [f"cannot parse the overrides {' '.join(overrides)} ({lines[0]}); write them as key=value"]
+    if lines and lines[0].startswith(("mismatched input", "LexerNoViableAltException", "no viable alternative")):
+        keep = [
+            f"cannot parse the overrides {' '.join(overrides)} ({lines[0]}); write them as key=value, one per "
+            "argument, and quote a value with special characters for Hydra: \"key='value'\""
+        ]
     message = " ".join(keep).replace("Available options in", "; available options in").replace(": ;", ";")
     return message.replace(" ;", ";") or type(exc).__name__
 
@@ -127,9 +169,16 @@ def run(
     """Compose the config from argv (`key=value` overrides) and call main(cfg), with all errors as one line."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
-        cfg = guarded(lambda: compose_config(config_dir, config_name, [a for a in args if a not in ("-h", "--help")]))
-        print((usage.strip() + "\n\n" if usage else "") + "Overrides: key=value (Hydra syntax). Defaults:\n")
-        print(OmegaConf.to_yaml(cfg))
+        overrides = [a for a in args if a not in ("-h", "--help")]
+        cfg = guarded(lambda: compose_config(config_dir, config_name, overrides))
+        print((usage.strip() + "\n\n" if usage else "") + help_text(config_dir, config_name, cfg, overrides))
+        return None
+    if "--cfg" in args:
+        at = args.index("--cfg")
+        if args[at + 1 : at + 2] != ["job"]:
+            fail("--cfg takes job: --cfg job prints every key of the composed config")
+        overrides = args[:at] + args[at + 2 :]
+        print(OmegaConf.to_yaml(guarded(lambda: compose_config(config_dir, config_name, overrides))))
         return None
     bad = [a for a in args if a.startswith("-")]
     if bad:

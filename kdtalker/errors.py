@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class KDTalkerError(Exception):
-    """Base class: something about the user's input, files or config is wrong; the message says what to do."""
+    """Base class: something about the user's input, files or config is wrong; the message says what to do.
+
+    `details`: items the one-line message introduces (e.g. every missing file), printed indented under it."""
+
+    def __init__(self, *args: object, details: tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.details = tuple(details)
 
 
 class AudioError(KDTalkerError):

@@ -49,7 +49,12 @@ MISTYPED = [
     ("paste_back=off", ["paste_back='off'", "true or false"]),
     ("smoothing=lots", ["smoothing='lots'", "a number"]),
     ("crop.face_index=first", ["crop.face_index='first'", "a whole number"]),
-    ("foo=1", ["foo", "+foo=1"]),
+    ("foo=1", ["unknown key foo", "--help"]),
+    ("source_imag=face.png", ["unknown key source_imag", "did you mean source_image"]),
+    ("control.poze=video", ["unknown key control.poze", "did you mean control.pose"]),
+    ("+foo=1", ["+foo=1", "nothing would read it"]),
+    ("+source_imag=face.png", ["+source_imag=face.png", "nothing would read it", "source_image"]),
+    ("++crop.scal=2", ["++crop.scal=2", "nothing would read it", "crop.scale"]),
     ("crop=nope", ["crop/nope", "dlib", "insightface"]),
     ("steps=1=2", ["cannot parse", "key=value"]),
     ("control.eyes_strength=half", ["control.eyes_strength='half'", "a number"]),
@@ -292,3 +297,127 @@ def test_control_keys_through_the_command_line(overrides, words, tmp_path, fake_
     line = one_error_line(result)
     assert all(w in line for w in words), line
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_unicode_and_spaced_paths_reach_the_file_check(tmp_path, fake_checkpoints):
+    """Values Hydra's grammar cannot lex (non-ASCII letters, parentheses) are taken as the path they are."""
+    image = tmp_path / "мой портрет (顔).png"
+    result = inference(source_image=image, output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert f"{image} not found" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lists_interpolations_and_added_groups_still_work():
+    from kdtalker.cli import compose_config
+
+    cfg = compose_config(
+        REPO / "configs",
+        "inference",
+        ["+experiment=steps_5", "source_image=/tmp/a b,c.png", "output=${source_image}.mp4", "device='cpu'"],
+    )
+    assert cfg.steps == 5 and cfg.source_image == "/tmp/a b,c.png" and cfg.output == "/tmp/a b,c.png.mp4"
+    assert compose_config(REPO / "configs", "train", ["train.betas=[0.9,0.99]"]).train.betas == [0.9, 0.99]
+
+
+@pytest.mark.parametrize(
+    "config, override, words",
+    [
+        ("train", "train.max_step=5", ["unknown key train.max_step", "train.max_steps"]),
+        ("train", "+train.lr_=1", ["+train.lr_=1", "nothing would read it", "train.lr"]),
+        ("demo", "server.prot=1", ["unknown key server.prot", "server.port"]),
+        ("compute_norm", "+shard=x", ["+shard=x", "nothing would read it", "shards"]),
+        ("extract", "outt=x", ["unknown key outt", "out"]),
+    ],
+)
+def test_every_script_names_the_closest_keys(config, override, words, capsys):
+    from kdtalker.cli import run
+
+    reached = []
+    with pytest.raises(SystemExit) as stop:
+        run(reached.append, REPO / "configs", config, argv=[override])
+    assert stop.value.code == 1 and reached == []
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
+
+
+def _yaml_comment(config: str, key: str) -> str | None:
+    """The comment of the top-level `key:` line of configs/CONFIG.yaml (None without one), as the test reads it."""
+    line = next(s for s in (REPO / "configs" / f"{config}.yaml").read_text().splitlines() if s.startswith(f"{key}:"))
+    return line.split(" #", 1)[1].strip() if " #" in line else None
+
+
+@pytest.mark.parametrize(
+    "config, first_keys",
+    [
+        ("inference", ["source_image", "source_video", "driven_audio", "output"]),
+        ("train", ["seed", "device"]),
+        ("demo", ["server.name"]),
+        ("evaluate", ["videos"]),
+        ("extract", ["videos", "mat_dir", "out"]),
+        ("export_checkpoint", ["run", "step"]),
+        ("compute_norm", ["shards", "out"]),
+        ("download_weights", ["dir", "crop_models"]),
+        ("learning_check", ["seed", "device"]),
+    ],
+)
+def test_help_shows_the_users_keys_with_their_comments_first(config, first_keys, capsys):
+    from kdtalker.cli import run
+
+    run(lambda cfg: None, REPO / "configs", config, argv=["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    settings = next(i for i, line in enumerate(lines) if line.startswith("Settings"))
+    keys = [line.split()[0].split("=")[0] for line in lines[settings + 1 : settings + 1 + len(first_keys)]]
+    assert keys == first_keys, lines
+    for key, line in zip(first_keys, lines[settings + 1 :]):
+        comment = None if "." in key else _yaml_comment(config, key)
+        assert comment is None or line.endswith(comment), (line, comment)
+    assert lines[-1] == "all keys: --cfg job"
+    assert len(lines) < 120
+
+
+def test_help_lists_the_groups_and_cfg_job_the_rest(capsys):
+    from kdtalker.cli import run
+
+    run(lambda cfg: None, REPO / "configs", "inference", argv=["--help", "preset=fast"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    output = next(line for line in lines if line.strip().startswith("output="))
+    assert output.split()[0] == "output=null" and output.endswith(_yaml_comment("inference", "output")), output
+    preset = next(line for line in lines if line.strip().startswith("preset="))
+    assert preset.split()[0] == "preset=fast" and "fast, official" in preset, preset
+    assert any(line.strip().startswith("+experiment=NAME") and "steps_5" in line for line in lines)
+    assert any(line.split()[0] == "steps=10" for line in lines if line.strip())  # the composed value (the preset's)
+    assert lines.index(preset) > max(i for i, line in enumerate(lines) if line.strip().startswith("source_image="))
+    assert "warping" not in out  # renderer internals: only with --cfg job
+
+    run(lambda cfg: None, REPO / "configs", "inference", argv=["--cfg", "job", "steps=3"])
+    dump = capsys.readouterr().out
+    assert "renderer:" in dump and "steps: 3" in dump
+
+
+def test_help_through_the_command_line():
+    result = run_script("inference.py", "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("source_image="))
+    assert first < 15 and lines[-1] == "all keys: --cfg job", result.stdout
+
+
+def test_missing_weights_are_all_listed_with_their_source(tmp_path):
+    from kdtalker.pipeline.weights import NORM_FILE, WEIGHT_FILES
+
+    empty = tmp_path / "ckpt"
+    empty.mkdir()
+    result = inference(output=tmp_path / "out.mp4", checkpoint_dir=empty)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("error: ") and "missing" in lines[0] and str(empty) in lines[0], lines
+    items = lines[1:]
+    assert all(line.startswith("  ") for line in items), lines
+    assert len(items) == len(WEIGHT_FILES) + 1
+    for spec, line in zip(WEIGHT_FILES, items):
+        assert str(empty / spec.relpath) in line and spec.source in line, line
+    assert str(empty / NORM_FILE) in items[-1]
+    assert list(empty.iterdir()) == [] and not (tmp_path / "out.mp4").exists()

@@ -200,3 +200,22 @@ def test_motion_is_copied_to_the_host_only_for_save_motion(pipeline, tmp_path, m
     assert not [s for s in kept if tuple(s[-2:]) == (21, 3)]  # driving keypoints: copied only to be saved
     pipeline.generate(EXAMPLE, speech(tmp_path / "a.wav", 0.4), tmp_path / "o.mp4", save_motion=tmp_path / "m.npz")
     assert [s for s in kept if tuple(s[-2:]) == (21, 3)]
+
+
+def test_a_device_out_of_memory_anywhere_is_one_line(capsys):
+    """Outside the pipeline (training, evaluation) the entry scripts' guard turns it into one line too."""
+    from kdtalker.cli import guarded, user_message
+
+    error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert "batch_size" in user_message(error) and "GPU" in user_message(error)
+
+    def body():
+        raise error
+
+    with pytest.raises(SystemExit) as exit_info:
+        guarded(body)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the GPU ran out of memory") and err.count("\n") == 1
+    with pytest.raises(RuntimeError, match="a bug"):
+        guarded(lambda: (_ for _ in ()).throw(RuntimeError("a bug")))

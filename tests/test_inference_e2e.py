@@ -53,8 +53,10 @@ def write_fixture_checkpoints(root: Path) -> Path:
     return root
 
 
-def run_inference(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run_inference(*overrides: str, cwd: Path = REPO, progress: bool = False) -> subprocess.CompletedProcess:
     env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
+    if progress:  # the progress bars on stderr, as a user sees them
+        del env["TQDM_DISABLE"]
     return subprocess.run(
         [sys.executable, str(REPO / "inference.py"), *overrides],
         cwd=cwd,
@@ -73,10 +75,15 @@ def short_speech(path: Path, seconds: float) -> Path:
 
 
 def test_inference_writes_the_video(fixture_checkpoints, tmp_path):
-    audio = short_speech(tmp_path / "speech.wav", 0.12)
-    output = tmp_path / "out.mp4"
+    # Names as users have them: spaces, Cyrillic, CJK, parentheses (Hydra's grammar alone cannot lex them).
+    folder = tmp_path / "мои файлы 顔"
+    folder.mkdir()
+    image = folder / "фото (1).png"
+    shutil.copyfile(REPO / "examples" / "astronaut.png", image)
+    audio = short_speech(folder / "речь 顔.wav", 0.12)
+    output = folder / "видео 1.mp4"
     result = run_inference(
-        f"source_image={REPO / 'examples' / 'astronaut.png'}",
+        f"source_image={image}",
         f"driven_audio={audio}",
         f"output={output}",
         f"checkpoint_dir={fixture_checkpoints}",
@@ -84,9 +91,12 @@ def test_inference_writes_the_video(fixture_checkpoints, tmp_path):
         "device=cpu",
         "batch_size=3",
         "stitching=true",
+        progress=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    # The rendering bar counts the video's frames and gives the estimated total after the first batch.
+    assert re.search(r"rendering: .*\| 3/3 \[.*s/frame: about \d\d:\d\d for 3 frames", result.stderr), result.stderr
     info = probe_video(output)
     frames = int(0.12 * 16000 / 640)
     assert info["frames"] == frames
@@ -95,7 +105,7 @@ def test_inference_writes_the_video(fixture_checkpoints, tmp_path):
     assert info["video_codec"] == "h264"
     assert info["audio_codec"] == "aac"
     assert abs(info["audio_duration"] - frames / 25) < 0.03
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporary file left
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~umask  # as open() would create it
@@ -215,3 +225,36 @@ def test_readme_python_examples_run(fixture_checkpoints, tmp_path, monkeypatch):
     assert namespace["feats"].shape == (3, 512) and namespace["windows"].shape == (3, 80, 16)
     assert namespace["frames"].shape == (2, 3, 512, 512)
     assert namespace["x_d"].shape == (3, 21, 3) and (tmp_path / "outputs" / "mine.pth").is_file()
+
+
+def test_rendering_bar_estimates_the_total_after_the_first_batch():
+    import io
+
+    from kdtalker.pipeline.progress import RenderingProgress
+
+    bar = RenderingProgress(85, file=io.StringIO(), disable=False, mininterval=0)
+    assert bar.total == 85 and bar.estimate is None
+    time.sleep(0.05)
+    bar.update(4)
+    per_frame = bar.format_dict["elapsed"] / 4
+    assert bar.estimate is not None and abs(bar.estimate - 85 * per_frame) < 0.5 * per_frame * 85
+    assert f"about {bar.format_interval(bar.estimate)} for 85 frames" in bar.postfix
+    first = bar.estimate
+    bar.update(4)
+    assert bar.estimate == first  # measured once, after the first batch
+    bar.close()
+
+
+def test_short_example_clip_and_the_time_per_frame_in_the_readme():
+    full, rate = sf.read(REPO / "examples" / "speech.wav", dtype="int16")
+    short, short_rate = sf.read(REPO / "examples" / "speech_short.wav", dtype="int16")
+    assert short_rate == rate and short.ndim == 1 and 0.8 <= len(short) / rate <= 1.5
+    fade = int(0.02 * rate)
+    np.testing.assert_array_equal(short[:-fade], full[: len(short) - fade])  # a cut of speech.wav
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    headline = next(i for i, c in enumerate(commands) if "driven_audio=examples/speech.wav output=out.mp4" in c)
+    after = readme[readme.index(commands[headline]) : readme.index(commands[headline + 1])]
+    # Next to the headline command: the time per frame on CPU and where the GPU figures are, then the short clip.
+    assert re.search(r"CPU a 512x512 frame takes about \d+-\d+ s", after) and "GPU see *Speed*" in after, after
+    assert "driven_audio=examples/speech_short.wav" in commands[headline + 1]

@@ -31,7 +31,6 @@ import yaml
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
-from tqdm import tqdm
 
 from kdtalker.audio import audio_features, load_audio, num_video_frames
 from kdtalker.audio.checkpoint import load_audio_encoder
@@ -70,6 +69,7 @@ from kdtalker.pipeline.face_onnx import crop_face_onnx
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.paste import PasteBack
 from kdtalker.pipeline.prefetch import map_ahead, prefetch
+from kdtalker.pipeline.progress import RenderingProgress
 from kdtalker.pipeline.video import VideoWriter
 from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
 from kdtalker.renderer import LivePortraitRenderer, Source
@@ -590,7 +590,7 @@ class TalkingHeadPipeline:
         sampled_0 = None
         frames = self._source_frames(job.source_video, ctl.fps, job.num_frames)
         index = 0
-        progress = tqdm(total=job.num_frames, desc="rendering", unit="frame")
+        progress = RenderingProgress(job.num_frames)
         try:
             for piece in self.motion_pieces(job.source.info, job.features, ctl):
                 sampled_0 = piece[:1] if sampled_0 is None else sampled_0
@@ -794,7 +794,7 @@ class TalkingHeadPipeline:
         renderer = self.load()["renderer"]
         pending: list[torch.Tensor] = []
         first, frame_0 = 0, None
-        progress = tqdm(total=job.num_frames, desc="rendering", unit="frame")
+        progress = RenderingProgress(job.num_frames)
         try:
             if job.given_motion is not None:
                 pieces = iter([job.given_motion.to(source.x_s.device)])

@@ -154,12 +154,20 @@ def check_norm_file(path: Path) -> Path:
 
 
 def check_checkpoint_dir(root: str | os.PathLike) -> dict[str, Path]:
-    """Check every required file under `root` -> {relative path: absolute path}; CheckpointError for the first bad."""
+    """Check every required file under `root` -> {relative path: absolute path}; CheckpointError listing every missing
+    file, or naming the first bad one."""
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(
             f"checkpoint folder {root} does not exist; create it and put the official weights in it (see {README}), "
             "or pass checkpoint_dir=PATH"
+        )
+    missing = missing_weight_files(root)
+    if len(missing) > 1:  # all of them at once: a fresh clone would otherwise take one run per file
+        raise CheckpointError(
+            f"{len(missing)} weight files are missing in {root}; put each where shown (see {README}; with internet: "
+            f"python scripts/download_weights.py dir={root}):",
+            details=tuple(f"{root / relpath}: {what}" for relpath, what in missing),
         )
     found = {spec.relpath: check_weight_file(root, spec) for spec in WEIGHT_FILES}
     found[NORM_FILE] = check_norm_file(root / NORM_FILE)
