@@ -92,7 +92,8 @@ def _clip(frames: int, audio_frames: int) -> Clip:
 def test_windows_follow_the_official_recipe(tmp_path):
     write_shard(tmp_path / "a.npz", _clip(80, 75))  # aligned N = min(79, 73) = 73
     write_shard(tmp_path / "short.npz", _clip(40, 42))
-    norm_path = write_norm([tmp_path / "a.npz"], tmp_path / "norm.npz")
+    (tmp_path / "stats").mkdir()
+    norm_path = write_norm([tmp_path / "a.npz"], tmp_path / "stats" / "norm.npz")  # not among the shards
     norm = MotionNorm.load(norm_path)
     lines: list[str] = []
     ds = MotionWindows(

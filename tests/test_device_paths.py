@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_pipeline_control import KeypointRenderer, controlled, driving_clip  # noqa: F401 - the fixture
 from test_pipeline_generate import EXAMPLE, RecordingRenderer, pipeline, speech  # noqa: F401 - the fixture
-from test_renderer_batch import small_renderer
+from test_renderer_batch import _one_thread, small_renderer  # noqa: F401 - the autouse fixture
 
 from kdtalker.device import resolve_device
 from kdtalker.errors import ConfigError, KDTalkerError
@@ -19,15 +19,6 @@ from kdtalker.pipeline.control import ping_pong, relative_video_motion
 from kdtalker.renderer import LivePortraitRenderer
 from kdtalker.renderer import renderer as renderer_module
 from kdtalker.renderer.warping import coordinate_grid
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SMALL_CONFIGS = {
     "appearance_feature_extractor": dict(
