@@ -1,9 +1,9 @@
 """Run a generator one step ahead in a background thread: its next item is made while the caller uses this one.
 
-The pipeline uses it to sample motion window k+1 while window k renders, and to render batch k+1 while batch k is
-pasted back and encoded (on a GPU these overlap; on a 2-core CPU they would only compete for the same cores, so
-it is off there by default). On CUDA the producer may run on its own stream, so its kernels interleave with the
-consumer's instead of queueing behind them.
+The pipeline uses `prefetch` to sample motion window k+1 while window k renders, and `map_ahead` to paste back
+batch k in a worker while its own thread renders batch k+1 (on a GPU these overlap; on a 2-core CPU they would
+only compete for the same cores, so both are off there by default). On CUDA the prefetching thread may run on its
+own stream, so its kernels interleave with the consumer's instead of queueing behind them.
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def map_ahead(fn: Callable[[T], R], items: Iterator[T], depth: int = 1) -> Itera
     """Yield fn(item) for each of `items`, in order; fn runs in a background thread while this thread (the caller's)
     already takes the next item, with up to `depth` items waiting for the caller.
 
-    The pipeline renders in its own thread (cuDNN keeps its autotuned algorithms per thread, so a fresh thread per
-    run would tune again: seconds on a GPU) and hands each batch's host work (waiting for the copy, paste-back) here.
+    The pipeline renders in the caller's thread (cuDNN keeps its autotuned algorithms per thread, so a fresh thread
+    per run would tune again: seconds on a GPU) and hands each batch's host work (waiting for the copy, paste-back)
+    to the worker here.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdtalker-host") as pool:
         pending: collections.deque = collections.deque()
