@@ -203,6 +203,22 @@ def test_conv_after_nearest_upsampling_on_the_small_input(dims, factor):
     assert taps == {2: 16, 3: 25, 4: 36}[factor]  # x2: 4 phases x 4 taps; x3: 5 x 5; x4: 6 x 6 (of 9 f^2)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_polyphase_conv_keeps_the_channels_last_layout(dims):
+    """Channels-last weight and input: phase kernels and output stay channels-last (else each call converts them)."""
+    from kdtalker.renderer.layers import channels_last_like, conv_nearest_upsampled, layout_of, polyphase_kernels
+
+    gen = torch.Generator().manual_seed(dims)
+    x = torch.randn(2, 5, *([3] * (dims - 2)), 7, 6, generator=gen)
+    weight, bias = torch.randn(4, 5, *([3] * dims), generator=gen), torch.randn(4, generator=gen)
+    fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+    kernels = polyphase_kernels(channels_last_like(weight), 2)
+    assert all(layout_of(k) == fmt for *_, k in kernels)
+    got = conv_nearest_upsampled(channels_last_like(x), kernels, bias, 2, 4)
+    assert layout_of(got) == fmt
+    torch.testing.assert_close(got, conv_nearest_upsampled(x, polyphase_kernels(weight, 2), bias, 2, 4))
+
+
 @pytest.mark.parametrize("options", [dict(fuse_ops=False), dict(memory_format="channels_last")])
 def test_fast_paths_match_the_official_op_sequence(source, options):
     """Polyphase/shared SPADE convs (default) vs the official op order, and channels_last vs contiguous."""

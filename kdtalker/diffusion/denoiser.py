@@ -319,6 +319,16 @@ class Denoiser(nn.Module):
     def resnet_blocks(self) -> list[ResnetBlock]:
         return [block for layer in self.layers for block in (layer.res1, layer.res2)]
 
+    def unused_parameter_names(self) -> list[str]:
+        """Parameters no forward reads: each ResnetBlock's `block2.norm`, in the checkpoint but never applied."""
+        blocks = {id(block) for block in self.resnet_blocks}
+        return [
+            f"{name}.block2.norm.{param}"
+            for name, module in self.named_modules()
+            if id(module) in blocks
+            for param, _ in module.block2.norm.named_parameters()
+        ]
+
     # Inputs -----------------------------------------------------------------------------------------------------
     def tokens(self, x_t: torch.Tensor, ref: torch.Tensor, ori: torch.Tensor | None) -> torch.Tensor:
         """Noisy frames (B, N, 70), ref (B, 70), ori (B, 70) -> model input (B, F, 70) = [ori, ref, x_t]."""

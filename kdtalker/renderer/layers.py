@@ -71,6 +71,15 @@ def to_contiguous(module: nn.Module) -> nn.Module:
     return module._apply(lambda t: t.contiguous())
 
 
+def layout_of(t: torch.Tensor) -> torch.memory_format:
+    """The memory format `t` is stored in: channels_last(_3d) for a channels-last 4-d/5-d tensor, else contiguous."""
+    if not t.is_contiguous():
+        for fmt, ndim in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+            if t.ndim == ndim and t.is_contiguous(memory_format=fmt):
+                return fmt
+    return torch.contiguous_format
+
+
 def channels_last_like(x: torch.Tensor) -> torch.Tensor:
     """x (4-d or 5-d) in the channels-last layout of its rank."""
     return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
@@ -104,7 +113,8 @@ def polyphase_kernels(weight: torch.Tensor, factor: int) -> list[tuple[list[int]
                         for kx in range(3):
                             kernel[..., offsets[py][ky] - y0, offsets[px][kx] - x0] += weight[..., ky, kx]
                     kernels.append(kernel)
-            groups.append((ys, xs, y0, x0, torch.cat(kernels)))
+            # in the weight's layout: a kernel in another layout than the input is converted by every conv call
+            groups.append((ys, xs, y0, x0, torch.cat(kernels).contiguous(memory_format=layout_of(weight))))
     return groups
 
 
@@ -120,7 +130,8 @@ def conv_nearest_upsampled(
     conv = F.conv3d if three_d else F.conv2d
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     padded = F.pad(x, (1, 1, 1, 1))  # zero padding of the upsampled map = zero padding of the low-res one
-    out = x.new_empty(b, out_channels, *x.shape[2:-2], factor * h, factor * w)
+    shape = (b, out_channels, *x.shape[2:-2], factor * h, factor * w)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout_of(x))
     for ys, xs, y0, x0, kernel in groups:
         ny, nx = kernel.shape[-2], kernel.shape[-1]
         window = padded[..., 1 + y0 : 1 + y0 + h + ny - 1, 1 + x0 : 1 + x0 + w + nx - 1]

@@ -205,13 +205,12 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         if info.is_main:
             tqdm.write(f"resumed from {resume} at step {step}")
 
-    net = (
-        DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
-        if info.enabled
-        else model
-    )
+    net = model
+    if info.enabled:
+        # The parameters no forward reads stay out of DDP's buckets, so that it need not search the graph for unused
+        # ones after every backward (find_unused_parameters); they keep their loaded values and are never trained.
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, model.unused_parameter_names())
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     writer = None
     if info.is_main:
