@@ -276,7 +276,8 @@ class TalkingHeadPipeline:
                 with self.timings.stage("crop"):
                     crop = functools.partial(self.crop, ctl=ctl)
                     video, note = driving_motion(request.driving_video, models.renderer, crop, ctl.fps, num_frames)
-                    self.notes.extend([note] if note else [])
+                if note is not None:
+                    self.notes.append(note)
                 num_frames = num_frames or video.shape[0]  # video-only: as long as the video
                 video = relative_video_motion(video[torch.from_numpy(ping_pong(len(video), num_frames))], raw_source)
             pose = None
