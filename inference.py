@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdtalker.cli import run
-from kdtalker.errors import ConfigError
 from kdtalker.pipeline.config import InferenceConfig
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -19,17 +18,9 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 def main(cfg) -> None:
     """Build the pipeline from the config and write the video."""
     from kdtalker.pipeline import TalkingHeadPipeline
+    from kdtalker.pipeline.request import check_required
 
-    optional = {
-        "source_image": cfg.get("source_video"),
-        "driven_audio": cfg.get("motion_file") or cfg.get("driving_video"),
-    }
-    for key in ("source_image", "driven_audio", "output"):
-        if not cfg.get(key) and not optional.get(key):
-            raise ConfigError(
-                f"{key}=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav "
-                "output=out.mp4"
-            )
+    check_required(cfg.source_image, cfg.source_video, cfg.output)  # before any weight is read
     pipeline = TalkingHeadPipeline.from_config(cfg)
     output = pipeline.generate(
         cfg.source_image,

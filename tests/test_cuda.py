@@ -288,12 +288,14 @@ def test_every_mode_end_to_end_on_cuda(checkpoints, no_io, tmp_path):
     pose.write_text("yaw,pitch,roll\n" + "\n".join(f"{i},{-i / 2},0" for i in range(30)))
     assert len(list(pipe.stream(EXAMPLE, audio, pose_file=pose, control={"pose": "file"}))) == 75
     motion = tmp_path / "m.npz"
-    from kdtalker.pipeline.pipeline import save_motion_file
+    from kdtalker.pipeline.motion_file import save_motion_file
+    from kdtalker.pipeline.request import Request
 
-    job, batches = pipe._start(EXAMPLE, audio, pipe._controls({}), None, None, None, None)
-    job.record = True
+    ctl = pipe.controls.updated({}, pipe.device)
+    request = Request(ctl, source_image=EXAMPLE, driven_audio=audio, save_motion=motion, streamed=True).validate()
+    job, batches = pipe._start(request)
     assert sum(len(f) for f in batches) == 75
-    save_motion_file(motion, job)
+    save_motion_file(motion, job.record, job.source.info)
     assert len(list(pipe.stream(EXAMPLE, None, motion_file=motion))) == 75
     dub = no_io(tmp_path / "talk.mp4", np.stack([np.roll(frames, i, axis=0) for i in range(10)]))
     assert len(list(pipe.stream(None, audio, source_video=dub))) == 75
@@ -348,7 +350,7 @@ def test_out_of_memory_is_one_line(checkpoints, no_io, tmp_path):
     pipe = _pipeline(checkpoints, batch_size=100000)
     audio = _speech(tmp_path / "a.wav", 0.2)
 
-    real = pipe.load()["renderer"]
+    real = pipe.load().renderer
 
     class Huge:
         def __getattr__(self, name):
@@ -357,7 +359,7 @@ def test_out_of_memory_is_one_line(checkpoints, no_io, tmp_path):
         def render(self, source, x_d, chunk_size=None):
             torch.empty(1 << 50, dtype=torch.uint8, device="cuda")  # 1 PiB
 
-    pipe.load()["renderer"] = Huge()
+    pipe.load().renderer = Huge()
     with pytest.raises(KDTalkerError, match="lower batch_size"):
         list(pipe.stream(EXAMPLE, audio))
 

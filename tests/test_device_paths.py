@@ -16,6 +16,7 @@ from test_renderer_batch import _one_thread, small_renderer  # noqa: F401 - the 
 from kdtalker.device import resolve_device
 from kdtalker.errors import ConfigError, KDTalkerError
 from kdtalker.pipeline.control import ping_pong, relative_video_motion
+from kdtalker.pipeline.driving import driving_motion
 from kdtalker.renderer import LivePortraitRenderer
 from kdtalker.renderer import renderer as renderer_module
 from kdtalker.renderer.warping import coordinate_grid
@@ -158,9 +159,9 @@ def test_driving_video_motion_stays_on_the_renderers_device(controlled, tmp_path
         def keypoint_info(self, images):
             return {k: v.to("meta") for k, v in super().keypoint_info(images).items()}
 
-    controlled._models["renderer"] = MetaRenderer()
+    controlled.models.renderer = MetaRenderer()
     video = driving_clip(tmp_path / "drive.mp4", 3)
-    motion = controlled.driving_motion(video, controlled.controls)
+    motion, _ = driving_motion(video, controlled.models.renderer, controlled.crop, fps=25)
     assert motion.device.type == "meta" and motion.shape == (3, 70)
     relative = relative_video_motion(motion[torch.from_numpy(ping_pong(3, 5))], torch.zeros(70, device="meta"))
     assert relative.device.type == "meta" and relative.shape == (5, 70)
@@ -173,7 +174,7 @@ def test_out_of_memory_is_one_line_naming_batch_size(pipeline, tmp_path):  # noq
         def render(self, source, x_d, chunk_size=None):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    pipeline._models["renderer"] = Exhausted()
+    pipeline.models.renderer = Exhausted()
     output = tmp_path / "o.mp4"
     with pytest.raises(KDTalkerError, match=r"ran out of memory rendering 4 frame\(s\) at a time: lower batch_size"):
         pipeline.generate(EXAMPLE, speech(tmp_path / "a.wav", 0.4), output)

@@ -28,8 +28,7 @@ from kdtalker.diffusion import DDIMScheduler, DDPMScheduler, Denoiser
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.errors import ConfigError
 from kdtalker.media import probe_video
-from kdtalker.pipeline import TalkingHeadPipeline
-from kdtalker.pipeline import pipeline as pipeline_module
+from kdtalker.pipeline import TalkingHeadPipeline, build
 from kdtalker.pipeline.config import InferenceConfig
 from kdtalker.pipeline.weights import CROP_FILES, NORM_FILE, WEIGHT_FILES, check_checkpoint_dir
 from kdtalker.training import export as export_module
@@ -323,7 +322,7 @@ def test_overwrite_and_a_failed_export_leave_no_half_folder(run_dir, base, tmp_p
 
 
 def test_the_names_match_the_pipeline():
-    assert export_module.MODEL_CONFIG_FILE == pipeline_module.MODEL_CONFIG_FILE
+    assert export_module.MODEL_CONFIG_FILE == build.MODEL_CONFIG_FILE
     assert export_module.NORM_FILE == NORM_FILE
     assert export_module.MODEL_FILE in {spec.relpath for spec in WEIGHT_FILES}
 

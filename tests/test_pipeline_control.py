@@ -17,8 +17,10 @@ from kdtalker.diffusion.motion import OTHER_KEYPOINTS as REST
 from kdtalker.errors import ConfigError, VideoError
 from kdtalker.media import read_video, write_video
 from kdtalker.pipeline.control import Control, ping_pong, relative_video_motion
+from kdtalker.pipeline.dubbing import prepare_dub
 from kdtalker.pipeline.image import load_image
-from kdtalker.pipeline.pipeline import motions_of, source_motion
+from kdtalker.pipeline.motion import motions_of, source_motion
+from kdtalker.pipeline.request import Request
 from kdtalker.renderer.keypoints import rotation_angles, rotation_matrix
 
 
@@ -50,7 +52,7 @@ class KeypointRenderer(RecordingRenderer):
 
 @pytest.fixture()
 def controlled(pipeline):  # noqa: F811 - the fixture of test_pipeline_generate
-    pipeline._models["renderer"] = KeypointRenderer()
+    pipeline.models.renderer = KeypointRenderer()
     return pipeline
 
 
@@ -63,7 +65,7 @@ def driving_clip(path, frames: int):
 
 def video_motion(pipe, path, frames: int):
     """The video's raw motion per output frame, extracted independently: decode, crop, renderer.keypoint_info."""
-    renderer = pipe._models["renderer"]
+    renderer = pipe.models.renderer
     decoded = read_video(path, fps=25)
     crops = [pipe.crop(f).image for f in decoded]
     raw = motions_of(renderer.keypoint_info(torch.cat([renderer.prepare_image(c) for c in crops])))
@@ -76,7 +78,7 @@ def saved(tmp_path):
 
 
 def source_raw(pipe):
-    renderer = pipe._models["renderer"]
+    renderer = pipe.models.renderer
     return source_motion(renderer.encode_source(pipe.crop(load_image(EXAMPLE)).image).info)
 
 
@@ -231,16 +233,16 @@ def test_dubbing_a_source_video(controlled, tmp_path):
     out = controlled.generate(None, audio, tmp_path / "dub.mp4", source_video=video, save_motion=tmp_path / "m.npz")
     assert probe_video(out)["frames"] == 25
     motion = saved(tmp_path)
-    renderer = controlled._models["renderer"]
+    renderer = controlled.models.renderer
     crops = [controlled.crop(f).image for f in read_video(video, fps=25)]
     own = torch.stack([source_motion(renderer.encode_source(c).info) for c in crops])  # each frame's own motion
     own = own[torch.from_numpy(ping_pong(len(own), 25))]
     lips = lip_columns(LIPS)
     others = [c for c in range(70) if c not in lips]
     torch.testing.assert_close(motion[:, others], own[:, others], rtol=0, atol=0)  # pose, eyes, rest: the frame's
-    ctl = controlled._controls({})
-    job = controlled._prepare_dub(video, audio, ctl)
-    sampled = controlled.sample(job.source.info, job.features, ctl)
+    request = Request(controlled.controls.updated({}, controlled.device), driven_audio=audio, source_video=video)
+    job = prepare_dub(request, controlled.load, controlled.crop, controlled.timings, controlled.audio_batch_size)
+    sampled = controlled.motion.sample(job.source.info, job.features, request.controls)
     torch.testing.assert_close(
         motion[:, lips] - own[:, lips], sampled[:, lips] - sampled[:1, lips], rtol=1e-5, atol=1e-6
     )
@@ -270,26 +272,26 @@ def multisignal(controlled):
 
     from kdtalker.diffusion import MultiSignalDenoiser
 
-    plain = controlled._models["denoiser"]
+    plain = controlled.models.denoiser
     torch.nn.init.normal_(plain.output_projection.weight, std=0.05)  # epsilon far from zero: guidance shows
     model = MultiSignalDenoiser(motion_features=8, width=64, depth=1, heads=2, head_dim=32, time_dim=32)
     model.load_state(plain.state_dict(), "the plain test model")
-    controlled._models["denoiser"] = trained_branch(model).eval()
+    controlled.models.denoiser = trained_branch(model).eval()
     return controlled, plain
 
 
 def test_multisignal_model_follows_the_driving_video_through_its_regions(multisignal, tmp_path, monkeypatch):
     pipe, plain = multisignal
-    model = pipe._models["denoiser"]
+    model = pipe.models.denoiser
     video = driving_clip(tmp_path / "drive.mp4", 12)
     audio = speech(tmp_path / "a.wav", 1.0)
     pipe.generate(EXAMPLE, audio, tmp_path / "a.mp4", save_motion=tmp_path / "m.npz")
     audio_mode = saved(tmp_path)
     # signals=audio is the backbone alone: the plain model's motion, exactly
-    pipe._models["denoiser"] = plain
+    pipe.models.denoiser = plain
     pipe.generate(EXAMPLE, audio, tmp_path / "p.mp4", save_motion=tmp_path / "m.npz")
     torch.testing.assert_close(saved(tmp_path), audio_mode, rtol=0, atol=0)
-    pipe._models["denoiser"] = model
+    pipe.models.denoiser = model
 
     seen = []
     condition = model.condition
@@ -300,7 +302,7 @@ def test_multisignal_model_follows_the_driving_video_through_its_regions(multisi
     both = saved(tmp_path)
     assert not torch.allclose(both, audio_mode)
     # the model got the video's motion on the source, normalised, with every region but the lips
-    norm = pipe._models["norm"]
+    norm = pipe.models.norm
     want = norm.normalize(relative_video_motion(video_motion(pipe, video, 25), source_raw(pipe)))
     driven = torch.cat([kw["driving"][0] for kw in seen if "driving" in kw])[:25]
     torch.testing.assert_close(driven, want.float(), rtol=1e-5, atol=1e-5)
@@ -346,13 +348,13 @@ def test_the_official_model_refuses_signals_it_was_not_trained_for(controlled, t
 
     video = driving_clip(tmp_path / "drive.mp4", 4)
     audio = speech(tmp_path / "a.wav", 0.3)
-    plain = controlled._models["denoiser"]
+    plain = controlled.models.denoiser
     untrained = MultiSignalDenoiser(width=64, depth=1, heads=2, head_dim=32, time_dim=32)
     untrained.load_state(plain.state_dict(), "the official weights")  # the branch stays at its zero init
-    controlled._models["denoiser"] = untrained.eval()
+    controlled.models.denoiser = untrained.eval()
     with pytest.raises(ConfigError, match="motion branch is untrained"):
         controlled.generate(EXAMPLE, audio, tmp_path / "o.mp4", driving_video=video, signals="both")
-    controlled._models["denoiser"] = plain
+    controlled.models.denoiser = plain
     with pytest.raises(ConfigError, match="needs a multi-signal model"):
         controlled.generate(EXAMPLE, audio, tmp_path / "o.mp4", driving_video=video, signals="both")
     with pytest.raises(ConfigError, match="kdtalker_multisignal"):

@@ -27,7 +27,9 @@ from kdtalker.diffusion.smoothing import smooth_motion
 from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, OutputError, VideoError
 from kdtalker.media import probe_video
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
-from kdtalker.pipeline.pipeline import source_motion
+from kdtalker.pipeline.compose import driving_keypoints
+from kdtalker.pipeline.models import Models
+from kdtalker.pipeline.motion import source_motion
 from kdtalker.renderer import AppearanceFeatureExtractor, MotionExtractor, Source, SPADEDecoder, WarpingNetwork
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,13 +77,13 @@ def pipeline(tmp_path) -> TalkingHeadPipeline:
     root = make_fake_checkpoints(tmp_path / "ckpt")
     pipe = TalkingHeadPipeline(root, device="cpu", controls=Controls(steps=2, batch_size=4))
     torch.manual_seed(0)
-    pipe._models = {
-        "renderer": RecordingRenderer(),
-        "audio": AudioEncoder().eval(),
-        "denoiser": Denoiser(width=64, depth=1, heads=2, head_dim=32, time_dim=32).eval(),
-        "scheduler": DDIMScheduler(),
-        "norm": MotionNorm.load(root / "norm.npz"),
-    }
+    pipe.models = Models(
+        renderer=RecordingRenderer(),
+        audio=AudioEncoder().eval(),
+        denoiser=Denoiser(width=64, depth=1, heads=2, head_dim=32, time_dim=32).eval(),
+        scheduler=DDIMScheduler(),
+        norm=MotionNorm.load(root / "norm.npz"),
+    )
     return pipe
 
 
@@ -97,7 +99,7 @@ def test_generate_streams_batches_and_writes_the_clip(pipeline, tmp_path):
     info = probe_video(out)
     assert info["frames"] == 25 and (info["width"], info["height"]) == (512, 512)
     assert abs(info["audio_duration"] - 1.0) < 0.03
-    renderer = pipeline._models["renderer"]
+    renderer = pipeline.models.renderer
     assert renderer.batches == [4] * 6 + [1]  # never more than batch_size frames at once
     assert renderer.chunk_sizes == [4] * 7  # and batch_size frames per forward, whatever the renderer config says
     assert renderer.stitched == 25
@@ -120,24 +122,24 @@ def test_paste_back_gives_the_source_size(pipeline, tmp_path):
 
 def test_sampling_controls(pipeline):
     features = torch.randn(40, 512, generator=torch.Generator().manual_seed(1))
-    info = pipeline._models["renderer"].info
+    info = pipeline.models.renderer.info
     raw = source_motion(info)
-    base = pipeline.sample(info, features, Controls(steps=2))
+    base = pipeline.motion.sample(info, features, Controls(steps=2))
     assert base.shape == (40, 70) and base.dtype == torch.float32
-    assert torch.equal(base, pipeline.sample(info, features, Controls(steps=2)))  # same seed, same motion
-    assert not torch.equal(base, pipeline.sample(info, features, Controls(steps=2, seed=1)))
-    still = pipeline.sample(info, features, Controls(steps=2, head_motion_scale=0.0))
+    assert torch.equal(base, pipeline.motion.sample(info, features, Controls(steps=2)))  # same seed, same motion
+    assert not torch.equal(base, pipeline.motion.sample(info, features, Controls(steps=2, seed=1)))
+    still = pipeline.motion.sample(info, features, Controls(steps=2, head_motion_scale=0.0))
     assert torch.allclose(still[:, 1:7], raw[1:7].expand(40, -1), atol=1e-5)  # the source pose on every frame
     assert torch.equal(still[:, 7:], base[:, 7:])  # the expression is untouched
-    half = pipeline.sample(info, features, Controls(steps=2, head_motion_scale=0.5))
+    half = pipeline.motion.sample(info, features, Controls(steps=2, head_motion_scale=0.5))
     assert torch.allclose(half[:, 1:7] - raw[1:7], 0.5 * (base[:, 1:7] - raw[1:7]), atol=1e-4)
-    rough = pipeline.sample(info, features, Controls(steps=2, smoothing=0.0))
-    smoother = pipeline.sample(info, features, Controls(steps=2, smoothing=100.0))
+    rough = pipeline.motion.sample(info, features, Controls(steps=2, smoothing=0.0))
+    smoother = pipeline.motion.sample(info, features, Controls(steps=2, smoothing=100.0))
     variation = lambda m: (m[1:, 1:] - m[:-1, 1:]).abs().mean()  # noqa: E731
     assert variation(smoother) < variation(base) < variation(rough)
     assert torch.equal(rough[:, 0], base[:, 0])  # the scale is never smoothed
-    x_abs = pipeline.driving_keypoints(info, base, Controls(motion_mode="absolute"))
-    x_rel = pipeline.driving_keypoints(info, base, Controls(motion_mode="relative"))
+    x_abs = driving_keypoints(info, base, mode="absolute")
+    x_rel = driving_keypoints(info, base, mode="relative")
     assert x_abs.shape == x_rel.shape == (40, 21, 3) and not torch.allclose(x_abs, x_rel)
 
 
@@ -176,7 +178,7 @@ def test_bad_input_leaves_nothing(pipeline, tmp_path):
                 raise RuntimeError("out of memory")
             return super().render(source, x_d, chunk_size)
 
-    pipeline._models["renderer"] = Exploding()
+    pipeline.models.renderer = Exploding()
     with pytest.raises(RuntimeError):
         pipeline.generate(EXAMPLE, audio, out, batch_size=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -200,9 +202,9 @@ def test_broken_weights_or_stats_stop_the_run(broken, pipeline, tmp_path):
                 frames[1] = 0.5
             return frames
 
-    pipeline._models["renderer"] = Broken()
+    pipeline.models.renderer = Broken()
     if broken == "nan_motion":
-        pipeline._models["norm"].std[10] = np.inf  # as if the statistics had been tampered with after loading
+        pipeline.models.norm.std[10] = np.inf  # as if the statistics had been tampered with after loading
     audio = speech(tmp_path / "a.wav", 0.4)
     words = {
         "nan_frame": "rendered frame 4 holds NaN",
@@ -356,7 +358,7 @@ def test_stream_gives_the_frames_generate_writes(pipeline, tmp_path, monkeypatch
     audio = speech(tmp_path / "a.wav", 2.95)
     pipeline.generate(EXAMPLE, audio, tmp_path / "out.mp4", **controls)
     pipeline.overlap = overlap  # sampling in a thread, one window ahead of the rendering: the same frames
-    scheduler = pipeline._models["scheduler"] = CountingScheduler()
+    scheduler = pipeline.models.scheduler = CountingScheduler()
     scheduler.windows = 0  # (its constructor sets the default timesteps once)
     windows_at_first_frame = None
     streamed = []
@@ -371,12 +373,12 @@ def test_stream_gives_the_frames_generate_writes(pipeline, tmp_path, monkeypatch
     # the first frame came before the second window was sampled (with overlap that one is being made meanwhile)
     assert windows_at_first_frame == 1 or (overlap and windows_at_first_frame == 2)
     # the streamed motion equals the whole-clip official post-processing (full RTS smoothing at once)
-    info = pipeline._models["renderer"].info
+    info = pipeline.models.renderer.info
     features = torch.randn(73, 512, generator=torch.Generator().manual_seed(1))
     ctl = replace(pipeline.controls, **controls)
-    pieces = list(pipeline.motion_pieces(info, features, ctl))
+    pieces = list(pipeline.motion.pieces(info, features, ctl))
     assert len(pieces) >= 2
-    raw = torch.cat([pipeline._models["norm"].denormalize(x0[0]) for _, x0 in _windows(pipeline, info, features, ctl)])[
+    raw = torch.cat([pipeline.models.norm.denormalize(x0[0]) for _, x0 in _windows(pipeline, info, features, ctl)])[
         :73
     ].float()
     want = raw.numpy() if ctl.smoothing == 0 else smooth_motion(raw.numpy(), 0.05, 0.001 * ctl.smoothing)
@@ -388,14 +390,14 @@ def test_stream_gives_the_frames_generate_writes(pipeline, tmp_path, monkeypatch
 
 
 def _windows(pipeline, info, features, ctl):
-    models = pipeline._models
-    norm = models["norm"]
+    models = pipeline.models
+    norm = models.norm
     raw = source_motion(info)
     ori = norm.canonical_token(info["kp"].reshape(63).float())
     generator = torch.Generator().manual_seed(int(ctl.seed))
     return motion_windows(
-        models["denoiser"],
-        models["scheduler"],
+        models.denoiser,
+        models.scheduler,
         features[None],
         norm.normalize(raw)[None],
         ori[None],
@@ -410,7 +412,7 @@ def test_presets_and_the_per_device_batch(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from kdtalker.device import fastest_dtype
-    from kdtalker.pipeline.pipeline import default_batch_size
+    from kdtalker.pipeline.controls import default_batch_size
 
     root = make_fake_checkpoints(tmp_path)
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
@@ -422,8 +424,8 @@ def test_presets_and_the_per_device_batch(tmp_path):
     assert mine.steps == 20
     pipe = TalkingHeadPipeline.from_config(fast)
     assert pipe.controls.steps == 10 and pipe.dtype is fastest_dtype(torch.device("cpu"))
-    assert pipe._controls({}).batch_size == default_batch_size(torch.device("cpu")) == 1
-    assert pipe._controls({"batch_size": 3}).batch_size == 3
+    assert pipe.controls.updated({}, pipe.device).batch_size == default_batch_size(torch.device("cpu")) == 1
+    assert pipe.controls.updated({"batch_size": 3}, pipe.device).batch_size == 3
     assert default_batch_size(torch.device("cuda")) == 16
 
 
@@ -457,12 +459,12 @@ def test_save_motion_then_render_it_again(pipeline, tmp_path, monkeypatch):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as saved:
         motion, x_d = saved["motion"], saved["x_d"]
         assert motion.shape == (25, 70) and x_d.shape == (25, 21, 3) and saved["source_kp"].shape == (1, 21, 3)
-    info = pipeline._models["renderer"].info
-    want = pipeline.driving_keypoints(info, torch.from_numpy(motion), pipeline._controls({"motion_mode": "relative"}))
+    info = pipeline.models.renderer.info
+    want = driving_keypoints(info, torch.from_numpy(motion), mode="relative")
     np.testing.assert_array_equal(x_d, want.numpy())  # x_d is the composition of the saved motion
 
     written.clear()
-    pipeline._models["denoiser"] = pipeline._models["audio"] = None  # neither may be used now
+    pipeline.models.denoiser = pipeline.models.audio = None  # neither may be used now
     pipeline.generate(EXAMPLE, None, tmp_path / "b.mp4", motion_file=tmp_path / "m.npz", motion_mode="relative")
     np.testing.assert_array_equal(np.concatenate(written), first)
     assert probe_video(tmp_path / "b.mp4")["audio_codec"] is None  # no sound given, none written

@@ -316,6 +316,16 @@ class Denoiser(nn.Module):
         nn.init.normal_(self.output_projection.bias, std=1e-6)
 
     @property
+    def device(self) -> torch.device:
+        """Where the weights live (inputs are moved there)."""
+        return self.input_projection.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' precision (inputs are cast to it; keypoint math stays float32 outside)."""
+        return self.input_projection.weight.dtype
+
+    @property
     def resnet_blocks(self) -> list[ResnetBlock]:
         return [block for layer in self.layers for block in (layer.res1, layer.res2)]
 
@@ -359,7 +369,7 @@ class Denoiser(nn.Module):
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) integer steps -> (B, time_dim)."""
-        sinusoid = self.time_mlp[0](t).to(self.input_projection.weight.dtype)
+        sinusoid = self.time_mlp[0](t).to(self.dtype)
         return self.time_mlp[1:](sinusoid)
 
     # Network ----------------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def sample_window(
     x_after_step, epsilon)` sees every step (for trajectories and tests).
     """
     timesteps = scheduler.set_timesteps(num_inference_steps)
-    dtype = model.input_projection.weight.dtype
+    dtype = model.dtype
     x = x_T.to(dtype)
     cond, weights = guided_condition(
         model,
@@ -165,7 +165,7 @@ def motion_windows(
     if signal.shape[1] == 0:
         raise AudioError("the audio is shorter than one video frame: there is no motion to sample")
     window = window or model.window
-    device, dtype = model.input_projection.weight.device, model.input_projection.weight.dtype
+    device, dtype = model.device, model.dtype
     batch = signal.shape[0]
 
     def padded(x: torch.Tensor | None) -> torch.Tensor | None:

@@ -8,8 +8,12 @@ __all__ = ["Controls", "TalkingHeadPipeline"]
 def __getattr__(name: str) -> Any:
     # Loaded on first use, so that the config schema (kdtalker.pipeline.config) is read without importing torch:
     # a mistyped command line is answered at once.
-    if name in __all__:
-        from kdtalker.pipeline import pipeline
+    if name == "Controls":
+        from kdtalker.pipeline.controls import Controls
 
-        return getattr(pipeline, name)
+        return Controls
+    if name == "TalkingHeadPipeline":
+        from kdtalker.pipeline.pipeline import TalkingHeadPipeline
+
+        return TalkingHeadPipeline
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

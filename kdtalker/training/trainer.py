@@ -126,6 +126,58 @@ def train(cfg: DictConfig) -> TrainResult:
 
 
 def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device) -> TrainResult:
+    run = _set_up(cfg, tc, info, device)
+    try:
+        return _loop(run)
+    finally:
+        run.bar.close()
+        if run.writer is not None:
+            run.writer.close()
+
+
+@dataclass
+class _Data:
+    """The training windows, split over the processes, and the held-out ones (None without a validation split)."""
+
+    train_set: MotionWindows
+    val_set: MotionWindows | None
+    sampler: ResumableSampler
+    local_batch: int  # windows per process and step
+    steps_per_epoch: int
+
+
+@dataclass
+class _Run:
+    """A training run once set up: its data, model and optimisers (resumed), and the position the loop advances."""
+
+    cfg: DictConfig
+    tc: DictConfig
+    info: DistInfo
+    device: torch.device
+    out_dir: Path
+    seed: int
+    data: _Data
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model, DDP-wrapped when distributed
+    scheduler: Any
+    objective: GeneratorObjective | None
+    disc_optimizer: torch.optim.Optimizer | None
+    optimizer: torch.optim.Optimizer
+    lr_schedule: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA | None
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    generator: torch.Generator
+    mask_drop: MaskDrop | None
+    result: TrainResult
+    writer: Any = None  # TensorBoard's SummaryWriter on rank 0, None on the others
+    bar: Any = None  # the progress bar (tqdm), silent on the other ranks
+    step: int = 0
+    best_val: float | None = None
+
+
+def _set_up(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device) -> _Run:
+    """Seeds, data, model, optimisers, EMA, AMP, then the resume checkpoint's state and the run's log folder."""
     out_dir = Path(tc.out_dir)
     seed = int(cfg.seed)
     if cfg.get("torch_threads"):
@@ -135,31 +187,11 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
 
     # The resume file first: a wrong one is said at once, not after the data is prepared.
     found = _resolve_resume(tc, out_dir, log=tqdm.write if info.is_main else (lambda line: None))
-
-    # Data: rank 0 builds (synthetic) shards and stats first, the others then read them.
-    if info.is_main:
-        files = prepare_data(cfg.data, build=True)
-    info.barrier()
-    if not info.is_main:
-        files = prepare_data(cfg.data, build=False)
-    norm = MotionNorm.load(files.norm)
-    window = int(cfg.data.window)
-    train_set = MotionWindows(files.train, norm, window, int(cfg.data.samples_per_clip), seed, train=True)
-    val_set = MotionWindows(files.val, norm, window, 1, seed, train=False) if files.val else None
-
-    if tc.batch_size % info.world_size:
-        raise ConfigError(f"train.batch_size={tc.batch_size} must divide evenly over {info.world_size} processes")
-    local_batch = tc.batch_size // info.world_size
-    sampler = ResumableSampler(train_set, info, seed=seed)
-    steps_per_epoch = sampler.num_samples // local_batch
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"{len(train_set)} training windows per epoch are fewer than train.batch_size={tc.batch_size}; "
-            "add clips, raise data.samples_per_clip or lower the batch size"
-        )
+    data = _training_data(cfg, tc, info, seed)
 
     # Model, optimiser, schedule, EMA.
     model = instantiate(cfg.model).to(device)
+    window = int(cfg.data.window)
     if getattr(model, "window", window) != window:
         raise ConfigError(f"data.window={window} but model.window={model.window}; they must match")
     if tc.get("init_from"):
@@ -181,121 +213,204 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
         raise ConfigError(f"train.precision={tc.precision!r} is not one of fp32, bf16, fp16")
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
     generator = torch.Generator(device=device).manual_seed(seed * 1000 + info.rank)
-
-    step, best_val = 0, None
+    run = _Run(
+        cfg=cfg,
+        tc=tc,
+        info=info,
+        device=device,
+        out_dir=out_dir,
+        seed=seed,
+        data=data,
+        model=model,
+        net=model,
+        scheduler=scheduler,
+        objective=objective,
+        disc_optimizer=disc_optimizer,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        ema=ema,
+        scaler=scaler,
+        amp_dtype=amp_dtype,
+        generator=generator,
+        mask_drop=mask_drop,
+        result=TrainResult(0, [], model, out_dir),
+    )
     if found is not None:
-        resume, ckpt = found
-        load_model_state(model, ckpt, str(resume))
-        _load_generator_state(objective, disc_optimizer, ckpt, str(resume))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        lr_schedule.load_state_dict(ckpt["scheduler"])
-        if ema is not None and ckpt.get("model_ema"):
-            ema.load_model_state(kdtalker_state_dict(ckpt, str(resume), ema=True), ckpt.get("ema_num_updates", 0))
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        step, best_val = int(ckpt["step"]), ckpt.get("best_val")
-        states = ckpt.get("rng") or []
-        if len(states) == info.world_size:
-            set_rng_state(states[info.rank], generator)
-        elif info.is_main:
-            tqdm.write(
-                f"resume: checkpoint was written by {len(states)} processes, now {info.world_size}; "
-                "random streams restart from the seed"
-            )
-        if info.is_main:
-            tqdm.write(f"resumed from {resume} at step {step}")
+        _resume(run, *found)
+    run.result.step = run.step
 
-    net = model
     if info.enabled:
         # The parameters no forward reads stay out of DDP's buckets, so that it need not search the graph for unused
         # ones after every backward (find_unused_parameters); they keep their loaded values and are never trained.
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, model.unused_parameter_names())
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    writer = None
+        run.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_dir / "config.yaml") as tmp:  # the run's resolved settings, next to its checkpoints
             OmegaConf.save(cfg, tmp, resolve=True)
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
-    lips = expression_channels(tuple(cfg.data.lip_keypoints))
-    result = TrainResult(step, [], model, out_dir)
+        run.writer = SummaryWriter(str(out_dir / "tb"), purge_step=run.step if run.step else None)
+    run.bar = tqdm(
+        total=int(tc.max_steps),
+        initial=run.step,
+        desc="train",
+        unit="step",
+        **({} if info.is_main else {"disable": True}),
+    )  # TQDM_DISABLE=1 still silences it
+    return run
 
-    def save() -> Path | None:
-        states = info.gather(rng_state(generator))
-        path = None
-        if info.is_main:
-            path = model.save_pretrained(
-                checkpoint_path(out_dir, step),
-                ema_model=ema.averaged_model(model) if ema is not None else None,
-                optimizer=optimizer.state_dict(),
-                scheduler=lr_schedule.state_dict(),
-                epoch=step // steps_per_epoch,
-                step=step,
-                best_val=best_val,
-                cfg=OmegaConf.to_container(cfg, resolve=True),
-                ema_num_updates=ema.num_updates if ema is not None else 0,
-                rng=states,
-                scaler=scaler.state_dict() if scaler.is_enabled() else None,
-                **_generator_state(objective, disc_optimizer),
-            )
-        info.barrier()
-        return path
 
-    def validate() -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        if info.is_main and val_set is not None:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _autocast(device, amp_dtype):
-                metrics.update(
-                    {
-                        f"val/{k}": v
-                        for k, v in validation_loss(
-                            model,
-                            lambda b, g: _loss(model, scheduler, objective, b, 0.0, g, None),
-                            val_set,
-                            int(tc.val_batch_size),
-                            device,
-                            seed,
-                        ).items()
-                    }
-                )
-                clips = val_set.clips[: int(tc.val_sample_clips)]
-                if clips:
-                    corr = sampled_lip_correlation(
-                        model, scheduler, clips, lips, int(tc.val_sample_frames), int(tc.val_sample_steps), device, seed
-                    )
-                    metrics.update({f"val/{k}": v for k, v in corr.items()})
-            for k, v in metrics.items():
-                writer.add_scalar(k, v, step)
-            tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        info.barrier()
-        return metrics
+def _training_data(cfg: DictConfig, tc: DictConfig, info: DistInfo, seed: int) -> _Data:
+    """Rank 0 builds the (synthetic) shards and statistics first, the others then read them; the split per rank."""
+    if info.is_main:
+        files = prepare_data(cfg.data, build=True)
+    info.barrier()
+    if not info.is_main:
+        files = prepare_data(cfg.data, build=False)
+    norm = MotionNorm.load(files.norm)
+    window = int(cfg.data.window)
+    train_set = MotionWindows(files.train, norm, window, int(cfg.data.samples_per_clip), seed, train=True)
+    val_set = MotionWindows(files.val, norm, window, 1, seed, train=False) if files.val else None
 
+    if tc.batch_size % info.world_size:
+        raise ConfigError(f"train.batch_size={tc.batch_size} must divide evenly over {info.world_size} processes")
+    local_batch = tc.batch_size // info.world_size
+    sampler = ResumableSampler(train_set, info, seed=seed)
+    steps_per_epoch = sampler.num_samples // local_batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"{len(train_set)} training windows per epoch are fewer than train.batch_size={tc.batch_size}; "
+            "add clips, raise data.samples_per_clip or lower the batch size"
+        )
+    return _Data(train_set, val_set, sampler, local_batch, steps_per_epoch)
+
+
+def _resume(run: _Run, path: Path, ckpt: dict[str, Any]) -> None:
+    """Continue `run` from a checkpoint: model, generator parts, optimisers, EMA, AMP scale, step, RNG streams."""
+    info = run.info
+    load_model_state(run.model, ckpt, str(path))
+    _load_generator_state(run.objective, run.disc_optimizer, ckpt, str(path))
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.lr_schedule.load_state_dict(ckpt["scheduler"])
+    if run.ema is not None and ckpt.get("model_ema"):
+        run.ema.load_model_state(kdtalker_state_dict(ckpt, str(path), ema=True), ckpt.get("ema_num_updates", 0))
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.step, run.best_val = int(ckpt["step"]), ckpt.get("best_val")
+    states = ckpt.get("rng") or []
+    if len(states) == info.world_size:
+        set_rng_state(states[info.rank], run.generator)
+    elif info.is_main:
+        tqdm.write(
+            f"resume: checkpoint was written by {len(states)} processes, now {info.world_size}; "
+            "random streams restart from the seed"
+        )
+    if info.is_main:
+        tqdm.write(f"resumed from {path} at step {run.step}")
+
+
+def _loop(run: _Run) -> TrainResult:
+    """Step until train.max_steps: loss, backward, clipping, optimiser (+ discriminator), schedule, EMA; logs,
+    validation and checkpoints at their periods."""
+    tc, data, model, device, result = run.tc, run.data, run.model, run.device, run.result
     loader_kwargs = dict(
-        batch_size=local_batch,
-        sampler=sampler,
+        batch_size=data.local_batch,
+        sampler=data.sampler,
         drop_last=True,
         num_workers=int(tc.num_workers),
         pin_memory=device.type == "cuda",
     )
-    bar = tqdm(
-        total=int(tc.max_steps), initial=step, desc="train", unit="step", **({} if info.is_main else {"disable": True})
-    )  # TQDM_DISABLE=1 still silences it
-    running: dict[str, float] = {}
-    # this period's per-step values stay on the device: one host sync when they are needed (a log line, a
-    # validation, a checkpoint), not one per step; a non-finite loss is caught then, before anything is saved
-    pending: list[dict[str, torch.Tensor | float]] = []
+    log_every, ckpt_every = int(tc.log_every), int(tc.ckpt_every)
+    losses = _LossLog(device)
+    model.train()
+    while run.step < tc.max_steps:
+        # The data position is a pure function of the step: epoch, then the batches already used in it.
+        epoch, done_in_epoch = divmod(run.step, data.steps_per_epoch)
+        data.sampler.set_epoch(epoch)
+        data.train_set.set_epoch(epoch)
+        data.sampler.skip = done_in_epoch * data.local_batch
+        # The loader draws its workers' base seed from its own generator, a function of (seed, epoch): drawn from
+        # the global RNG it would leave that one draw ahead of the saved state after a mid-epoch resume.
+        loader_rng = torch.Generator().manual_seed(run.seed * 1_000_003 + epoch)
+        for batch in DataLoader(data.train_set, generator=loader_rng, **loader_kwargs):
+            losses.pending.append(_step(run, {k: v.to(device, non_blocking=True) for k, v in batch.items()}))
+            run.bar.update(1)
+            step, last = run.step, run.step == tc.max_steps
+            logs = step % log_every == 0 or last
+            validates = bool(tc.val_every) and (step % int(tc.val_every) == 0 or last)
+            saves = step % ckpt_every == 0 or last
+            if logs or validates or saves:
+                result.losses.extend(losses.flush(step))
+            if logs:
+                means = losses.means(step % log_every or log_every)
+                run.bar.set_postfix(loss=f"{means['loss']:.4f}")
+                if run.writer is not None:
+                    for k, v in means.items():
+                        run.writer.add_scalar(f"train/{k}", v, step)
+            if validates:
+                result.metrics = _validate(run)
+                val_loss = result.metrics.get("val/loss")
+                if val_loss is not None and (run.best_val is None or val_loss < run.best_val):
+                    run.best_val = val_loss
+            if saves:
+                result.last_checkpoint = _save(run)
+            if step >= tc.max_steps:
+                break
+    result.step = run.step
+    return result
 
-    def flush() -> None:
-        if not pending:
-            return
-        names = list(pending[0])
+
+def _step(run: _Run, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
+    """One optimisation step on a batch -> its values on the device (loss terms, grad_norm) and the lr it used."""
+    tc, objective = run.tc, run.objective
+    with _autocast(run.device, run.amp_dtype):
+        out = _loss(run.net, run.scheduler, objective, batch, float(tc.audio_noise_prob), run.generator, run.mask_drop)
+    fake = out.pop("fake", None)
+    loss = out["loss"]
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), float(tc.grad_clip))
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.disc_optimizer is not None:  # the GAN's discriminator step, on the window just generated
+        with _autocast(run.device, run.amp_dtype):
+            d_out = objective.discriminator_loss(fake, batch["x0"], batch["audio"])
+        run.disc_optimizer.zero_grad(set_to_none=True)
+        d_out["loss_d"].backward()
+        run.disc_optimizer.step()
+        out.update(d_out)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.lr_schedule.step()
+    run.step += 1
+    if run.ema is not None and run.step % int(tc.ema.every) == 0:
+        run.ema.update(run.model)
+    return {**{k: v.detach() for k, v in out.items()}, "grad_norm": grad_norm.detach(), "lr": lr}
+
+
+class _LossLog:
+    """Per-step values kept on the device until they are needed (a log line, a validation, a checkpoint): one host
+    sync then, not one per step; a non-finite loss is caught at that point, before anything is saved."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pending: list[dict[str, torch.Tensor | float]] = []
+        self.running: dict[str, float] = {}  # sums since the last log line
+
+    def flush(self, step: int) -> list[float]:
+        """The pending steps' losses (the last one is `step`), their values added to the running sums."""
+        if not self.pending:
+            return []
+        names = list(self.pending[0])
         values = torch.stack(
-            [torch.stack([torch.as_tensor(p[k], dtype=torch.float32, device=device) for k in names]) for p in pending]
+            [
+                torch.stack([torch.as_tensor(p[k], dtype=torch.float32, device=self.device) for k in names])
+                for p in self.pending
+            ]
         ).tolist()
-        first = step - len(pending) + 1
+        first = step - len(self.pending) + 1
+        losses = []
         for offset, row in enumerate(values):
             loss_value = row[names.index("loss")]
             if not math.isfinite(loss_value):
@@ -303,74 +418,71 @@ def _train(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.device
                     f"training loss became {loss_value} at step {first + offset}; lower train.lr "
                     "or resume from an earlier checkpoint"
                 )
-            result.losses.append(loss_value)
+            losses.append(loss_value)
             for name, value in zip(names, row):
-                running[name] = running.get(name, 0.0) + value
-        pending.clear()
+                self.running[name] = self.running.get(name, 0.0) + value
+        self.pending.clear()
+        return losses
 
-    model.train()
-    while step < tc.max_steps:
-        # The data position is a pure function of the step: epoch, then the batches already used in it.
-        epoch, done_in_epoch = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        sampler.skip = done_in_epoch * local_batch
-        # The loader draws its workers' base seed from its own generator, a function of (seed, epoch): drawn from
-        # the global RNG it would leave that one draw ahead of the saved state after a mid-epoch resume.
-        loader_rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        for batch in DataLoader(train_set, generator=loader_rng, **loader_kwargs):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with _autocast(device, amp_dtype):
-                out = _loss(net, scheduler, objective, batch, float(tc.audio_noise_prob), generator, mask_drop)
-            fake = out.pop("fake", None)
-            loss = out["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tc.grad_clip))
-            scaler.step(optimizer)
-            scaler.update()
-            if disc_optimizer is not None:  # the GAN's discriminator step, on the window just generated
-                with _autocast(device, amp_dtype):
-                    d_out = objective.discriminator_loss(fake, batch["x0"], batch["audio"])
-                disc_optimizer.zero_grad(set_to_none=True)
-                d_out["loss_d"].backward()
-                disc_optimizer.step()
-                out.update(d_out)
-            lr = optimizer.param_groups[0]["lr"]
-            lr_schedule.step()
-            step += 1
-            if ema is not None and step % int(tc.ema.every) == 0:
-                ema.update(model)
+    def means(self, steps: int) -> dict[str, float]:
+        """The running sums over `steps` steps, then cleared for the next log line."""
+        means = {k: v / steps for k, v in self.running.items()}
+        self.running.clear()
+        return means
 
-            pending.append({**{k: v.detach() for k, v in out.items()}, "grad_norm": grad_norm.detach(), "lr": lr})
-            bar.update(1)
-            logs = step % int(tc.log_every) == 0 or step == tc.max_steps
-            validates = bool(tc.val_every) and (step % int(tc.val_every) == 0 or step == tc.max_steps)
-            if logs or validates or step % int(tc.ckpt_every) == 0 or step == tc.max_steps:
-                flush()
-            if logs:
-                n = step % int(tc.log_every) or int(tc.log_every)
-                means = {k: v / n for k, v in running.items()}
-                running.clear()
-                bar.set_postfix(loss=f"{means['loss']:.4f}")
-                if writer is not None:
-                    for k, v in means.items():
-                        writer.add_scalar(f"train/{k}", v, step)
-            if validates:
-                result.metrics = validate()
-                val_loss = result.metrics.get("val/loss")
-                if val_loss is not None and (best_val is None or val_loss < best_val):
-                    best_val = val_loss
-            if step % int(tc.ckpt_every) == 0 or step == tc.max_steps:
-                result.last_checkpoint = save()
-            if step >= tc.max_steps:
-                break
-    bar.close()
-    if writer is not None:
-        writer.close()
-    result.step = step
-    return result
+
+def _save(run: _Run) -> Path | None:
+    """A checkpoint of the run at its step (rank 0 writes it, with every rank's RNG state) -> its path on rank 0."""
+    info, ema, objective = run.info, run.ema, run.objective
+    states = info.gather(rng_state(run.generator))
+    path = None
+    if info.is_main:
+        path = run.model.save_pretrained(
+            checkpoint_path(run.out_dir, run.step),
+            ema_model=ema.averaged_model(run.model) if ema is not None else None,
+            optimizer=run.optimizer.state_dict(),
+            scheduler=run.lr_schedule.state_dict(),
+            epoch=run.step // run.data.steps_per_epoch,
+            step=run.step,
+            best_val=run.best_val,
+            cfg=OmegaConf.to_container(run.cfg, resolve=True),
+            ema_num_updates=ema.num_updates if ema is not None else 0,
+            rng=states,
+            scaler=run.scaler.state_dict() if run.scaler.is_enabled() else None,
+            **_generator_state(objective, run.disc_optimizer),
+        )
+    info.barrier()
+    return path
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """Validation loss and sampled lip-audio correlation on the held-out clips (rank 0), logged at the run's step."""
+    tc, model, device, seed = run.tc, run.model, run.device, run.seed
+    val_set = run.data.val_set
+    metrics: dict[str, float] = {}
+    if run.info.is_main and val_set is not None:
+        lips = expression_channels(tuple(run.cfg.data.lip_keypoints))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _autocast(device, run.amp_dtype):
+            losses = validation_loss(
+                model,
+                lambda b, g: _loss(model, run.scheduler, run.objective, b, 0.0, g, None),
+                val_set,
+                int(tc.val_batch_size),
+                device,
+                seed,
+            )
+            metrics.update({f"val/{k}": v for k, v in losses.items()})
+            clips = val_set.clips[: int(tc.val_sample_clips)]
+            if clips:
+                corr = sampled_lip_correlation(
+                    model, run.scheduler, clips, lips, int(tc.val_sample_frames), int(tc.val_sample_steps), device, seed
+                )
+                metrics.update({f"val/{k}": v for k, v in corr.items()})
+        for k, v in metrics.items():
+            run.writer.add_scalar(k, v, run.step)
+        tqdm.write(f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    run.info.barrier()
+    return metrics
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

@@ -51,8 +51,9 @@ def run(args: argparse.Namespace) -> None:
                 break
         end = time.perf_counter()
     rate = (count - 1) / (end - first) if count > 1 else float("nan")
+    batch = pipe.controls.updated({}, pipe.device).batch_size
     print(
         f"{args.seconds:g} s clip on {pipe.device} ({pipe.dtype}, {args.steps} DDIM steps, render batch "
-        f"{pipe._controls({}).batch_size}): first frame after {first - start:.3f} s (image read, crop, audio features, "
+        f"{batch}): first frame after {first - start:.3f} s (image read, crop, audio features, "
         f"the first motion window, the smoother's lag, one render batch); {count} frames at {rate:.2f} frames/s"
     )

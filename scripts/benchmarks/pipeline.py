@@ -125,7 +125,7 @@ def build_pipeline(args: argparse.Namespace, root):
 
 def _trace_renders(pipe) -> None:
     """Wrap the renderer's render: each call synchronised and timed, printed at the end of each clip."""
-    renderer = pipe.load()["renderer"]
+    renderer = pipe.load().renderer
     plain, calls = renderer.render, []
 
     def render(*a, **k):
@@ -177,6 +177,7 @@ def _end_to_end(pipe, args: argparse.Namespace, clip: Path, total: int, results:
 
 def run(args: argparse.Namespace) -> None:
     from kdtalker.audio import load_audio
+    from kdtalker.pipeline.request import Request
 
     tmp = None
     root = args.checkpoint_dir
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace) -> None:
         pipe.load()
     if args.trace:
         _trace_renders(pipe)
-    ctl = pipe._controls({})
+    ctl = pipe.controls.updated({}, pipe.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(
         f"device: {name}, dtype {pipe.dtype}; {args.steps} DDIM steps; render batch {ctl.batch_size}; "
@@ -244,8 +245,9 @@ def run(args: argparse.Namespace) -> None:
             )
             continue
         with _measure(results, "sampling", device), torch.inference_mode():
-            job = pipe._prepare(args.image, clip, ctl)
-            for _ in pipe.motion_pieces(job.source.info, job.features, ctl):
+            pipe.timings.reset()
+            job = pipe._prepare(Request(ctl, source_image=args.image, driven_audio=clip, streamed=True).validate())
+            for _ in pipe.motion.pieces(job.source.info, job.features, ctl):
                 pass
         prepare = pipe.timings.crop + pipe.timings.audio
         sampling = pipe.timings.sampling

@@ -1,0 +1,153 @@
+"""Motion making: the models' motion for a source, in three layers of one thing.
+
+sample      the whole clip at once: denormalised, smoothed motion (T, 70)
+pieces      the same, piece by piece as windows are sampled (what streaming renders from)
+controlled  the pieces with each face region taken from its control signal (driving video, pose file)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+from torch import Tensor
+
+from kdtalker.diffusion import pack_motion, region_mask
+from kdtalker.diffusion.guidance import leading_signal
+from kdtalker.diffusion.motion import POSE
+from kdtalker.diffusion.multisignal import SIGNAL_REGIONS
+from kdtalker.diffusion.sampling import motion_windows
+from kdtalker.diffusion.smoothing import StreamingSmoother
+from kdtalker.errors import ConfigError, KDTalkerError
+from kdtalker.pipeline.control import mix_motion
+from kdtalker.pipeline.controls import Controls
+from kdtalker.pipeline.job import Job
+from kdtalker.pipeline.models import Models
+from kdtalker.pipeline.timings import Timings
+from kdtalker.pipeline.weights import NORM_FILE
+
+KeypointInfo = Mapping[str, torch.Tensor]  # LivePortrait's keypoint info of images: pitch, yaw, roll, t, exp, scale, kp
+
+
+class MotionMaker:
+    """Motion from the loaded models for one source; Kalman settings as the pipeline's, busy time to `timings`."""
+
+    def __init__(
+        self,
+        models: Models,
+        transition_cov: float,
+        observation_cov: float,
+        timings: Timings,
+        checkpoint_dir: Path,
+    ):
+        self.models = models
+        self.transition_cov = transition_cov
+        self.observation_cov = observation_cov
+        self.timings = timings
+        self.checkpoint_dir = checkpoint_dir
+
+    def sample(
+        self, source_info: KeypointInfo, features: Tensor | None, ctl: Controls, driving: Tensor | None = None
+    ) -> torch.Tensor:
+        """Source keypoint info + audio features (T, 512) -> denormalised, smoothed motion (T, 70) float32.
+
+        driving: the raw driving motion (T, 70) on the source (relative_video_motion) for ctl.signals=motion|both;
+        features None with signals=motion."""
+        return torch.cat(list(self.pieces(source_info, features, ctl, driving)))
+
+    def pieces(
+        self, source_info: KeypointInfo, features: Tensor | None, ctl: Controls, driving: Tensor | None = None
+    ) -> Iterator[torch.Tensor]:
+        """As `sample`, in pieces (n, 70) that are final as soon as they come (window by window, smoothing lag)."""
+        norm = self.models.norm
+        if ctl.uses_motion and driving is None:
+            raise ConfigError(f"signals={ctl.signals} needs the driving motion (driving_video=PATH)")
+        audio = features.float()[None] if ctl.uses_audio else None
+        motion = norm.normalize(driving.float())[None] if ctl.uses_motion else None
+        lead = leading_signal(audio, motion)
+        num_frames = lead.shape[1]
+        raw = source_motion(source_info).to(lead.device)  # (70,) unnormalised
+        ori = norm.canonical_token(source_info["kp"].reshape(63).float().to(raw.device))
+        generator = torch.Generator(device=self.models.denoiser.device).manual_seed(int(ctl.seed))
+        windows = motion_windows(
+            self.models.denoiser,
+            self.models.scheduler,
+            audio,
+            norm.normalize(raw)[None],
+            ori[None],
+            steps=ctl.steps,
+            generator=generator,
+            driving=motion,
+            regions=region_mask(SIGNAL_REGIONS[ctl.signals])[None] if motion is not None else None,
+            guidance=ctl.guidance,
+        )
+        # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
+        # the observation noise: more noise = trust the samples less = smoother.
+        smoother = StreamingSmoother(
+            self.transition_cov, self.observation_cov * ctl.smoothing, enabled=ctl.smoothing > 0
+        )
+        done = 0
+        while True:
+            with self.timings.stage("sampling"):
+                piece = next(windows, None)
+                if piece is None:
+                    rows = smoother.finish()
+                else:
+                    x0 = piece[1][0, : num_frames - done]
+                    done += x0.shape[0]
+                    motion = norm.denormalize(x0).float()
+                    if not torch.isfinite(motion).all():
+                        raise broken_motion("sampled motion", self.checkpoint_dir)
+                    rows = smoother.push(motion.cpu().numpy())
+                rows = torch.from_numpy(rows).to(raw.device)
+                if ctl.head_motion_scale != 1.0:
+                    # Pose = angles and translation; the expression is left as predicted.
+                    rows[:, POSE] = raw[POSE] + ctl.head_motion_scale * (rows[:, POSE] - raw[POSE])
+            if rows.shape[0]:
+                yield rows
+            if piece is None:
+                break
+        if done != num_frames:
+            raise KDTalkerError(f"the sampler returned {done} frames for {num_frames} audio frames")
+
+    def controlled(self, job: Job) -> Iterator[torch.Tensor]:
+        """The motion to render, in pieces: the sampled audio motion with each region from its control signal."""
+        ctl, source = job.controls, job.source
+        driving = job.video_motion if ctl.uses_motion else None
+        if ctl.control.is_audio_only:
+            yield from self.pieces(source.info, job.features, ctl, driving)
+            return
+        raw_source = source_motion(source.info)
+        if ctl.control.uses("audio"):
+            audio_pieces = self.pieces(source.info, job.features, ctl, driving)
+        else:
+            audio_pieces = iter([None])
+        done = 0
+        for audio in audio_pieces:
+            n = job.num_frames - done if audio is None else audio.shape[0]
+            rows = slice(done, done + n)
+            video = None if job.video_motion is None else job.video_motion[rows]
+            pose = None if job.pose_track is None else job.pose_track[rows]
+            yield mix_motion(ctl.control, raw_source, audio=audio, video=video, pose=pose)
+            done += n
+
+
+def motions_of(info: KeypointInfo) -> torch.Tensor:
+    """LivePortrait keypoint info of B images -> their raw motion (B, 70) [scale, yaw, pitch, roll, t(3), exp(63)]."""
+    b = info["exp"].shape[0]
+    parts = [info[k].reshape(b, -1).float() for k in ("scale", "yaw", "pitch", "roll", "t", "exp")]
+    return pack_motion(*parts)
+
+
+def source_motion(info: KeypointInfo) -> torch.Tensor:
+    """LivePortrait keypoint info of one image -> its raw 70-d motion [scale, yaw, pitch, roll, t(3), exp(63)]."""
+    return motions_of(info)[0]
+
+
+def broken_motion(what: str, checkpoint_dir: Path) -> KDTalkerError:
+    """The error for NaN/inf in `what` (sampled motion, driving keypoints): the diffusion files are broken."""
+    return KDTalkerError(
+        f"the {what} holds NaN or infinite values: {checkpoint_dir / 'KDTalker.pth'} or "
+        f"{checkpoint_dir / NORM_FILE} is broken (or they do not belong together); download both again"
+    )
