@@ -14,11 +14,13 @@ from kdtalker.errors import ConfigError
 from kdtalker.pipeline.config import InferenceConfig
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+SHIPPED_NORM = Path(__file__).resolve().parent / "checkpoints" / "norm.npz"  # not on the Hub: the repository's copy
 
 
 def main(cfg) -> None:
     """Build the pipeline from the config and write the video."""
     from kdtalker.pipeline import TalkingHeadPipeline
+    from kdtalker.pipeline.hub import fetch_missing
 
     optional = {
         "source_image": cfg.get("source_video"),
@@ -30,6 +32,9 @@ def main(cfg) -> None:
                 f"{key}=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav "
                 "output=out.mp4"
             )
+    fetch_missing(
+        cfg.checkpoint_dir, download=cfg.download, norm_copy=SHIPPED_NORM, crop_models=cfg.crop.method == "insightface"
+    )
     pipeline = TalkingHeadPipeline.from_config(cfg)
     output = pipeline.generate(
         cfg.source_image,
