@@ -291,3 +291,31 @@ def test_the_test_suite_never_reaches_the_real_hub():
     import huggingface_hub.constants
 
     assert huggingface_hub.constants.HF_HUB_OFFLINE  # conftest sets HF_HUB_OFFLINE before the import
+
+
+def test_the_main_command_fetches_on_first_use_and_not_again(hub, tmp_path):
+    """inference.py on an empty folder through HF_ENDPOINT: downloads and links the files (stand-ins here, so the
+    folder check refuses them afterwards: the download path is the point), and a second run asks the Hub nothing."""
+    root = tmp_path / "checkpoints"
+    out = tmp_path / "out.mp4"
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "TQDM_DISABLE": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    command = [
+        sys.executable,
+        str(REPO / "inference.py"),
+        f"source_image={REPO / 'examples' / 'astronaut.png'}",
+        f"driven_audio={REPO / 'examples' / 'speech_short.wav'}",
+        f"output={out}",
+        f"checkpoint_dir={root}",
+    ]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    said = [line for line in first.stdout.splitlines() if line.startswith("downloading")]
+    assert len(said) == 1 and f"into {root}" in said[0] and hub.url in said[0], first.stdout
+    assert folder_files(root) == set(hub_files()) | {NORM_FILE}
+    assert first.returncode == 1 and first.stderr.startswith("error: "), first.stderr
+    assert "is not a PyTorch checkpoint" in first.stderr
+    gets = len(hub.gets())
+    assert gets == len(hub_files())
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1 and "downloading" not in second.stdout
+    assert len(hub.gets()) == gets and not out.exists()

@@ -112,6 +112,7 @@ def _download(
 ) -> list[Path]:
     """hf_hub_download each of `missing` (huggingface_hub's progress bar per file) and place it under `root`."""
     from huggingface_hub import constants, hf_hub_download  # only when something is missing: a full folder needs no Hub
+    from tqdm import tqdm
 
     address = hub_endpoint(endpoint)
     repos = ", ".join(sorted({wanted[rel].repo_id for rel in missing}))
@@ -122,7 +123,12 @@ def _download(
         spec = wanted[rel]
         try:
             cached = hf_hub_download(
-                spec.repo_id, spec.filename, revision=REVISION, endpoint=endpoint, cache_dir=cache_dir
+                spec.repo_id,
+                spec.filename,
+                revision=REVISION,
+                endpoint=endpoint,
+                cache_dir=cache_dir,
+                tqdm_class=tqdm,  # plain tqdm, like the other bars: shown on any stream, off with TQDM_DISABLE=1
             )
         except Exception as exc:  # noqa: BLE001 - huggingface_hub and its HTTP client raise many types; all mean "not here"
             raise _download_error(root, address, missing[done:], wanted, exc) from None
