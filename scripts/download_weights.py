@@ -1,6 +1,6 @@
 """Fetch the official weights: `python scripts/download_weights.py [dir=checkpoints] [crop_models=true]`.
 
-The Hub files come through huggingface_hub (its cache, resumed downloads, HF_ENDPOINT for a mirror, HF_TOKEN,
+The Hub files come through huggingface_hub (its cache, dropped connections resumed, HF_ENDPOINT for a mirror, HF_TOKEN,
 HF_HUB_OFFLINE) and are linked into `dir`; files already there are kept and never looked up. norm.npz is not on the
 Hub: the repository's copy is used, else it is fetched from the official GitHub repository. Without internet access
 it stops with one message listing each missing file and its address (checkpoints/README.md: the manual route).

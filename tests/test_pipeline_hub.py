@@ -187,6 +187,31 @@ def test_an_interrupted_download_resumes_with_a_range_request(hub, tmp_path, mon
     assert tries == [None, f"bytes={len(data) // 2}-"]  # the second request asks only for the rest
 
 
+def test_a_killed_run_leaves_whole_files_and_the_next_run_fetches_only_the_rest(hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import huggingface_hub.file_download as file_download
+
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+    root = tmp_path / "checkpoints"
+    path = "/ChaolongYang/KDTalker/resolve/main/ckpts/KDTalker.pth"  # the last file: the others are done by then
+    hub.cut_first_get.add(path)
+
+    def ctrl_c(seconds):  # the user presses Ctrl-C while huggingface_hub waits to retry
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(file_download, "time", types.SimpleNamespace(sleep=ctrl_c))
+        with pytest.raises(KeyboardInterrupt):
+            fetch(root, hub, tmp_path)
+    assert folder_files(root) == set(hub_files()) - {"KDTalker.pth"}  # whole files only, no partial one
+    assert not [p for p in (tmp_path / "hf_cache").rglob("*") if ".incomplete" in p.name]  # none in the cache
+    fetch(root, hub, tmp_path)
+    assert (root / "KDTalker.pth").read_bytes() == hub.content["KDTalker.pth"]
+    # huggingface_hub 2.x keeps no partial file across runs (a per-process temporary, removed on failure): the
+    # unfinished file starts again, the finished ones are not asked for again
+    assert [p for _, p, _ in hub.gets()].count(path) == 2 and len(hub.gets()) == len(hub_files()) + 1
+
+
 @pytest.mark.parametrize("way", ["HF_HUB_OFFLINE", "unreachable"])
 def test_offline_is_one_error_naming_every_file_and_nothing_is_written(hub, tmp_path, monkeypatch, way):
     import huggingface_hub.constants

@@ -1,7 +1,7 @@
 """The official weights from the Hugging Face Hub: which repository holds each file, and fetching the missing ones.
 
 `fetch_missing(root)` downloads only what is absent from the checkpoint folder, through huggingface_hub, into its
-cache (shared with other tools, resumed after an interruption, `HF_ENDPOINT` / `HF_TOKEN` / `HF_HUB_OFFLINE`
+cache (shared with other tools, a dropped connection resumed by Range, `HF_ENDPOINT` / `HF_TOKEN` / `HF_HUB_OFFLINE`
 honoured by huggingface_hub itself), then hard-links (or, across file systems, copies) each file to where the
 folder expects it. The folder stays the one place the loaders read: it works offline, and a folder that already
 holds every file is never looked up online (not even imported huggingface_hub for).
