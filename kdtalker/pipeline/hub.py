@@ -110,7 +110,7 @@ def _download(
     cache_dir: str | os.PathLike | None,
     report: Callable[[str], None],
 ) -> list[Path]:
-    """hf_hub_download each of `missing` (huggingface_hub's progress bar per file) and place it under `root`."""
+    """hf_hub_download each of `missing` (a progress bar per file) and place it under `root`."""
     from huggingface_hub import constants, hf_hub_download  # only when something is missing: a full folder needs no Hub
     from tqdm import tqdm
 
