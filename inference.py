@@ -10,17 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdtalker.cli import run
+from kdtalker.errors import ConfigError
 from kdtalker.pipeline.config import InferenceConfig
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+SHIPPED_NORM = Path(__file__).resolve().parent / "checkpoints" / "norm.npz"  # not on the Hub: the repository's copy
 
 
 def main(cfg) -> None:
     """Build the pipeline from the config and write the video."""
     from kdtalker.pipeline import TalkingHeadPipeline
+    from kdtalker.pipeline.hub import fetch_missing
     from kdtalker.pipeline.request import check_required
 
-    check_required(cfg.source_image, cfg.source_video, cfg.output)  # before any weight is read
+    # before any weight is read or downloaded
+    check_required(cfg.source_image, cfg.source_video, cfg.output)
+    if not (cfg.get("driven_audio") or cfg.get("motion_file") or cfg.get("driving_video")):
+        raise ConfigError(
+            "driven_audio=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav "
+            "output=out.mp4"
+        )
+    fetch_missing(
+        cfg.checkpoint_dir, download=cfg.download, norm_copy=SHIPPED_NORM, crop_models=cfg.crop.method == "insightface"
+    )
     pipeline = TalkingHeadPipeline.from_config(cfg)
     output = pipeline.generate(
         cfg.source_image,

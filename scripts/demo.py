@@ -12,14 +12,27 @@ from pathlib import Path
 from kdtalker.cli import run
 from kdtalker.demo.cache import gradio_cache
 from kdtalker.demo.config import DemoConfig
+from kdtalker.errors import CheckpointError
+from kdtalker.pipeline.hub import fetch_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
+SHIPPED_NORM = ROOT / "checkpoints" / "norm.npz"  # not on the Hub: the repository's copy
 EXAMPLES = [[str(ROOT / "examples" / "astronaut.png"), str(ROOT / "examples" / "speech.wav")]]
 
 
 def main(cfg) -> None:
-    """Load the models, build the page, serve it until interrupted; what the server kept goes with it."""
+    """Fetch missing weights, load the models, build the page, serve it until interrupted; what the server kept goes
+    with it."""
+    try:
+        fetch_missing(
+            cfg.checkpoint_dir,
+            download=cfg.download,
+            norm_copy=SHIPPED_NORM,
+            crop_models=cfg.crop.method == "insightface",
+        )
+    except CheckpointError as exc:  # the page still starts: it lists the missing files and keeps Generate off
+        print(f"note: {' '.join(str(exc).split())}", flush=True)
     with gradio_cache():  # before Gradio is imported: it takes its folder from the environment then
         from kdtalker.demo.app import Demo, build_app, serve
 

@@ -1,7 +1,9 @@
 """Fetch the official weights: `python scripts/download_weights.py [dir=checkpoints] [crop_models=true]`.
 
-Files already present are skipped; each download goes to a temporary file renamed only when complete.
-Without internet access it stops with one message saying which file to fetch by hand (checkpoints/README.md).
+The Hub files come through huggingface_hub (its cache, dropped connections resumed, HF_ENDPOINT for a mirror, HF_TOKEN,
+HF_HUB_OFFLINE) and are linked into `dir`; files already there are kept and never looked up. norm.npz is not on the
+Hub: the repository's copy is used, else it is fetched from the official GitHub repository. Without internet access
+it stops with one message listing each missing file and its address (checkpoints/README.md: the manual route).
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from omegaconf import MISSING
 
 from kdtalker.cli import run
 from kdtalker.errors import KDTalkerError
-from kdtalker.fileio import atomic_path, copy_atomic
-from kdtalker.pipeline.weights import CROP_FILES, NORM_FILE, WEIGHT_FILES
+from kdtalker.fileio import atomic_path
+from kdtalker.pipeline.hub import fetch_missing, hub_endpoint, hub_files
+from kdtalker.pipeline.weights import NORM_FILE
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-LIVEPORTRAIT = "https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/"
-KDTALKER = "https://huggingface.co/ChaolongYang/KDTalker/resolve/main/"
 SHIPPED_NORM = Path(__file__).resolve().parent.parent / "checkpoints" / NORM_FILE
 NORM_URL = "https://raw.githubusercontent.com/chaolongy/KDTalker/main/dataset_process/norm.npz"
 
@@ -38,21 +39,14 @@ class DownloadConfig:
 
 def sources(crop_models: bool = False) -> dict[str, str]:
     """{path relative to the checkpoint folder: URL} of every official file (plus the ONNX crop models if asked)."""
-    urls = {}
-    for spec in WEIGHT_FILES:
-        if spec.relpath.startswith("liveportrait/"):
-            urls[spec.relpath] = LIVEPORTRAIT + spec.relpath
-        else:
-            urls[spec.relpath] = KDTALKER + "ckpts/" + spec.relpath
+    endpoint = hub_endpoint()
+    urls = {rel: spec.url(endpoint) for rel, spec in hub_files(crop_models).items()}
     urls[NORM_FILE] = NORM_URL
-    if crop_models:
-        for relpath in CROP_FILES.values():
-            urls[relpath] = LIVEPORTRAIT + relpath
     return urls
 
 
 def download(url: str, target: Path, timeout: float = 30.0) -> None:
-    """Stream `url` to `target` atomically; KDTalkerError with the URL and target when it fails."""
+    """Stream `url` to `target` atomically; KDTalkerError with the URL and target when it fails (norm.npz only)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with (
@@ -72,18 +66,13 @@ def download(url: str, target: Path, timeout: float = 30.0) -> None:
 def main(cfg) -> None:
     """Fetch every missing file of `sources()` into cfg.dir."""
     root = Path(cfg.dir)
-    for relpath, url in sources(cfg.crop_models).items():
-        target = root / relpath
-        if target.is_file() and target.stat().st_size > 0:
-            print(f"present  {target}")
-            continue
-        if relpath == NORM_FILE and SHIPPED_NORM.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            copy_atomic(SHIPPED_NORM, target, "the norm statistics")
-            print(f"copied   {target} (the statistics shipped with this repository)")
-            continue
-        print(f"fetching {target} <- {url}", flush=True)
-        download(url, target, cfg.timeout)
+    for relpath in sources(cfg.crop_models):
+        if (root / relpath).is_file():
+            print(f"present  {root / relpath}")
+    fetch_missing(root, norm_copy=SHIPPED_NORM, crop_models=cfg.crop_models)
+    if not (root / NORM_FILE).is_file():  # no shipped copy (a trimmed checkout): the official file on GitHub
+        print(f"fetching {root / NORM_FILE} <- {NORM_URL}", flush=True)
+        download(NORM_URL, root / NORM_FILE, cfg.timeout)
     print(f"all weights are in {root}")
 
 

@@ -1,6 +1,9 @@
 import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+# No test reaches the real Hugging Face Hub (download=auto would on an incomplete folder); tests/test_pipeline_hub.py
+# lifts this for its local fake Hub only. Set before huggingface_hub is imported: it reads the variable then.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import sys
 from pathlib import Path
 

@@ -410,7 +410,7 @@ def test_missing_weights_are_all_listed_with_their_source(tmp_path):
 
     empty = tmp_path / "ckpt"
     empty.mkdir()
-    result = inference(output=tmp_path / "out.mp4", checkpoint_dir=empty)
+    result = inference(output=tmp_path / "out.mp4", checkpoint_dir=empty, download="never")  # the folder check
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[0].startswith("error: ") and "missing" in lines[0] and str(empty) in lines[0], lines

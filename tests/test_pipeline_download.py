@@ -1,10 +1,11 @@
-"""scripts/download_weights.py without internet: skips present files, copies the shipped norm.npz, names what failed."""
+"""scripts/download_weights.py without internet: skips present files, copies the shipped norm.npz, names what failed.
+
+Downloads from a (fake) Hub: tests/test_pipeline_hub.py."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -20,15 +21,8 @@ def _script():
     return module
 
 
-def test_offline_download_fails_cleanly(tmp_path, monkeypatch, capsys):
-    script = _script()
-    calls = []
-
-    def offline(url, timeout=None):
-        calls.append(url)
-        raise urllib.error.URLError("Name or service not known")
-
-    monkeypatch.setattr(script.urllib.request, "urlopen", offline)
+def test_offline_download_fails_cleanly(tmp_path, capsys):
+    script = _script()  # HF_HUB_OFFLINE=1 (conftest): huggingface_hub looks only in its (empty) cache
     present = tmp_path / "liveportrait" / "base_models" / "appearance_feature_extractor.pth"
     present.parent.mkdir(parents=True)
     present.write_bytes(b"already here")
@@ -37,10 +31,9 @@ def test_offline_download_fails_cleanly(tmp_path, monkeypatch, capsys):
     assert stop.value.code == 1
     err = capsys.readouterr()
     assert "present" in err.out and "appearance_feature_extractor.pth" in err.out
-    assert "could not download" in err.err and "motion_extractor.pth" in err.err and "checkpoints/README.md" in err.err
-    assert calls == [
-        "https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/liveportrait/base_models/motion_extractor.pth"
-    ]
+    lines = err.err.strip().splitlines()
+    assert lines[0].startswith("error: 6 weight files are missing") and "checkpoints/README.md" in lines[0], lines
+    assert len(lines) == 7 and "motion_extractor.pth <- https://" in lines[1] and "HF_HUB_OFFLINE" in lines[0]
     assert present.read_bytes() == b"already here"
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p != present]
     assert leftovers == []  # nothing half-written
@@ -56,10 +49,14 @@ def test_every_official_file_has_a_source():
 
 
 def test_shipped_norm_is_copied_offline(tmp_path, monkeypatch):
+    import huggingface_hub
+
     script = _script()
-    monkeypatch.setattr(script, "sources", lambda crop_models=False: {"norm.npz": "https://example.invalid/norm.npz"})
-    monkeypatch.setattr(
-        script.urllib.request, "urlopen", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no network"))
-    )
+    for relpath in script.sources():  # every Hub file present: only the statistics are missing
+        if relpath != "norm.npz":
+            (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / relpath).write_bytes(b"present")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("the Hub was asked"))
+    monkeypatch.setattr(script.urllib.request, "urlopen", lambda *a, **k: pytest.fail("GitHub was asked"))
     script.cli([f"dir={tmp_path}"])
     assert (tmp_path / "norm.npz").read_bytes() == (REPO / "checkpoints" / "norm.npz").read_bytes()

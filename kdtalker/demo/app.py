@@ -54,7 +54,8 @@ def missing_weights_text(checkpoint_dir: str | Path) -> str | None:
     lines = [f"- `{Path(checkpoint_dir) / rel}`: {what}" for rel, what in missing]
     return (
         f"**The model weights are missing**, so nothing can be generated yet. Put these files in place "
-        f"(`{README}` says which file goes where; with internet: `python scripts/download_weights.py`) and "
+        f"(`{README}` says which file goes where; with internet: `download=auto`, the default, or "
+        "`python scripts/download_weights.py`) and "
         "restart the demo:\n\n" + "\n".join(lines)
     )
 

@@ -57,6 +57,7 @@ class InferenceConfig:
     driven_audio: Optional[str] = MISSING
     output: Optional[str] = MISSING
     checkpoint_dir: str = MISSING
+    download: str = MISSING
     save_motion: Optional[str] = MISSING
     motion_file: Optional[str] = MISSING
     driving_video: Optional[str] = MISSING

@@ -166,7 +166,7 @@ def check_checkpoint_dir(root: str | os.PathLike) -> dict[str, Path]:
     if len(missing) > 1:  # all of them at once: a fresh clone would otherwise take one run per file
         raise CheckpointError(
             f"{len(missing)} weight files are missing in {root}; put each where shown (see {README}; with internet: "
-            f"python scripts/download_weights.py dir={root}):",
+            f"download=auto fetches them on first use, or python scripts/download_weights.py dir={root}):",
             details=tuple(f"{root / relpath}: {what}" for relpath, what in missing),
         )
     found = {spec.relpath: check_weight_file(root, spec) for spec in WEIGHT_FILES}
