@@ -26,10 +26,7 @@ def main(cfg) -> None:
     # before any weight is read or downloaded
     check_required(cfg.source_image, cfg.source_video, cfg.output)
     if not (cfg.get("driven_audio") or cfg.get("motion_file") or cfg.get("driving_video")):
-        raise ConfigError(
-            "driven_audio=PATH is required, e.g. python inference.py source_image=face.png driven_audio=speech.wav "
-            "output=out.mp4"
-        )
+        raise ConfigError("driven_audio=PATH is required (or motion_file=PATH.npz to render a saved motion)")
     fetch_missing(
         cfg.checkpoint_dir, download=cfg.download, norm_copy=SHIPPED_NORM, crop_models=cfg.crop.method == "insightface"
     )
