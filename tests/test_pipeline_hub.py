@@ -285,25 +285,24 @@ def test_hf_endpoint_reaches_a_mirror_from_the_download_script(hub, tmp_path):
     assert (tmp_path / "hf_home" / "hub").is_dir()  # huggingface_hub's own cache, under HF_HOME
 
 
+def inference_command(checkpoint_dir: Path, output: Path) -> list[str]:
+    """The README's main command on the example portrait and short speech, with this checkpoint folder."""
+    return [
+        sys.executable,
+        str(REPO / "inference.py"),
+        f"source_image={REPO / 'examples' / 'astronaut.png'}",
+        f"driven_audio={REPO / 'examples' / 'speech_short.wav'}",
+        f"output={output}",
+        f"checkpoint_dir={checkpoint_dir}",
+    ]
+
+
 def test_inference_offline_is_one_error_line_and_exit_1(tmp_path):
     root = tmp_path / "empty"
     root.mkdir()
     out = tmp_path / "out.mp4"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "TQDM_DISABLE": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "inference.py"),
-            f"source_image={REPO / 'examples' / 'astronaut.png'}",
-            f"driven_audio={REPO / 'examples' / 'speech_short.wav'}",
-            f"output={out}",
-            f"checkpoint_dir={root}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = subprocess.run(inference_command(root, out), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("error: 7 weight files are missing") and "HF_HUB_OFFLINE" in lines[0], done.stderr
@@ -325,14 +324,7 @@ def test_the_main_command_fetches_on_first_use_and_not_again(hub, tmp_path):
     out = tmp_path / "out.mp4"
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "TQDM_DISABLE": "1"}
     env.pop("HF_HUB_OFFLINE", None)
-    command = [
-        sys.executable,
-        str(REPO / "inference.py"),
-        f"source_image={REPO / 'examples' / 'astronaut.png'}",
-        f"driven_audio={REPO / 'examples' / 'speech_short.wav'}",
-        f"output={out}",
-        f"checkpoint_dir={root}",
-    ]
+    command = inference_command(root, out)
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     said = [line for line in first.stdout.splitlines() if line.startswith("downloading")]
     assert len(said) == 1 and f"into {root}" in said[0] and hub.url in said[0], first.stdout
