@@ -2,7 +2,7 @@
 
     python inference.py source_image=examples/astronaut.png driven_audio=examples/speech.wav output=out.mp4
 
-Controls and their defaults: configs/inference.yaml (Hydra overrides: key=value; --help lists them).
+Controls and their defaults: kdtalker/configs/inference.yaml (Hydra overrides: key=value; --help lists them).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from kdtalker.cli import run
 from kdtalker.errors import ConfigError
 from kdtalker.pipeline.config import InferenceConfig
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
 SHIPPED_NORM = Path(__file__).resolve().parent / "checkpoints" / "norm.npz"  # not on the Hub: the repository's copy
 
 
@@ -52,4 +51,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    run(main, CONFIGS, "inference", InferenceConfig, usage=__doc__)
+    run(main, "inference", InferenceConfig, usage=__doc__)

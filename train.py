@@ -1,17 +1,13 @@
 """Train the KDTalker denoiser: `python train.py [experiment=...] [data=synthetic] [train.max_steps=...]`.
 
 Resumes from the latest readable checkpoint in train.out_dir by default; multi-GPU with
-`torchrun --nproc_per_node=N train.py`. Settings: configs/train.yaml (--help lists them).
+`torchrun --nproc_per_node=N train.py`. Settings: kdtalker/configs/train.yaml (--help lists them).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from kdtalker.cli import run
 from kdtalker.training.config import TrainConfig
-
-CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 def main(cfg) -> None:
@@ -23,4 +19,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    run(main, CONFIGS, "train", TrainConfig, usage=__doc__)
+    run(main, "train", TrainConfig, usage=__doc__)

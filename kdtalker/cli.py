@@ -1,6 +1,6 @@
 """The one way entry scripts run: Hydra overrides in, one `error: ...` line and exit 1 for anything a user causes.
 
-    run(main, config_dir, "inference", schema=InferenceConfig)
+    run(main, "inference", schema=InferenceConfig)
 
 - The config is composed with Hydra's compose API from `key=value` overrides (`--help`: the settings with their
   descriptions and the config groups; `--cfg job`: every key); a bad override, a mistyped key or a value of the
@@ -16,19 +16,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kdtalker.cli_help import help_text
-from kdtalker.config import config_error, typed_config
-from kdtalker.errors import ConfigError, KDTalkerError, Terminated
+from kdtalker.config import CONFIG_DIR, compose_config, config_error
+from kdtalker.errors import KDTalkerError, Terminated
 from kdtalker.fileio import describe_os_error
-from kdtalker.overrides import is_group, parse_override, quote_plain_value, unknown_key_message
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 128 + signal.SIGINT
@@ -104,73 +100,19 @@ def guarded(body: Callable[[], Any]) -> Any:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _compose(config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str]) -> Any:
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
-
-
-def _unknown_key(config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str]) -> str | None:
-    """The line for the first override of a key the config (with the overrides' groups) lacks; None when none."""
-    parsed = [o for o in map(parse_override, overrides) if o is not None]
-    groups = [o for o in parsed if is_group(config_dir, o)]
-    try:
-        base = _compose(config_dir, config_name, [o.input_line for o in groups])
-    except (HydraException, OmegaConfBaseException):
-        return None
-    names = sorted(p.name for p in Path(config_dir).iterdir() if p.is_dir())
-    lines = (unknown_key_message(o, base, names) for o in parsed if o not in groups)
-    return next((line for line in lines if line), None)
-
-
-def compose_config(
-    config_dir: str | os.PathLike, config_name: str, overrides: Sequence[str], schema: type | None = None
-) -> Any:
-    """Hydra config `config_name` from `config_dir` with `overrides`, typed by `schema`; ConfigError otherwise.
-
-    A plain value Hydra's grammar cannot read (a path with non-ASCII letters, ...) is taken as text; a key the
-    config does not have, also with `+key=` (nothing would read it), is refused naming the closest keys."""
-    overrides = [quote_plain_value(o) for o in overrides]
-    try:
-        cfg = _compose(config_dir, config_name, overrides)
-    except HydraException as exc:
-        raise ConfigError(_unknown_key(config_dir, config_name, overrides) or _hydra_message(exc, overrides)) from None
-    except OmegaConfBaseException as exc:
-        raise config_error(exc, schema) from None
-    if any(o.lstrip().startswith("+") for o in overrides):
-        added = _unknown_key(config_dir, config_name, overrides)
-        if added:
-            raise ConfigError(added)
-    return typed_config(cfg, schema) if schema is not None else cfg
-
-
-def _hydra_message(exc: Exception, overrides: Sequence[str]) -> str:
-    """Hydra's multi-line override errors as one line: what failed and the hint, without the internals."""
-    text = str(exc).split("Config search path:")[0]
-    lines = [s.strip() for s in text.splitlines() if s.strip()]
-    internals = ("full_key:", "object_type=", "reference_type=", "Set the environment", "See https://hydra.cc")
-    keep = [s for s in lines if not s.startswith(internals)]
-    if lines and lines[0].startswith(("mismatched input", "LexerNoViableAltException", "no viable alternative")):
-        keep = [
-            f"cannot parse the overrides {' '.join(overrides)} ({lines[0]}); write them as key=value, one per "
-            "argument, and quote a value with special characters for Hydra: \"key='value'\""
-        ]
-    message = " ".join(keep).replace("Available options in", "; available options in").replace(": ;", ";")
-    return message.replace(" ;", ";") or type(exc).__name__
-
-
 def run(
     main: Callable[[Any], Any],
-    config_dir: str | os.PathLike,
     config_name: str,
     schema: type | None = None,
     argv: Sequence[str] | None = None,
     usage: str = "",
+    config_dir: str | os.PathLike = CONFIG_DIR,
 ) -> Any:
     """Compose the config from argv (`key=value` overrides) and call main(cfg), with all errors as one line."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         overrides = [a for a in args if a not in ("-h", "--help")]
-        cfg = guarded(lambda: compose_config(config_dir, config_name, overrides))
+        cfg = guarded(lambda: compose_config(config_name, overrides, config_dir=config_dir))
         print((usage.strip() + "\n\n" if usage else "") + help_text(config_dir, config_name, cfg, overrides))
         return None
     if "--cfg" in args:
@@ -178,14 +120,14 @@ def run(
         if args[at + 1 : at + 2] != ["job"]:
             fail("--cfg takes job: --cfg job prints every key of the composed config")
         overrides = args[:at] + args[at + 2 :]
-        print(OmegaConf.to_yaml(guarded(lambda: compose_config(config_dir, config_name, overrides))))
+        print(OmegaConf.to_yaml(guarded(lambda: compose_config(config_name, overrides, config_dir=config_dir))))
         return None
     bad = [a for a in args if a.startswith("-")]
     if bad:
         fail(f"unknown option {bad[0]}; settings are key=value overrides (see --help)")
 
     def body() -> Any:
-        cfg = compose_config(config_dir, config_name, args, schema)
+        cfg = compose_config(config_name, args, schema, config_dir)
         try:
             return main(cfg)
         except OmegaConfBaseException as exc:  # a value read later (an interpolation) that does not convert

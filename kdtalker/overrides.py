@@ -50,7 +50,7 @@ def quote_plain_value(text: str) -> str:
 
 
 def is_group(config_dir: str | Path, override: Override) -> bool:
-    """True when the override names a config group (a folder of configs/, e.g. `preset=fast`, `+experiment=X`)."""
+    """True when the override names a config group (a folder of the configs, e.g. `preset=fast`, `+experiment=X`)."""
     return (Path(config_dir) / override.key_or_group).is_dir()
 
 

@@ -1,16 +1,13 @@
 """Normalisation statistics of extracted shards: `python scripts/compute_norm.py shards=DIR out=norm.npz`.
 
 Writes the official norm.npz layout (float32 {yaw,pitch,roll,scale}_{mean,std} (1,), t_* (3,), exp_*/kp_* (63,),
-c_lip_*/c_eye_* identity placeholders); a channel with zero std gets std 1. Settings: configs/compute_norm.yaml.
+c_lip_*/c_eye_* identity placeholders); a channel with zero std gets std 1.
+Settings: kdtalker/configs/compute_norm.yaml.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from kdtalker.cli import run
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def main(cfg) -> None:
@@ -25,4 +22,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    run(main, CONFIGS, "compute_norm", usage=__doc__)
+    run(main, "compute_norm", usage=__doc__)

@@ -2,7 +2,7 @@
 
     python scripts/demo.py [checkpoint_dir=checkpoints] [server.port=7860] [server.share=false] [device=cuda ...]
 
-Then open http://127.0.0.1:7860. Settings: configs/demo.yaml (the inference config + server and input limits).
+Then open http://127.0.0.1:7860. Settings: kdtalker/configs/demo.yaml (the inference config + server and input limits).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from kdtalker.errors import CheckpointError
 from kdtalker.pipeline.hub import fetch_missing
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
 SHIPPED_NORM = ROOT / "checkpoints" / "norm.npz"  # not on the Hub: the repository's copy
 EXAMPLES = [[str(ROOT / "examples" / "astronaut.png"), str(ROOT / "examples" / "speech.wav")]]
 
@@ -46,4 +45,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    run(main, CONFIGS, "demo", DemoConfig, usage=__doc__)
+    run(main, "demo", DemoConfig, usage=__doc__)

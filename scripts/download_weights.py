@@ -23,14 +23,13 @@ from kdtalker.fileio import atomic_path
 from kdtalker.pipeline.hub import fetch_missing, hub_endpoint, hub_files
 from kdtalker.pipeline.weights import NORM_FILE
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHIPPED_NORM = Path(__file__).resolve().parent.parent / "checkpoints" / NORM_FILE
 NORM_URL = "https://raw.githubusercontent.com/chaolongy/KDTalker/main/dataset_process/norm.npz"
 
 
 @dataclass
 class DownloadConfig:
-    """Types of configs/download_weights.yaml (which holds the values)."""
+    """Types of kdtalker/configs/download_weights.yaml (which holds the values)."""
 
     dir: str = MISSING
     crop_models: bool = MISSING
@@ -77,8 +76,8 @@ def main(cfg) -> None:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """`key=value` overrides of configs/download_weights.yaml -> main, with errors as one line."""
-    run(main, CONFIGS, "download_weights", DownloadConfig, argv=argv, usage=__doc__)
+    """`key=value` overrides of kdtalker/configs/download_weights.yaml -> main, with errors as one line."""
+    run(main, "download_weights", DownloadConfig, argv=argv, usage=__doc__)
 
 
 if __name__ == "__main__":

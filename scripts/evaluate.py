@@ -4,24 +4,20 @@
     python scripts/evaluate.py videos=HDTF/ generate=false \
         'tables=[{name: peers, title: Peers, rows: [{label: SadTalker, folder: sadtalker/}]}]'
 
-Settings: configs/evaluate.yaml. Tables are printed and saved under output_dir/tables (markdown + csv).
+Settings: kdtalker/configs/evaluate.yaml. Tables are printed and saved under output_dir/tables (markdown + csv).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from kdtalker.cli import run
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def main(cfg) -> None:
     """Run the protocol and print the tables."""
-    from kdtalker.eval.protocol import build_pipeline, run_evaluation
+    from kdtalker.eval.protocol import run_evaluation
 
-    print(run_evaluation(cfg, lambda overrides: build_pipeline(overrides, CONFIGS)))
+    print(run_evaluation(cfg))
 
 
 if __name__ == "__main__":
-    run(main, CONFIGS, "evaluate", usage=__doc__)
+    run(main, "evaluate", usage=__doc__)

@@ -5,17 +5,13 @@
 
 Writes OUT/KDTalker.pth (the run's model weights in the official layout, no training state), OUT/norm.npz (the
 run's statistics), OUT/model.yaml (the run's model config, so that its architecture is rebuilt without overrides)
-and links every other weight file of base. Settings: configs/export_checkpoint.yaml.
+and links every other weight file of base. Settings: kdtalker/configs/export_checkpoint.yaml.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from kdtalker.cli import run
 from kdtalker.training.export_config import ExportConfig
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def main(cfg) -> None:
@@ -50,4 +46,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    run(main, CONFIGS, "export_checkpoint", ExportConfig, usage=__doc__)
+    run(main, "export_checkpoint", ExportConfig, usage=__doc__)

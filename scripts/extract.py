@@ -5,16 +5,12 @@ One .npz per clip with per-frame LivePortrait motion and Wav2Lip audio features 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
 from kdtalker.cli import run
 from kdtalker.data.config import ExtractConfig
 from kdtalker.data.extract import extract_folder, import_official
 from kdtalker.errors import ConfigError
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def extract(cfg: DictConfig) -> str:
@@ -50,4 +46,4 @@ def extract(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    run(lambda cfg: print(extract(cfg)), CONFIGS, "extract", ExtractConfig, usage=__doc__)
+    run(lambda cfg: print(extract(cfg)), "extract", ExtractConfig, usage=__doc__)

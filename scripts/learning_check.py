@@ -10,12 +10,8 @@ same network; the same last line as the diffusion check.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from kdtalker.cli import run
 from kdtalker.training.config import LearningCheckConfig
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def main(cfg) -> None:
@@ -29,4 +25,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    run(main, CONFIGS, "learning_check", LearningCheckConfig, usage=__doc__)
+    run(main, "learning_check", LearningCheckConfig, usage=__doc__)

@@ -23,6 +23,7 @@ from test_pipeline_checkpoints import make_fake_checkpoints
 from test_safe_loading import one_error_line, run_script
 from test_train_resume import TINY
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.safeload import load_untrusted
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,7 +81,7 @@ def test_mistyped_values_are_one_line(override, words, capsys):
 
     reached = []
     with pytest.raises(SystemExit) as stop:
-        run(reached.append, REPO / "configs", "inference", InferenceConfig, argv=[override])
+        run(reached.append, "inference", InferenceConfig, argv=[override])
     assert stop.value.code == 1 and reached == []
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
@@ -310,15 +311,14 @@ def test_unicode_and_spaced_paths_reach_the_file_check(tmp_path, fake_checkpoint
 
 
 def test_lists_interpolations_and_added_groups_still_work():
-    from kdtalker.cli import compose_config
+    from kdtalker.config import compose_config
 
     cfg = compose_config(
-        REPO / "configs",
         "inference",
         ["+experiment=steps_5", "source_image=/tmp/a b,c.png", "output=${source_image}.mp4", "device='cpu'"],
     )
     assert cfg.steps == 5 and cfg.source_image == "/tmp/a b,c.png" and cfg.output == "/tmp/a b,c.png.mp4"
-    assert compose_config(REPO / "configs", "train", ["train.betas=[0.9,0.99]"]).train.betas == [0.9, 0.99]
+    assert compose_config("train", ["train.betas=[0.9,0.99]"]).train.betas == [0.9, 0.99]
 
 
 @pytest.mark.parametrize(
@@ -336,15 +336,15 @@ def test_every_script_names_the_closest_keys(config, override, words, capsys):
 
     reached = []
     with pytest.raises(SystemExit) as stop:
-        run(reached.append, REPO / "configs", config, argv=[override])
+        run(reached.append, config, argv=[override])
     assert stop.value.code == 1 and reached == []
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
 
 
 def _yaml_comment(config: str, key: str) -> str | None:
-    """The comment of the top-level `key:` line of configs/CONFIG.yaml (None without one), as the test reads it."""
-    line = next(s for s in (REPO / "configs" / f"{config}.yaml").read_text().splitlines() if s.startswith(f"{key}:"))
+    """The comment of the top-level `key:` line of CONFIG.yaml (None without one), as the test reads it."""
+    line = next(s for s in (CONFIG_DIR / f"{config}.yaml").read_text().splitlines() if s.startswith(f"{key}:"))
     return line.split(" #", 1)[1].strip() if " #" in line else None
 
 
@@ -365,7 +365,7 @@ def _yaml_comment(config: str, key: str) -> str | None:
 def test_help_shows_the_users_keys_with_their_comments_first(config, first_keys, capsys):
     from kdtalker.cli import run
 
-    run(lambda cfg: None, REPO / "configs", config, argv=["--help"])
+    run(lambda cfg: None, config, argv=["--help"])
     lines = capsys.readouterr().out.splitlines()
     settings = next(i for i, line in enumerate(lines) if line.startswith("Settings"))
     keys = [line.split()[0].split("=")[0] for line in lines[settings + 1 : settings + 1 + len(first_keys)]]
@@ -380,7 +380,7 @@ def test_help_shows_the_users_keys_with_their_comments_first(config, first_keys,
 def test_help_lists_the_groups_and_cfg_job_the_rest(capsys):
     from kdtalker.cli import run
 
-    run(lambda cfg: None, REPO / "configs", "inference", argv=["--help", "preset=fast"])
+    run(lambda cfg: None, "inference", argv=["--help", "preset=fast"])
     out = capsys.readouterr().out
     lines = out.splitlines()
     output = next(line for line in lines if line.strip().startswith("output="))
@@ -392,7 +392,7 @@ def test_help_lists_the_groups_and_cfg_job_the_rest(capsys):
     assert lines.index(preset) > max(i for i, line in enumerate(lines) if line.strip().startswith("source_image="))
     assert "warping" not in out  # renderer internals: only with --cfg job
 
-    run(lambda cfg: None, REPO / "configs", "inference", argv=["--cfg", "job", "steps=3"])
+    run(lambda cfg: None, "inference", argv=["--cfg", "job", "steps=3"])
     dump = capsys.readouterr().out
     assert "renderer:" in dump and "steps: 3" in dump
 

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from test_eval_csim import tiny_onnx
 from test_eval_support import deep_fixture_weights
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.eval.fid import FIDInceptionV3
 from kdtalker.eval.hopenet import Hopenet
 from kdtalker.eval.protocol import run_evaluation
@@ -152,7 +153,7 @@ def test_protocol_generates_scores_caches_and_prints_tables(setup, tmp_path, cap
         made.append(_StandInPipeline(overrides))
         return made[-1]
 
-    cfg = OmegaConf.load(REPO / "configs" / "evaluate.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
     cfg.merge_with_dotlist(
         [o for o in _overrides(setup, tmp_path / "out")] + ["seconds=0.32", "metrics=[lse,cpbd,fps,fid]"]
     )

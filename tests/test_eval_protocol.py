@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.errors import ConfigError
 from kdtalker.eval import tables
 from kdtalker.eval.fid import FIDInceptionV3, fid_from_features, image_features, resized_frame_matrix, warp_frames
@@ -98,7 +99,7 @@ def test_generation_fps_column_and_a_rows_fixed_fps():
     ],
 )
 def test_bad_choice_settings_raise_before_any_work(override, message):
-    cfg = OmegaConf.load(REPO / "configs" / "evaluate.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
     check_settings(cfg)  # the shipped config is valid
     cfg.merge_with_dotlist([override, "videos=/nonexistent"])
     with pytest.raises(ConfigError, match=message):
@@ -111,7 +112,7 @@ def test_fid_real_frames_cropped_as_the_reference(tmp_path):
     sf.write(tmp_path / "a.wav", 0.1 * np.sin(np.arange(3200) / 5.0), 16000)
     frames_in = np.stack([np.roll(face, 3 * t, axis=1) for t in range(4)])
     write_video(tmp_path / "gt" / "clip.mp4", frames_in, audio=tmp_path / "a.wav")
-    cfg = OmegaConf.load(REPO / "configs" / "evaluate.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
     cfg.merge_with_dotlist([f"videos={tmp_path / 'gt'}", f"output_dir={tmp_path / 'out'}", "device=cpu"])
     cfg.merge_with_dotlist(["fid.dims=64", "fid.real_crop=source", "seconds=0.16"])
     ev = Evaluation(cfg)
@@ -142,8 +143,8 @@ def test_fid_real_frames_cropped_as_the_reference(tmp_path):
 def test_every_configured_row_composes_with_the_inference_config():
     from hydra import compose, initialize_config_dir
 
-    cfg = OmegaConf.load(REPO / "configs" / "evaluate.yaml")
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         for table in cfg.tables:
             for row in table.rows:
                 composed = compose(

@@ -22,7 +22,7 @@ from test_inference_e2e import run_inference, short_speech
 from test_pipeline_checkpoints import make_fake_checkpoints
 from test_train_resume import tiny_cfg
 
-from kdtalker.cli import compose_config
+from kdtalker.config import CONFIG_DIR, compose_config
 from kdtalker.data.prepare import prepare_data
 from kdtalker.diffusion import DDIMScheduler, DDPMScheduler, Denoiser
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict
@@ -64,7 +64,7 @@ def export(capsys, *overrides: str) -> tuple[int, str, str]:
     """scripts/export_checkpoint.py with these overrides, in this process -> (exit code, stdout, stderr)."""
     capsys.readouterr()
     try:
-        EXPORT.run(EXPORT.main, EXPORT.CONFIGS, "export_checkpoint", EXPORT.ExportConfig, argv=list(overrides))
+        EXPORT.run(EXPORT.main, "export_checkpoint", EXPORT.ExportConfig, argv=list(overrides))
         code = 0
     except SystemExit as exc:
         code = exc.code
@@ -79,7 +79,7 @@ def error_line(code: int, err: str) -> str:
 
 
 def inference_cfg(*overrides: str):
-    return compose_config(REPO / "configs", "inference", ["device=cpu", *overrides], InferenceConfig)
+    return compose_config("inference", ["device=cpu", *overrides], InferenceConfig)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_a_one_pass_generator_run_carries_its_sampler(run_dir, base, tmp_path, c
     cfg = OmegaConf.load(run_dir / "config.yaml")
     cfg.generator = {"kind": "vae"}
     cfg.diffusion = {
-        **OmegaConf.to_container(OmegaConf.load(REPO / "configs/diffusion/ddpm.yaml")),
+        **OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "diffusion" / "ddpm.yaml")),
         "num_inference_steps": 7,
     }
     OmegaConf.save(cfg, run / "config.yaml")

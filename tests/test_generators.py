@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from test_train_resume import ROOT, TINY
+from test_train_resume import TINY
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.diffusion import Denoiser, OneStepSampler, sample_motion, sample_window
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.errors import ConfigError
@@ -98,7 +99,7 @@ def test_objective_wiring_and_its_errors():
 
 
 def _cfg(tmp_path, kind: str, steps: int, *more: str):
-    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         return compose(
             "train",
             overrides=[

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from test_pipeline_checkpoints import make_fake_checkpoints
 
 from kdtalker.audio import AudioEncoder
+from kdtalker.config import CONFIG_DIR
 from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, MultiSignalDenoiser
 from kdtalker.diffusion.motion import POSE
 from kdtalker.diffusion.sampling import motion_windows
@@ -240,7 +241,7 @@ def test_from_the_inference_config(tmp_path):
     from hydra import compose, initialize_config_dir
 
     root = make_fake_checkpoints(tmp_path)
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose(
             "inference",
             overrides=[
@@ -268,7 +269,7 @@ def test_from_the_inference_config(tmp_path):
     )
     assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.model_kwargs["width"] == 768
     assert pipe.kalman_transition_cov == 0.05 and pipe.kalman_observation_cov == 0.001
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         default = compose("inference", overrides=[f"checkpoint_dir={root}"])
     assert TalkingHeadPipeline.from_config(default).controls == Controls(steps=50)  # the defaults are the official ones
 
@@ -287,7 +288,7 @@ def test_python_api_defaults_are_the_yaml_values(tmp_path):
     from kdtalker.renderer.warping import DenseMotionNetwork
 
     root = make_fake_checkpoints(tmp_path)
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose("inference", overrides=[f"checkpoint_dir={root}"])
     yaml = TalkingHeadPipeline.from_config(cfg)
     python = TalkingHeadPipeline(root)
@@ -299,7 +300,7 @@ def test_python_api_defaults_are_the_yaml_values(tmp_path):
     # every group's keys are its target's own defaults: model, scheduler, renderer (+ each module's sizes)
     model = OmegaConf.to_container(cfg.model)
     assert model.pop("_target_") == "kdtalker.diffusion.Denoiser" and model == _signature_defaults(Denoiser)
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         multi = OmegaConf.to_container(compose("inference", overrides=["model=kdtalker_multisignal"]).model)
     assert get_class(multi.pop("_target_")) is MultiSignalDenoiser
     assert multi == {**_signature_defaults(Denoiser), **_signature_defaults(MultiSignalDenoiser)}
@@ -415,7 +416,7 @@ def test_presets_and_the_per_device_batch(tmp_path):
     from kdtalker.pipeline.controls import default_batch_size
 
     root = make_fake_checkpoints(tmp_path)
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         official = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu"])
         fast = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "preset=fast"])
         mine = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "preset=fast", "steps=20"])

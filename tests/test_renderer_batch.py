@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from fixture_weights import fixture_state_dict
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.errors import ImageError
 from kdtalker.renderer import (
     AppearanceFeatureExtractor,
@@ -175,7 +174,7 @@ def test_pipeline_batch_size_is_the_forward_size(source, tmp_path):
     from kdtalker.pipeline import TalkingHeadPipeline
 
     root = make_fake_checkpoints(tmp_path)
-    with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).parent.parent / "configs")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "batch_size=8"])
     pipe = TalkingHeadPipeline.from_config(cfg)
     assert pipe.controls.batch_size == 8 and pipe.renderer_factory.keywords["chunk_size"] == 4

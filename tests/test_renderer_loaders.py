@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.errors import CheckpointError
 from kdtalker.renderer import LivePortraitRenderer
 from kdtalker.renderer import checkpoints as ckpt
@@ -86,13 +87,12 @@ def test_missing_file(tmp_path):
 
 
 def test_config_builds_the_official_key_layout(liveportrait_ref):
-    from pathlib import Path
 
     from omegaconf import OmegaConf
 
     from kdtalker.renderer import AppearanceFeatureExtractor, MotionExtractor, SPADEDecoder, WarpingNetwork
 
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "renderer" / "liveportrait.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "renderer" / "liveportrait.yaml")
     configs = OmegaConf.to_container(cfg.configs)
     builders = {
         "appearance_feature_extractor": AppearanceFeatureExtractor,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.training import train
 from kdtalker.training.checkpoint import latest_checkpoint, load_checkpoint
 from kdtalker.training.optim import cosine_with_warmup, param_groups
@@ -49,7 +50,7 @@ TINY = [
 
 
 def tiny_cfg(tmp_path: Path, run: str, *overrides: str):
-    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         return compose(
             "train", overrides=[*TINY, f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / run}", *overrides]
         )

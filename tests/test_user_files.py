@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from test_pipeline_download import _script
 from test_pipeline_generate import EXAMPLE, pipeline, speech  # noqa: F401 - pipeline is a fixture
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.data.norm_stats import write_norm
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.synthetic import generate_synthetic
@@ -34,7 +35,7 @@ SMALL = [
 
 
 def data_cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         return compose("train", overrides=[*SMALL, f"data.root={tmp_path / 'data'}", *overrides]).data
 
 
@@ -144,7 +145,7 @@ def stale_part(folder: Path, name: str) -> Path:
 
 
 def write_eval_tables(folder: Path) -> None:
-    cfg = OmegaConf.load(ROOT / "configs" / "evaluate.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
     cfg.output_dir = str(folder)
     evaluation = Evaluation(cfg)
     evaluation.score_row = lambda row: {}

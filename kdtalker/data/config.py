@@ -1,4 +1,4 @@
-"""Types of the extraction config's keys (configs/extract.yaml holds their values and defaults)."""
+"""Types of the extraction config's keys (kdtalker/configs/extract.yaml holds their values and defaults)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 @dataclass
 class ExtractConfig:
-    """The top level of configs/extract.yaml; the audio group passes through."""
+    """The top level of kdtalker/configs/extract.yaml; the audio group passes through."""
 
     videos: Optional[str] = MISSING
     mat_dir: Optional[str] = MISSING

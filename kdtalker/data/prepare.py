@@ -1,4 +1,4 @@
-"""Resolve a data config (configs/data/*.yaml) to train/val shard lists and norm stats; builds synthetic data."""
+"""Resolve a data config (kdtalker/configs/data/) to train/val shard lists and norm stats; builds synthetic data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Types of configs/demo.yaml: the inference config plus the server and the input limits (values in the YAML)."""
+"""Types of kdtalker/configs/demo.yaml: the inference config plus the server and the input limits."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class LimitsConfig:
 
 @dataclass
 class DemoConfig(InferenceConfig):
-    """configs/demo.yaml: configs/inference.yaml + server + limits."""
+    """kdtalker/configs/demo.yaml: kdtalker/configs/inference.yaml + server + limits."""
 
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)

@@ -20,7 +20,7 @@ LIPS = REGIONS.index("lips")
 
 @dataclass(frozen=True)
 class MaskDrop:
-    """Drop probabilities (configs/train.yaml, train.mask_drop, says why each default is what it is)."""
+    """Drop probabilities (kdtalker/configs/train.yaml, train.mask_drop, says why each default is what it is)."""
 
     audio: float
     motion: float

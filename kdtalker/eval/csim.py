@@ -81,7 +81,7 @@ class ArcFace:
             raise CheckpointError(
                 f"csim: ArcFace model {path} not found; the tables assume insightface's buffalo_l recognition model "
                 "w600k_r50.onnx (in buffalo_l.zip of the insightface releases) - set weights.arcface in "
-                "configs/evaluate.yaml"
+                "kdtalker/configs/evaluate.yaml"
             )
         try:
             self.session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])

@@ -16,22 +16,19 @@ Layout under `output_dir`:
 from __future__ import annotations
 
 import json
-import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
+from kdtalker.config import compose_config
 from kdtalker.errors import ConfigError, VideoError
 from kdtalker.eval import tables as table_fmt
 from kdtalker.eval.beat_align import audio_beats, beat_align_score, motion_beats
@@ -53,6 +50,7 @@ from kdtalker.eval.weights import load_arcface, load_hopenet, load_inception, lo
 from kdtalker.fileio import atomic_path, write_text_atomic
 from kdtalker.media import read_audio_pcm16, read_video, video_size
 from kdtalker.pipeline import TalkingHeadPipeline
+from kdtalker.pipeline.config import InferenceConfig
 from kdtalker.pipeline.face import crop_face, detect_faces_dlib
 
 
@@ -102,7 +100,7 @@ def check_choice(section: str, key: str, value: Any) -> str:
 
 
 def option(cfg: Any, section: str, key: str) -> str:
-    """A choice setting of configs/evaluate.yaml (e.g. fid.distance), its default if absent; ConfigError if invalid."""
+    """A choice setting of evaluate.yaml (e.g. fid.distance), its default if absent; ConfigError if invalid."""
     return check_choice(section, key, _cfg(_cfg(cfg, section), key, CHOICES[(section, key)][1]))
 
 
@@ -313,7 +311,7 @@ class Scorer:
 
     def source_crop(self, reference: Path) -> np.ndarray:
         """(2,3) map from a 512x512 generated frame's pixel to the reference image: the pipeline's default crop
-        (kdtalker.pipeline.face.crop_face: dlib, largest face, scale 1 as configs/crop/dlib.yaml)."""
+        (kdtalker.pipeline.face.crop_face: dlib, largest face, scale 1 as kdtalker/configs/crop/dlib.yaml)."""
         key = str(reference)
         if key not in self._crops:
             self._crops[key] = crop_face(
@@ -344,24 +342,13 @@ class Scorer:
 METRICS = ("lse", "diversity", "fid", "cpbd", "csim", "fps", "beat_align")
 
 
-@contextmanager
-def _composed(overrides: Sequence[str], config_dir: str | os.PathLike) -> Iterator[Any]:
-    """The inference config with `overrides`, composed from `config_dir` (or the Hydra context already open)."""
-    if GlobalHydra.instance().is_initialized():
-        yield compose(config_name="inference", overrides=list(overrides))
-    else:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            yield compose(config_name="inference", overrides=list(overrides))
-
-
-def build_pipeline(overrides: Sequence[str], config_dir: str | os.PathLike):
-    """Inference config (configs/inference.yaml + overrides, e.g. '+experiment=steps_5') -> TalkingHeadPipeline."""
-    with _composed(overrides, config_dir) as cfg:
-        return TalkingHeadPipeline.from_config(cfg)
+def build_pipeline(overrides: Sequence[str]) -> TalkingHeadPipeline:
+    """Inference config (kdtalker/configs/inference.yaml + overrides, e.g. '+experiment=steps_5') -> pipeline."""
+    return TalkingHeadPipeline.from_config(compose_config("inference", overrides, InferenceConfig))
 
 
 class Evaluation:
-    """Runs the protocol for the configured tables (configs/evaluate.yaml)."""
+    """Runs the protocol for the configured tables (kdtalker/configs/evaluate.yaml)."""
 
     def __init__(self, cfg: Any, pipeline_factory: Callable[[Sequence[str]], Any] | None = None):
         self.cfg = cfg
@@ -374,18 +361,8 @@ class Evaluation:
         self.seconds = float(_cfg(cfg, "seconds", 8.0))
         self.generate = bool(_cfg(cfg, "generate", True))
         self.scorer = Scorer(cfg)
-        self.pipeline_factory = pipeline_factory or self._pipeline_from_configs
+        self.pipeline_factory = pipeline_factory or build_pipeline
         self._rows: dict[str, dict] = {}
-
-    def _pipeline_from_configs(self, overrides: Sequence[str]) -> Any:
-        """The default generator: configs/inference.yaml of `inference_config_dir` with the row's overrides."""
-        folder = _cfg(self.cfg, "inference_config_dir")
-        if not folder:
-            raise ConfigError(
-                "generating videos needs the inference configs: set inference_config_dir=DIR "
-                "(scripts/evaluate.py passes the repository's configs/)"
-            )
-        return build_pipeline(overrides, folder)
 
     @cached_property
     def clips(self) -> list[Clip]:

@@ -37,7 +37,8 @@ def _state(path_or_dict: str | os.PathLike | Mapping[str, Any], what: str) -> tu
     path = Path(path_or_dict)
     if not path.is_file():
         raise CheckpointError(
-            f"{what}: weight file {path} not found; it needs {WHERE[what]} (set its path in configs/evaluate.yaml)"
+            f"{what}: weight file {path} not found; it needs {WHERE[what]} "
+            "(set its path in kdtalker/configs/evaluate.yaml)"
         )
     return load_torch_file(path, what), str(path)
 

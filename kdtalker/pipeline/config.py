@@ -1,4 +1,4 @@
-"""Types of the inference config's keys (configs/inference.yaml holds their values and defaults)."""
+"""Types of the inference config's keys (kdtalker/configs/inference.yaml holds their values and defaults)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 @dataclass
 class CropConfig:
-    """configs/crop/*.yaml"""
+    """kdtalker/configs/crop/*.yaml"""
 
     method: str = MISSING
     scale: float = MISSING
@@ -50,7 +50,7 @@ class GuidanceConfig:
 
 @dataclass
 class InferenceConfig:
-    """The top level of configs/inference.yaml; the audio/renderer/model/diffusion groups are built by _target_."""
+    """The top level of inference.yaml; the audio/renderer/model/diffusion groups are built by _target_."""
 
     source_image: Optional[str] = MISSING
     source_video: Optional[str] = MISSING

@@ -111,8 +111,8 @@ class TalkingHeadPipeline:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TalkingHeadPipeline":
-        """Build from the inference config (configs/inference.yaml and its groups); every value comes from there
-        (build.py; a checkpoint_dir/model.yaml of an exported run replaces the model group)."""
+        """Build from the inference config (kdtalker/configs/inference.yaml and its groups); every value comes from
+        there (build.py; a checkpoint_dir/model.yaml of an exported run replaces the model group)."""
         arguments, note = pipeline_arguments(cfg)
         pipeline = cls(**arguments)
         if note is not None:

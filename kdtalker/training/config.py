@@ -1,4 +1,4 @@
-"""Types of the training config's keys (configs/train.yaml holds their values and defaults)."""
+"""Types of the training config's keys (kdtalker/configs/train.yaml holds their values and defaults)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class TrainControls:
 
 @dataclass
 class TrainConfig:
-    """The top level of configs/train.yaml; the data/model/diffusion groups are built by _target_."""
+    """The top level of kdtalker/configs/train.yaml; the data/model/diffusion groups are built by _target_."""
 
     seed: int = MISSING
     device: str = MISSING
@@ -71,7 +71,7 @@ class TrainConfig:
 
 @dataclass
 class CheckConfig:
-    """The `check` node of configs/learning_check.yaml (configs/check/)."""
+    """The `check` node of kdtalker/configs/learning_check.yaml (kdtalker/configs/check/)."""
 
     kind: str = MISSING  # lips | multisignal
     clips: int = MISSING
@@ -81,6 +81,6 @@ class CheckConfig:
 
 @dataclass
 class LearningCheckConfig(TrainConfig):
-    """configs/learning_check.yaml: the training config plus the held-out check."""
+    """kdtalker/configs/learning_check.yaml: the training config plus the held-out check."""
 
     check: CheckConfig = field(default_factory=CheckConfig)

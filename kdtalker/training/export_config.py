@@ -1,4 +1,4 @@
-"""Types of the export config's keys (configs/export_checkpoint.yaml holds their values and defaults)."""
+"""Types of the export config's keys (kdtalker/configs/export_checkpoint.yaml holds their values and defaults)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 @dataclass
 class ExportConfig:
-    """The top level of configs/export_checkpoint.yaml."""
+    """The top level of kdtalker/configs/export_checkpoint.yaml."""
 
     run: str = MISSING  # a training run's out_dir (checkpoint-XXXXXX.pth + config.yaml)
     step: Optional[int] = MISSING  # which checkpoint; null = the newest

@@ -85,7 +85,7 @@ def multisignal_correlations(
 
 
 def learning_check(cfg: DictConfig) -> LearningCheck:
-    """Train with cfg (configs/learning_check.yaml + check group), then sample the held-out clips."""
+    """Train with cfg (kdtalker/configs/learning_check.yaml + check group), then sample the held-out clips."""
     kind = str(cfg.check.kind)
     if kind not in KINDS:
         raise ConfigError(f"check.kind={kind!r} is not one of {KINDS}")

@@ -116,7 +116,7 @@ def _resolve_resume(train_cfg: DictConfig, out_dir: Path, log=tqdm.write) -> tup
 
 
 def train(cfg: DictConfig) -> TrainResult:
-    """Train the denoiser described by cfg (configs/train.yaml); resumes from cfg.train.resume."""
+    """Train the denoiser described by cfg (kdtalker/configs/train.yaml); resumes from cfg.train.resume."""
     tc = cfg.train
     info, device = setup_distributed(cfg.device)
     try:
