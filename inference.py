@@ -10,36 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdtalker.cli import run
-from kdtalker.errors import ConfigError
 from kdtalker.pipeline.config import InferenceConfig
 
 SHIPPED_NORM = Path(__file__).resolve().parent / "checkpoints" / "norm.npz"  # not on the Hub: the repository's copy
+INPUTS = ("source_image", "driven_audio", "motion_file", "driving_video", "pose_file", "source_video")
 
 
 def main(cfg) -> None:
     """Build the pipeline from the config and write the video."""
     from kdtalker.pipeline import TalkingHeadPipeline
+    from kdtalker.pipeline.build import controls_from_config
     from kdtalker.pipeline.hub import fetch_missing
-    from kdtalker.pipeline.request import check_required
+    from kdtalker.pipeline.request import Request
 
-    # before any weight is read or downloaded
-    check_required(cfg.source_image, cfg.source_video, cfg.output)
-    if not (cfg.get("driven_audio") or cfg.get("motion_file") or cfg.get("driving_video")):
-        raise ConfigError("driven_audio=PATH is required (or motion_file=PATH.npz to render a saved motion)")
+    # the whole run's inputs are checked before any weight is read or downloaded
+    controls = controls_from_config(cfg)
+    inputs = {key: cfg[key] for key in INPUTS}
+    Request(controls, **inputs, output=cfg.output, save_motion=cfg.save_motion).validate()
     fetch_missing(
-        cfg.checkpoint_dir, download=cfg.download, norm_copy=SHIPPED_NORM, crop_models=cfg.crop.method == "insightface"
+        cfg.checkpoint_dir, download=cfg.download, norm_copy=SHIPPED_NORM, crop_models=controls.crop.uses_crop_models
     )
     pipeline = TalkingHeadPipeline.from_config(cfg)
-    output = pipeline.generate(
-        cfg.source_image,
-        cfg.driven_audio,
-        cfg.output,
-        save_motion=cfg.save_motion,
-        motion_file=cfg.motion_file,
-        driving_video=cfg.driving_video,
-        pose_file=cfg.pose_file,
-        source_video=cfg.source_video,
-    )
+    output = pipeline.generate(output=cfg.output, save_motion=cfg.save_motion, **inputs)
     for note in pipeline.notes:
         print(f"note: {note}")
     t = pipeline.timings

@@ -122,6 +122,11 @@ def _documented_addition(config_dir: Path, group: str, scripts: Sequence[str]) -
     return any(u in p.read_text(encoding="utf-8") for p in (config_dir / group).glob("*.yaml") for u in uses)
 
 
+def _folder(config_dir: Path) -> str:
+    """The config folder as a reader finds it: kdtalker/configs for the packaged one."""
+    return f"{config_dir.parent.name}/{config_dir.name}" if config_dir.parent.name == "kdtalker" else config_dir.name
+
+
 def help_text(config_dir: str | Path, name: str, cfg: DictConfig, overrides: Sequence[str] = ()) -> str:
     """The settings of config `name` with their comments and composed values, its groups, and where the rest is."""
     config_dir = Path(config_dir)
@@ -163,9 +168,9 @@ def help_text(config_dir: str | Path, name: str, cfg: DictConfig, overrides: Seq
     def line(left: str, text: str) -> str:
         return f"  {left}{' ' * max(2, width - len(left))}{text}".rstrip()
 
-    lines = [f"Settings (key=value; defaults: {config_dir.name}/{name}.yaml):", *(line(*row) for row in rows)]
+    lines = [f"Settings (key=value; defaults: {_folder(config_dir)}/{name}.yaml):", *(line(*row) for row in rows)]
     if rows_groups:
-        lines.append(f"Config groups (group=option; files in {config_dir.name}/GROUP/):")
+        lines.append(f"Config groups (group=option; files in {_folder(config_dir)}/GROUP/):")
         lines += [line(*row) for row in rows_groups]
     lines.append("all keys: --cfg job")
     return "\n".join(lines)

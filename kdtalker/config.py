@@ -96,17 +96,24 @@ def config_error(exc: OmegaConfBaseException, schema: type | None = None) -> Con
     return ConfigError(f"{key}: {message}" if key else message)
 
 
+def _is_node(schema: type, name: str) -> bool:
+    """Whether the key `name` of `schema` is a nested dataclass (a config node)."""
+    return dataclasses.is_dataclass(_unwrap(typing.get_type_hints(schema)[name])[0])
+
+
 def typed_config(cfg: DictConfig, schema: type) -> DictConfig:
     """cfg with every key of `schema` type-checked and converted; other keys untouched; ConfigError otherwise."""
     try:
         _strict_bools(cfg, schema)
         typed = OmegaConf.structured(schema)
-        OmegaConf.set_struct(typed, False)  # undeclared keys (groups, experiment extras) pass through untyped
+        # undeclared keys (groups, experiment extras, a group's own keys beside the typed ones) pass through untyped
+        for node in [typed, *(typed[f.name] for f in dataclasses.fields(schema) if _is_node(schema, f.name))]:
+            OmegaConf.set_struct(node, False)
         merged = OmegaConf.merge(typed, cfg)
         # Interpolated values are checked when read: read every declared key once, here.
         for f in dataclasses.fields(schema):
             OmegaConf.select(merged, f.name, throw_on_missing=False)
-            if dataclasses.is_dataclass(_unwrap(typing.get_type_hints(schema)[f.name])[0]):
+            if _is_node(schema, f.name):
                 OmegaConf.to_container(merged[f.name], resolve=True, throw_on_missing=False)
     except OmegaConfBaseException as exc:
         raise config_error(exc, schema) from None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 from kdtalker.errors import ConfigError
@@ -83,3 +86,18 @@ def fastest_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.float16  # the official LivePortrait renders in half precision on GPUs
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bfloat16() else torch.float32
+
+
+@contextmanager
+def cudnn_autotuned(device: torch.device) -> Iterator[None]:
+    """cuDNN picks each convolution's fastest algorithm (measured once per shape) inside this block on a CUDA
+    device; the process-wide flag is put back after, so code around a render keeps its own setting."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -13,6 +13,7 @@ from kdtalker.cli import run
 from kdtalker.demo.cache import gradio_cache
 from kdtalker.demo.config import DemoConfig
 from kdtalker.errors import CheckpointError
+from kdtalker.pipeline.build import controls_from_config
 from kdtalker.pipeline.hub import fetch_missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ def main(cfg) -> None:
             cfg.checkpoint_dir,
             download=cfg.download,
             norm_copy=SHIPPED_NORM,
-            crop_models=cfg.crop.method == "insightface",
+            crop_models=controls_from_config(cfg).crop.uses_crop_models,
         )
     except CheckpointError as exc:  # the page still starts: it lists the missing files and keeps Generate off
         print(f"note: {' '.join(str(exc).split())}", flush=True)

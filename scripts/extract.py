@@ -21,7 +21,7 @@ def extract(cfg: DictConfig) -> str:
         return import_official(cfg.mat_dir, cfg.out, overwrite=cfg.overwrite).check_any_usable().summary()
     if not cfg.videos:
         raise ConfigError("give the folder of clips: videos=DIR (or mat_dir=DIR for official .mat files)")
-    from kdtalker.audio import load_audio
+    from kdtalker.audio import SAMPLE_RATE, load_audio
     from kdtalker.audio.checkpoint import load_audio_encoder
     from kdtalker.data.extractors import liveportrait_motion_fn, wav2lip_audio_fn
     from kdtalker.device import resolve_device
@@ -35,7 +35,7 @@ def extract(cfg: DictConfig) -> str:
         cfg.out,
         motion_fn,
         audio_fn,
-        lambda p: load_audio(p, cfg.audio.sample_rate, kind="video"),
+        lambda p: load_audio(p, SAMPLE_RATE, kind="video"),
         fps=cfg.fps,
         size=cfg.size,
         min_frames=cfg.min_frames,

@@ -255,10 +255,10 @@ def test_audio_encoder_and_denoiser_cpu_vs_cuda(checkpoints):
 
 
 def _pipeline(checkpoints, **kw):
-    from kdtalker.pipeline import Controls, TalkingHeadPipeline
+    from kdtalker.pipeline import TalkingHeadPipeline
 
-    controls = Controls(steps=kw.pop("steps", 4), batch_size=kw.pop("batch_size", 8))
-    return TalkingHeadPipeline(checkpoints, device=kw.pop("device", "cuda"), controls=controls, **kw)
+    settings = {"device": "cuda", "steps": 4, "batch_size": 8, **kw}
+    return TalkingHeadPipeline.from_pretrained(checkpoints, **settings)
 
 
 def test_every_mode_end_to_end_on_cuda(checkpoints, no_io, tmp_path):

@@ -211,3 +211,23 @@ def test_a_device_out_of_memory_anywhere_is_one_line(capsys):
     assert err.startswith("error: the GPU ran out of memory") and err.count("\n") == 1
     with pytest.raises(RuntimeError, match="a bug"):
         guarded(lambda: (_ for _ in ()).throw(RuntimeError("a bug")))
+
+
+def test_cudnn_autotuning_is_scoped_to_the_render_call():
+    """The autotuner is on for a CUDA render and off again after (also after an error): the process keeps its own
+    setting; on the CPU nothing changes."""
+    from kdtalker.device import cudnn_autotuned
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with cudnn_autotuned(torch.device("cuda")):
+            assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.benchmark is False
+        with pytest.raises(RuntimeError), cudnn_autotuned(torch.device("cuda", 0)):
+            raise RuntimeError("a failed render")
+        assert torch.backends.cudnn.benchmark is False
+        with cudnn_autotuned(torch.device("cpu")):
+            assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before

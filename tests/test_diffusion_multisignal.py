@@ -17,7 +17,7 @@ from kdtalker.diffusion import (
     diffusion_loss,
     region_mask,
 )
-from kdtalker.diffusion.guidance import guided_condition
+from kdtalker.diffusion.guidance import NO_GUIDANCE, guided_condition
 from kdtalker.diffusion.multisignal import BRANCH, REGION_CHANNELS
 from kdtalker.diffusion.sampling import sample_motion, sample_window
 from kdtalker.errors import CheckpointError, ConfigError
@@ -239,16 +239,16 @@ def test_guidance_is_the_nested_rule_and_one_is_none(small):
     got = first_eps("both", driving=driving, regions=regions, guidance=Guidance(audio=s_a, motion=s_m))
     want = e00 + s_m * (e0m - e00) + s_a * (eam - e0m)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
-    got = first_eps("audio", guidance=Guidance(audio=s_a))
+    got = first_eps("audio", guidance=Guidance(audio=s_a, motion=1.0))
     np.testing.assert_allclose(got.numpy(), (e00 + s_a * (ea0 - e00)).numpy(), rtol=1e-5, atol=1e-5)
-    got = first_eps("motion", audio=None, driving=driving, regions=regions, guidance=Guidance(motion=s_m))
+    got = first_eps("motion", audio=None, driving=driving, regions=regions, guidance=Guidance(audio=1.0, motion=s_m))
     np.testing.assert_allclose(got.numpy(), (e00 + s_m * (e0m - e00)).numpy(), rtol=1e-5, atol=1e-5)
     # s = 1 is no guidance: one pass, the conditional epsilon exactly
-    assert torch.equal(first_eps("none", driving=driving, regions=regions, guidance=Guidance()), eam)
+    assert torch.equal(first_eps("none", driving=driving, regions=regions, guidance=NO_GUIDANCE), eam)
     assert Guidance(1.0, 1.0).terms(True, True) == [(True, True, 1.0)]
     assert Guidance(2.0, 1.0).terms(True, True) == [(False, True, -1.0), (True, True, 2.0)]
     # s = 0 ignores the signal: the audio-free model
-    assert torch.allclose(first_eps("zero", guidance=Guidance(audio=0.0)), e00)
+    assert torch.allclose(first_eps("zero", guidance=Guidance(audio=0.0, motion=1.0)), e00)
 
 
 def test_guidance_and_motion_need_a_model_that_was_trained_for_them(small):
@@ -256,15 +256,15 @@ def test_guidance_and_motion_need_a_model_that_was_trained_for_them(small):
     plain = Denoiser(**SMALL).eval()
     _, _, audio, ref, ori, driving = inputs(4)
     with pytest.raises(ConfigError, match="kdtalker_multisignal"):
-        guided_condition(plain, audio[:1], guidance=Guidance(audio=2.0))
+        guided_condition(plain, audio[:1], guidance=Guidance(audio=2.0, motion=1.0))
     with pytest.raises(ConfigError, match="kdtalker_multisignal"):
         guided_condition(plain, audio[:1], driving[:1], region_mask(REGIONS)[None])
     with pytest.raises(ConfigError, match="guidance.motion"):
-        guided_condition(small, audio[:1], guidance=Guidance(motion=2.0))
+        guided_condition(small, audio[:1], guidance=Guidance(audio=1.0, motion=2.0))
     with pytest.raises(ConfigError, match="guidance.audio"):
-        guided_condition(small, None, driving[:1], region_mask(REGIONS)[None], Guidance(audio=3.0))
+        guided_condition(small, None, driving[:1], region_mask(REGIONS)[None], Guidance(audio=3.0, motion=1.0))
     with pytest.raises(ConfigError, match=">= 0"):
-        Guidance(audio=-1.0).validate()
+        Guidance(audio=-1.0, motion=1.0).validate()
     # motion only: the utterance is as long as the driving motion
     out = sample_motion(
         small,

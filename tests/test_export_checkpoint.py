@@ -207,7 +207,7 @@ def test_a_one_pass_generator_run_carries_its_sampler(run_dir, base, tmp_path, c
     os.symlink(run_dir / "checkpoint-000002.pth", run / "checkpoint-000002.pth")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     cfg.generator = {"kind": "vae"}
-    cfg.diffusion = {
+    cfg.diffusion = {  # as a run trained before `steps` was the one step count saved it: with the sampler's own
         **OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "diffusion" / "ddpm.yaml")),
         "num_inference_steps": 7,
     }
@@ -217,7 +217,7 @@ def test_a_one_pass_generator_run_carries_its_sampler(run_dir, base, tmp_path, c
     node = OmegaConf.load(out / "model.yaml")
     assert OmegaConf.to_container(node.diffusion) == OmegaConf.to_container(cfg.diffusion)
     pipe = TalkingHeadPipeline.from_config(inference_cfg(f"checkpoint_dir={out}"))  # composes diffusion=ddim
-    assert isinstance(pipe.scheduler, DDPMScheduler) and pipe.controls.steps == 7  # steps follows the run's sampler
+    assert isinstance(pipe.scheduler, DDPMScheduler) and pipe.controls.steps == 50  # steps is the one step count
     pipe._begin_run()
     assert "diffusion._target_=kdtalker.diffusion.DDPMScheduler" in pipe.notes[0]
 

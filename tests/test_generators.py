@@ -46,7 +46,7 @@ def test_one_step_sampler_returns_the_network_output_at_its_time_input():
     with torch.no_grad():
         expected = model(x_T, torch.full((2,), 999), audio, ref, ori)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    motion = sample_motion(model, sampler, torch.randn(40, 512), ref[0], ori[0], generator=torch.Generator())
+    motion = sample_motion(model, sampler, torch.randn(40, 512), ref[0], ori[0], 1, generator=torch.Generator())
     assert motion.shape == (40, 70) and torch.isfinite(motion).all()
 
 
@@ -136,7 +136,7 @@ def test_each_generator_trains_resumes_and_samples(tmp_path, kind):
     # the model file is the official layout: the plain denoiser samples it through the one-step sampler
     model = Denoiser(**SMALL)
     model.load_state(kdtalker_state_dict(load_checkpoint(resumed.last_checkpoint)), "run")
-    motion = sample_motion(model.eval(), OneStepSampler(), torch.randn(37, 512), torch.zeros(70), torch.zeros(70))
+    motion = sample_motion(model.eval(), OneStepSampler(), torch.randn(37, 512), torch.zeros(70), torch.zeros(70), 1)
     assert motion.shape == (37, 70) and torch.isfinite(motion).all()
     with pytest.raises(ConfigError, match=f"trained with generator={kind}"):
         train(_cfg(tmp_path, "diffusion", 6, f"train.out_dir={tmp_path / kind}"))

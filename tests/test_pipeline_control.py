@@ -16,7 +16,7 @@ from kdtalker.diffusion.motion import LIP_KEYPOINTS as LIPS
 from kdtalker.diffusion.motion import OTHER_KEYPOINTS as REST
 from kdtalker.errors import ConfigError, VideoError
 from kdtalker.media import read_video, write_video
-from kdtalker.pipeline.control import Control, ping_pong, relative_video_motion
+from kdtalker.pipeline.control import ping_pong, relative_video_motion
 from kdtalker.pipeline.dubbing import prepare_dub
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.motion import motions_of, source_motion
@@ -146,7 +146,7 @@ def test_pose_from_a_file(controlled, tmp_path):
         tmp_path / "o.mp4",
         save_motion=tmp_path / "m.npz",
         pose_file=tmp_path / "pose.csv",
-        control=Control(pose="file"),
+        control={"pose": "file"},
     )
     motion, src = saved(tmp_path), source_raw(controlled)
     times = torch.arange(25) / 25
@@ -241,7 +241,7 @@ def test_dubbing_a_source_video(controlled, tmp_path):
     others = [c for c in range(70) if c not in lips]
     torch.testing.assert_close(motion[:, others], own[:, others], rtol=0, atol=0)  # pose, eyes, rest: the frame's
     request = Request(controlled.controls.updated({}, controlled.device), driven_audio=audio, source_video=video)
-    job = prepare_dub(request, controlled.load, controlled.crop, controlled.timings, controlled.audio_batch_size)
+    job = prepare_dub(request, controlled.load, controlled.crop, controlled.timings)
     sampled = controlled.motion.sample(job.source.info, job.features, request.controls)
     torch.testing.assert_close(
         motion[:, lips] - own[:, lips], sampled[:, lips] - sampled[:1, lips], rtol=1e-5, atol=1e-6

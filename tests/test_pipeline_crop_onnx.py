@@ -86,8 +86,8 @@ def test_crop_matrix_follows_roll_and_paste_back_inverts_it():
 def test_missing_onnx_files_are_named(tmp_path):
     from test_pipeline_checkpoints import make_fake_checkpoints
 
-    from kdtalker.pipeline import Controls, TalkingHeadPipeline
+    from kdtalker.pipeline import TalkingHeadPipeline
 
     root = make_fake_checkpoints(tmp_path)
     with pytest.raises(CheckpointError, match=r"insightface/models/buffalo_l/det_10g\.onnx"):
-        TalkingHeadPipeline(root, device="cpu", controls=Controls(crop_method="insightface"))
+        TalkingHeadPipeline.from_pretrained(root, "crop=insightface", device="cpu")

@@ -8,7 +8,7 @@ the driving keypoints. The real networks on official-layout files are covered by
 from __future__ import annotations
 
 import inspect
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,9 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from test_pipeline_checkpoints import make_fake_checkpoints
 
-from kdtalker.audio import AudioEncoder
+from kdtalker.audio import AudioEncoder, SpeechFeatures
 from kdtalker.config import CONFIG_DIR
-from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm, MultiSignalDenoiser
+from kdtalker.diffusion import NO_GUIDANCE, DDIMScheduler, Denoiser, Guidance, MotionNorm, MultiSignalDenoiser
 from kdtalker.diffusion.motion import POSE
 from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import smooth_motion
@@ -29,6 +29,9 @@ from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, 
 from kdtalker.media import probe_video
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
 from kdtalker.pipeline.compose import driving_keypoints
+from kdtalker.pipeline.control import Control
+from kdtalker.pipeline.face import DlibCrop
+from kdtalker.pipeline.face_onnx import InsightFaceCrop
 from kdtalker.pipeline.models import Models
 from kdtalker.pipeline.motion import source_motion
 from kdtalker.renderer import AppearanceFeatureExtractor, MotionExtractor, Source, SPADEDecoder, WarpingNetwork
@@ -73,14 +76,21 @@ class RecordingRenderer:
         return (level * shading).expand(-1, 3, 512, 512).clone()
 
 
+class RandomSpeechFeatures(SpeechFeatures):
+    """The audio condition on a randomly initialised encoder (no file)."""
+
+    def __init__(self):
+        self.encoder, self.batch_size = AudioEncoder().eval(), 256
+
+
 @pytest.fixture()
 def pipeline(tmp_path) -> TalkingHeadPipeline:
     root = make_fake_checkpoints(tmp_path / "ckpt")
-    pipe = TalkingHeadPipeline(root, device="cpu", controls=Controls(steps=2, batch_size=4))
+    pipe = TalkingHeadPipeline.from_pretrained(root, device="cpu", steps=2, batch_size=4)
     torch.manual_seed(0)
     pipe.models = Models(
         renderer=RecordingRenderer(),
-        audio=AudioEncoder().eval(),
+        audio=RandomSpeechFeatures(),
         denoiser=Denoiser(width=64, depth=1, heads=2, head_dim=32, time_dim=32).eval(),
         scheduler=DDIMScheduler(),
         norm=MotionNorm.load(root / "norm.npz"),
@@ -125,17 +135,18 @@ def test_sampling_controls(pipeline):
     features = torch.randn(40, 512, generator=torch.Generator().manual_seed(1))
     info = pipeline.models.renderer.info
     raw = source_motion(info)
-    base = pipeline.motion.sample(info, features, Controls(steps=2))
+    ctl = pipeline.controls
+    base = pipeline.motion.sample(info, features, ctl)
     assert base.shape == (40, 70) and base.dtype == torch.float32
-    assert torch.equal(base, pipeline.motion.sample(info, features, Controls(steps=2)))  # same seed, same motion
-    assert not torch.equal(base, pipeline.motion.sample(info, features, Controls(steps=2, seed=1)))
-    still = pipeline.motion.sample(info, features, Controls(steps=2, head_motion_scale=0.0))
+    assert torch.equal(base, pipeline.motion.sample(info, features, ctl))  # same seed, same motion
+    assert not torch.equal(base, pipeline.motion.sample(info, features, replace(ctl, seed=1)))
+    still = pipeline.motion.sample(info, features, replace(ctl, head_motion_scale=0.0))
     assert torch.allclose(still[:, 1:7], raw[1:7].expand(40, -1), atol=1e-5)  # the source pose on every frame
     assert torch.equal(still[:, 7:], base[:, 7:])  # the expression is untouched
-    half = pipeline.motion.sample(info, features, Controls(steps=2, head_motion_scale=0.5))
+    half = pipeline.motion.sample(info, features, replace(ctl, head_motion_scale=0.5))
     assert torch.allclose(half[:, 1:7] - raw[1:7], 0.5 * (base[:, 1:7] - raw[1:7]), atol=1e-4)
-    rough = pipeline.motion.sample(info, features, Controls(steps=2, smoothing=0.0))
-    smoother = pipeline.motion.sample(info, features, Controls(steps=2, smoothing=100.0))
+    rough = pipeline.motion.sample(info, features, replace(ctl, smoothing=0.0))
+    smoother = pipeline.motion.sample(info, features, replace(ctl, smoothing=100.0))
     variation = lambda m: (m[1:, 1:] - m[:-1, 1:]).abs().mean()  # noqa: E731
     assert variation(smoother) < variation(base) < variation(rough)
     assert torch.equal(rough[:, 0], base[:, 0])  # the scale is never smoothed
@@ -232,9 +243,9 @@ def test_python_api_controls_are_typed(pipeline, tmp_path):
 def test_dtype_and_device_checks(tmp_path):
     root = make_fake_checkpoints(tmp_path)
     with pytest.raises(ConfigError, match="float16"):
-        TalkingHeadPipeline(root, device="cpu", dtype="float16")
+        TalkingHeadPipeline.from_pretrained(root, device="cpu", dtype="float16")
     with pytest.raises(ConfigError, match="steps"):
-        TalkingHeadPipeline(root, device="cpu", controls=Controls(steps=0))
+        TalkingHeadPipeline.from_pretrained(root, device="cpu", steps=0)
 
 
 def test_from_the_inference_config(tmp_path):
@@ -258,28 +269,44 @@ def test_from_the_inference_config(tmp_path):
         )
     pipe = TalkingHeadPipeline.from_config(cfg)
     c = pipe.controls
-    assert (c.steps, c.crop_scale, c.face_index, c.head_motion_scale, c.motion_mode, c.paste_back, c.smoothing) == (
+    assert (
+        c.steps,
+        c.crop.scale,
+        c.crop.face_index,
+        c.head_motion_scale,
+        c.motion_mode,
+        c.paste_back,
+    ) == (
         7,
         1.3,
         1,
         0.0,
         "relative",
         True,
-        2.0,
-    )
+    ) and c.smoothing == 2.0
     assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.model_kwargs["width"] == 768
     assert pipe.kalman_transition_cov == 0.05 and pipe.kalman_observation_cov == 0.001
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         default = compose("inference", overrides=[f"checkpoint_dir={root}"])
-    assert TalkingHeadPipeline.from_config(default).controls == Controls(steps=50)  # the defaults are the official ones
+    official = TalkingHeadPipeline.from_config(default).controls  # the config's values are the official behaviour
+    assert (official.steps, official.seed, official.smoothing, official.head_motion_scale) == (50, 0, 1.0, 1.0)
+    assert (official.motion_mode, official.stitching, official.paste_back, official.crf) == (
+        "absolute",
+        False,
+        False,
+        18,
+    )
+    assert official.crop == DlibCrop(scale=1.0, face_index=0, predictor_path=None) and official.control.is_audio_only
+    assert official.guidance == NO_GUIDANCE and official.signals == "audio" and official.fps == 25
 
 
 def _signature_defaults(target) -> dict:
     return {name: p.default for name, p in inspect.signature(target).parameters.items() if p.default is not p.empty}
 
 
-def test_python_api_defaults_are_the_yaml_values(tmp_path):
-    """The Python API (no Hydra) and inference.py with no overrides run the same official configuration."""
+def test_every_setting_has_one_default_the_yaml(tmp_path):
+    """The Python API and inference.py with no overrides run the same official configuration, read from the
+    packaged YAML: the pipeline's constructor and the per-run settings declare no default of their own."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import get_method
 
@@ -291,10 +318,13 @@ def test_python_api_defaults_are_the_yaml_values(tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose("inference", overrides=[f"checkpoint_dir={root}"])
     yaml = TalkingHeadPipeline.from_config(cfg)
-    python = TalkingHeadPipeline(root)
-    assert yaml.controls == python.controls
-    for name in ("kalman_transition_cov", "kalman_observation_cov", "audio_batch_size", "audio_checkpoint", "overlap"):
+    python = TalkingHeadPipeline.from_pretrained(root)
+    assert yaml.controls == python.controls and type(yaml.scheduler) is type(python.scheduler) is DDIMScheduler
+    for name in ("kalman_transition_cov", "kalman_observation_cov", "overlap", "model_kwargs"):
         assert getattr(yaml, name) == getattr(python, name), name
+    assert _signature_defaults(TalkingHeadPipeline.__init__) == {} and _signature_defaults(SpeechFeatures) == {}
+    for settings in (Controls, Control, Guidance, DlibCrop, InsightFaceCrop):
+        assert [f.name for f in fields(settings) if f.default is not MISSING or f.default_factory is not MISSING] == []
     assert _signature_defaults(smooth_motion) == {"transition_cov": 0.05, "observation_cov": 0.001}
     assert (cfg.kalman.transition_cov, cfg.kalman.observation_cov) == (0.05, 0.001)
     # every group's keys are its target's own defaults: model, scheduler, renderer (+ each module's sizes)
@@ -306,14 +336,14 @@ def test_python_api_defaults_are_the_yaml_values(tmp_path):
     assert multi == {**_signature_defaults(Denoiser), **_signature_defaults(MultiSignalDenoiser)}
     scheduler = OmegaConf.to_container(cfg.diffusion)
     assert get_class(scheduler.pop("_target_")) is DDIMScheduler
-    assert scheduler == _signature_defaults(DDIMScheduler) and python.scheduler is None  # None -> DDIMScheduler()
+    assert scheduler == _signature_defaults(DDIMScheduler)
     renderer = OmegaConf.to_container(cfg.renderer, resolve=True)
     factory = get_method(renderer.pop("_target_"))
     defaults = _signature_defaults(factory)
     configs = renderer.pop("configs")
     assert renderer["compile_modules"] is cfg.compile is defaults["compile_modules"] is False
     for key in ("chunk_size", "fold_batchnorm", "stitching", "fuse_ops", "memory_format"):
-        assert renderer[key] == defaults[key] == python.renderer_factory.keywords.get(key, defaults[key]), key
+        assert renderer[key] == defaults[key] == python.renderer_factory.keywords[key], key
     for name, cls in [
         ("appearance_feature_extractor", AppearanceFeatureExtractor),
         ("motion_extractor", MotionExtractor),
@@ -328,7 +358,7 @@ def test_python_api_defaults_are_the_yaml_values(tmp_path):
     assert dense == {k: v for k, v in _signature_defaults(DenseMotionNetwork).items() if k in dense}
     official = {entry: sizes for entry, (_, sizes) in STITCHING_ENTRIES.items()}
     assert configs["stitching_retargeting_module"] == official
-    assert cfg.audio.batch_size == 256 and cfg.audio.checkpoint == "wav2lip.pth"
+    assert cfg.audio.batch_size == 256 and cfg.audio.checkpoint == f"{root}/wav2lip.pth"
 
 
 class CountingScheduler(DDIMScheduler):
@@ -421,7 +451,7 @@ def test_presets_and_the_per_device_batch(tmp_path):
         fast = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "preset=fast"])
         mine = compose("inference", overrides=[f"checkpoint_dir={root}", "device=cpu", "preset=fast", "steps=20"])
     assert (official.steps, official.dtype, official.batch_size) == (50, "float32", None)
-    assert (fast.steps, fast.diffusion.num_inference_steps, fast.dtype) == (10, 10, "fastest")
+    assert (fast.steps, fast.dtype) == (10, "fastest") and "num_inference_steps" not in fast.diffusion  # one knob
     assert mine.steps == 20
     pipe = TalkingHeadPipeline.from_config(fast)
     assert pipe.controls.steps == 10 and pipe.dtype is fastest_dtype(torch.device("cpu"))

@@ -1,6 +1,7 @@
 """Audio front end: file loading at 16 kHz, the Wav2Lip mel, per-video-frame windows and the Wav2Lip audio encoder."""
 
 from kdtalker.audio.encoder import AudioEncoder, audio_features, audio_windows
+from kdtalker.audio.features import SpeechFeatures
 from kdtalker.audio.io import SAMPLE_RATE, load_audio, resample
 from kdtalker.audio.mel import mel_amplitude, mel_basis, torch_wav2lip_mel, wav2lip_mel
 from kdtalker.audio.windows import crop_to_frames, mel_windows, num_video_frames, window_indices, window_starts
@@ -8,6 +9,7 @@ from kdtalker.audio.windows import crop_to_frames, mel_windows, num_video_frames
 __all__ = [
     "SAMPLE_RATE",
     "AudioEncoder",
+    "SpeechFeatures",
     "audio_features",
     "audio_windows",
     "crop_to_frames",

@@ -115,7 +115,7 @@ class Demo:
                 head_motion_scale=float(head_motion_scale),
                 smoothing=float(smoothing),
                 paste_back=bool(paste_back),
-                crop_scale=float(crop_scale),
+                crop={"scale": float(crop_scale)},
                 control={"pose": pose, "lips": lips, "eyes": eyes, "expression": expression},
             )
         except BaseException as exc:

@@ -2,7 +2,7 @@
 
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.diffusion.denoiser import Denoiser, load_kdtalker, save_kdtalker
-from kdtalker.diffusion.guidance import Guidance
+from kdtalker.diffusion.guidance import NO_GUIDANCE, Guidance
 from kdtalker.diffusion.loss import augment_context, diffusion_loss
 from kdtalker.diffusion.mask_drop import MaskDrop
 from kdtalker.diffusion.motion import (
@@ -34,6 +34,7 @@ __all__ = [
     "DDPMScheduler",
     "Denoiser",
     "Guidance",
+    "NO_GUIDANCE",
     "MaskDrop",
     "MultiSignalDenoiser",
     "REGIONS",

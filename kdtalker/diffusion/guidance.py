@@ -22,8 +22,8 @@ from kdtalker.errors import AudioError, ConfigError
 class Guidance:
     """Guidance scales: 1 = none (the conditional model), > 1 follows the signal more, 0 = ignores it."""
 
-    audio: float = 1.0
-    motion: float = 1.0
+    audio: float
+    motion: float
 
     def validate(self) -> "Guidance":
         for name in ("audio", "motion"):
@@ -53,9 +53,12 @@ class Guidance:
         return [term for term in terms if term[2] != 0]
 
 
+NO_GUIDANCE = Guidance(audio=1.0, motion=1.0)  # the conditional model as it is: one pass per step
+
+
 def check_signals(model, audio: bool, motion: bool, guidance: Guidance | None = None) -> None:
     """ConfigError unless `model` can be run with these signals (audio given? motion given?) and this guidance."""
-    guidance = guidance or Guidance()
+    guidance = guidance or NO_GUIDANCE
     if (motion or not audio or not guidance.is_none) and "motion" not in model.signals:
         what = "a driving motion" if motion else "guidance" if audio else "sampling without audio"
         raise ConfigError(
@@ -74,7 +77,7 @@ def guided_condition(
 ) -> tuple[torch.Tensor, list[float]]:
     """The conditions eq. (2) evaluates, stacked on the batch: audio (B, N, 512) or None (no audio), driving
     (B, N, 70) or None with regions (B, R) -> (cond (K B, F, blocks, 2 width), the K weights)."""
-    guidance = guidance or Guidance()
+    guidance = guidance or NO_GUIDANCE
     like = leading_signal(audio, driving)
     check_signals(model, audio is not None, driving is not None, guidance)
     silent = like.new_zeros(*like.shape[:2], model.audio_dim)

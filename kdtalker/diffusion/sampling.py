@@ -70,7 +70,7 @@ def sample_window(
     driving: torch.Tensor | None = None,
     regions: torch.Tensor | None = None,
     guidance: Guidance | None = None,
-    num_inference_steps: int | None = None,
+    num_inference_steps: int,
     generator: Generators = None,
     callback: StepCallback | None = None,
     progress: bool = False,
@@ -141,7 +141,7 @@ def motion_windows(
     audio: torch.Tensor | None,
     source_motion: torch.Tensor,
     ori: torch.Tensor | None,
-    steps: int | None = None,
+    steps: int,
     window: int | None = None,
     generator: Generators = None,
     *,
@@ -209,7 +209,7 @@ def sample_motion(
     audio: torch.Tensor,
     source_motion: torch.Tensor,
     ori: torch.Tensor | None,
-    steps: int | None = None,
+    steps: int,
     window: int | None = None,
     generator: Generators = None,
     *,
@@ -224,9 +224,9 @@ def sample_motion(
     """Normalised motion for an utterance: audio (T, 512) -> (T, 70); or a batch (B, T, 512) -> (B, T, 70).
 
     source_motion / ori: (70,) or (B, 70), normalised (ori = seven zeros + normalised canonical kp; ignored by a
-    model without the canonical token). `steps` None uses the scheduler's configured count, `window` None the
-    model's. `generator` (one, or one per sample) draws x_T per window as the official code does, so a seeded
-    generator gives the official random stream; `noise` (num_windows, N, 70) or (B, num_windows, N, 70) gives
+    model without the canonical token). `steps`: the sampler's step count; `window` None takes the model's.
+    `generator` (one, or one per sample) draws x_T per window as the official code does, so a seeded generator
+    gives the official random stream; `noise` (num_windows, N, 70) or (B, num_windows, N, 70) gives
     x_T explicitly. The windows of one utterance run one after another (each starts from the previous one's last
     frame); a batch of utterances runs its windows side by side. `window_callback(k, ref, x0)` sees each window.
     A multi-signal model also takes `driving` (T, 70) / (B, T, 70) normalised with `regions` (R,) / (B, R), audio

@@ -38,7 +38,6 @@ class NoiseSchedule:
         beta_start: float = 1e-5,
         beta_end: float = 8e-3,
         beta_schedule: str = "linear",
-        num_inference_steps: int = 50,
     ):
         if beta_schedule != "linear":
             raise ConfigError(
@@ -50,13 +49,15 @@ class NoiseSchedule:
         self.betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.num_inference_steps = num_inference_steps
+        self.num_inference_steps = 0  # set_timesteps chooses them, per run (the `steps` setting)
         self.timesteps = torch.empty(0, dtype=torch.long)
 
-    def _check_steps(self, num_inference_steps: int | None) -> int:
-        steps = self.num_inference_steps if num_inference_steps is None else int(num_inference_steps)
+    def _check_steps(self, num_inference_steps: int) -> int:
+        steps = int(num_inference_steps)
         if not 1 <= steps <= self.num_train_timesteps:
-            raise ConfigError(f"num_inference_steps={steps} must be between 1 and {self.num_train_timesteps}")
+            raise ConfigError(
+                f"steps={steps} must be between 1 and diffusion.num_train_timesteps={self.num_train_timesteps}"
+            )
         return steps
 
     def add_noise(self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -81,19 +82,17 @@ class DDIMScheduler(NoiseSchedule):
         beta_start: float = 1e-5,
         beta_end: float = 8e-3,
         beta_schedule: str = "linear",
-        num_inference_steps: int = 50,
         eta: float = 0.0,
         set_alpha_to_one: bool = True,
         steps_offset: int = 0,
     ):
-        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, num_inference_steps)
+        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule)
         self.eta = eta
         self.steps_offset = steps_offset
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
-        self.set_timesteps()
 
-    def set_timesteps(self, num_inference_steps: int | None = None) -> torch.Tensor:
-        """Choose the sampling steps (default: the configured count) -> timesteps (steps,) int64, descending."""
+    def set_timesteps(self, num_inference_steps: int) -> torch.Tensor:
+        """Choose the number of sampling steps -> timesteps (steps,) int64, descending."""
         steps = self._check_steps(num_inference_steps)
         self.num_inference_steps = steps
         self.timesteps = self._leading_timesteps(steps) + self.steps_offset
@@ -146,14 +145,12 @@ class DDPMScheduler(NoiseSchedule):
         beta_start: float = 1e-5,
         beta_end: float = 8e-3,
         beta_schedule: str = "linear",
-        num_inference_steps: int = 50,
     ):
-        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, num_inference_steps)
+        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule)
         self.one = torch.tensor(1.0)
-        self.set_timesteps()
 
-    def set_timesteps(self, num_inference_steps: int | None = None) -> torch.Tensor:
-        """Choose the sampling steps (default: the configured count) -> timesteps int64, descending."""
+    def set_timesteps(self, num_inference_steps: int) -> torch.Tensor:
+        """Choose the number of sampling steps -> timesteps int64, descending."""
         steps = self._check_steps(num_inference_steps)
         self.num_inference_steps = steps
         ratio = self.num_train_timesteps // steps
@@ -198,14 +195,14 @@ class OneStepSampler:
     returns the network output as the sample. The step count is ignored: there is exactly one.
     """
 
-    def __init__(self, timestep: int = 999, num_inference_steps: int = 1):
+    def __init__(self, timestep: int = 999):
         if timestep < 0:
             raise ConfigError(f"diffusion.timestep={timestep} must be >= 0")
         self.timestep = int(timestep)
         self.num_inference_steps = 1
         self.timesteps = torch.tensor([self.timestep], dtype=torch.long)
 
-    def set_timesteps(self, num_inference_steps: int | None = None) -> torch.Tensor:
+    def set_timesteps(self, num_inference_steps: int) -> torch.Tensor:
         """The single timestep (1,) int64, whatever the requested count."""
         return self.timesteps
 

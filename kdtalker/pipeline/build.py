@@ -1,4 +1,4 @@
-"""The pipeline's constructor arguments from the inference config, with an exported run's own model config.
+"""The inference config (packaged YAML, overrides) and the pipeline's constructor arguments built from it.
 
 A `checkpoint_dir/model.yaml` (scripts/export_checkpoint.py) replaces the model group (and the diffusion group when
 it has that node): an exported run is rebuilt with its own architecture.
@@ -10,66 +10,89 @@ import copy
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from kdtalker.audio import SAMPLE_RATE
-from kdtalker.errors import ConfigError
+from kdtalker.config import compose_config, config_error, typed_config
+from kdtalker.diffusion import Guidance
+from kdtalker.errors import ConfigError, KDTalkerError
+from kdtalker.pipeline.config import InferenceConfig
 from kdtalker.pipeline.control import Control
-from kdtalker.pipeline.controls import Controls, guidance_of
+from kdtalker.pipeline.controls import Controls
 
 MODEL_CONFIG_FILE = "model.yaml"  # an exported run's model config (scripts/export_checkpoint.py) in checkpoint_dir
+
+
+def inference_config(*overrides: str, **settings: Any) -> DictConfig:
+    """The packaged inference config (kdtalker/configs/inference.yaml) with Hydra overrides ("preset=fast",
+    "crop=insightface") and settings by name (steps=10, control={"pose": "still"}), typed; ConfigError otherwise."""
+    cfg = compose_config("inference", overrides, InferenceConfig)
+    if not settings:
+        return cfg
+    try:
+        cfg = OmegaConf.merge(cfg, {k: str(v) if isinstance(v, os.PathLike) else v for k, v in settings.items()})
+    except OmegaConfBaseException as exc:
+        raise config_error(exc, InferenceConfig) from None
+    return typed_config(cfg, InferenceConfig)
+
+
+def controls_from_config(cfg: Any) -> Controls:
+    """The inference config's per-run settings as Controls (the crop group built by its _target_)."""
+    values = {f.name: cfg[f.name] for f in fields(Controls) if f.name not in ("control", "guidance", "crop")}
+    return Controls(
+        **values,
+        crop=_built(cfg.crop, "crop"),
+        control=Control.of(OmegaConf.to_container(cfg.control, resolve=True)),
+        guidance=Guidance(**OmegaConf.to_container(cfg.guidance, resolve=True)),
+    ).validate()
+
+
+def default_controls(**settings: Any) -> Controls:
+    """The inference config's controls (the official behaviour) with some settings changed by name."""
+    return controls_from_config(inference_config(**settings))
 
 
 def pipeline_arguments(cfg: Any) -> tuple[dict[str, Any], str | None]:
     """Inference config -> TalkingHeadPipeline's keyword arguments, and a note when model.yaml changed the config.
 
-    renderer: its `_target_` with all its keys (built when the models load); model: its `_target_` class
-    loaded from KDTalker.pth with the other keys; diffusion: the scheduler; audio: checkpoint file and batch.
+    renderer and audio: their `_target_` with all their keys (built when the models load, on the pipeline's
+    device); model: its `_target_` class loaded from KDTalker.pth with the other keys; diffusion: the sampler.
     """
     cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
     cfg, note = _with_exported_model(cfg)
-    crop = cfg.crop
-    nested = ("control", "guidance")
-    controls = Controls(
-        **{f.name: cfg[f.name] for f in fields(Controls) if f.name in cfg and f.name not in nested},
-        control=Control.of(OmegaConf.to_container(cfg.control)),
-        guidance=guidance_of(OmegaConf.to_container(cfg.guidance)),
-        crop_method=crop.method,
-        crop_scale=crop.scale,
-        face_index=crop.face_index,
-    )
-    if int(cfg.audio.sample_rate) != SAMPLE_RATE:
-        raise ConfigError(f"audio.sample_rate={cfg.audio.sample_rate}: the Wav2Lip mel is defined at {SAMPLE_RATE}")
     model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    try:
-        model_class = get_class(model_kwargs.pop("_target_"))
-        renderer_factory = instantiate(cfg.renderer, _partial_=True)
-        scheduler = instantiate(cfg.diffusion)
-    except Exception as exc:  # noqa: BLE001 - instantiate wraps constructor errors in its own types
-        detail = next((s for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
-        raise ConfigError(f"the inference config could not be built: {detail}") from None
+    model_class = _built(model_kwargs.pop("_target_"), "model", get_class)
     arguments = dict(
         checkpoint_dir=cfg.checkpoint_dir,
         device=cfg.device,
         dtype=cfg.dtype,
-        controls=controls,
+        controls=controls_from_config(cfg),
         kalman_transition_cov=cfg.kalman.transition_cov,
         kalman_observation_cov=cfg.kalman.observation_cov,
-        predictor_path=crop.predictor_path,
-        scheduler=scheduler,
+        scheduler=_built(cfg.diffusion, "diffusion"),
         model_class=model_class,
         model_kwargs=model_kwargs,
-        renderer_factory=renderer_factory,
-        audio_checkpoint=cfg.audio.checkpoint,
-        audio_batch_size=cfg.audio.batch_size,
+        renderer_factory=_built(cfg.renderer, "renderer", partial=True),
+        audio_factory=_built(cfg.audio, "audio", partial=True),
         overlap=cfg.overlap,
     )
     return arguments, note
+
+
+def _built(node: Any, group: str, build: Callable[..., Any] = instantiate, partial: bool = False) -> Any:
+    """A config group's object from its `_target_` (a partial when it is built later, on the device); one
+    ConfigError naming the group when the target or its keys are wrong."""
+    try:
+        return build(node, _partial_=True) if partial else build(node)
+    except Exception as exc:  # noqa: BLE001 - instantiate wraps constructor errors in its own types
+        if isinstance(exc.__cause__, KDTalkerError):  # the object's own check says what is wrong
+            raise exc.__cause__ from None
+        detail = next((s for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+        raise ConfigError(f"the {group} config could not be built: {detail}") from None
 
 
 def exported_model_config(checkpoint_dir: str | os.PathLike) -> DictConfig | None:
@@ -89,6 +112,9 @@ def exported_model_config(checkpoint_dir: str | os.PathLike) -> DictConfig | Non
             isinstance(value, DictConfig) and isinstance(value.get("_target_"), str)
         ):
             raise ConfigError(f"{path} is not a model config: it needs a mapping with {key}._target_; {how}")
+    if isinstance(node.get("diffusion"), DictConfig) and "num_inference_steps" in node.diffusion:
+        with open_dict(node):  # exports before `steps` became the one step count carried the sampler's own
+            del node.diffusion["num_inference_steps"]
     return node
 
 

@@ -10,12 +10,10 @@ from omegaconf import MISSING
 
 @dataclass
 class CropConfig:
-    """kdtalker/configs/crop/*.yaml"""
+    """The keys every crop method has (kdtalker/configs/crop/*.yaml); its _target_ takes them with its own others."""
 
-    method: str = MISSING
     scale: float = MISSING
     face_index: int = MISSING
-    predictor_path: Optional[str] = MISSING
 
 
 @dataclass
@@ -50,7 +48,8 @@ class GuidanceConfig:
 
 @dataclass
 class InferenceConfig:
-    """The top level of inference.yaml; the audio/renderer/model/diffusion groups are built by _target_."""
+    """The top level of inference.yaml; the groups (audio, renderer, model, diffusion, crop) are built by _target_,
+    whose constructors check their own keys."""
 
     source_image: Optional[str] = MISSING
     source_video: Optional[str] = MISSING

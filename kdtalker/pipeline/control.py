@@ -15,6 +15,7 @@ import csv
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -34,16 +35,17 @@ POSE_COLUMNS = ("yaw", "pitch", "roll")
 
 @dataclass(frozen=True)
 class Control:
-    """The signal per region (defaults: everything from the audio, the official behaviour) and its strength."""
+    """The signal per region and its strength (the inference config's `control` node; all from the audio at
+    strength 1 is the official behaviour)."""
 
-    pose: str = "audio"  # audio | video | still (the source pose) | file (pose_file)
-    lips: str = "audio"  # audio | video
-    eyes: str = "audio"  # audio | video | source
-    expression: str = "audio"  # audio | video | source: the keypoints that are neither lips nor eyes
-    pose_strength: float = 1.0
-    lips_strength: float = 1.0
-    eyes_strength: float = 1.0
-    expression_strength: float = 1.0
+    pose: str  # audio | video | still (the source pose) | file (pose_file)
+    lips: str  # audio | video
+    eyes: str  # audio | video | source
+    expression: str  # audio | video | source: the keypoints that are neither lips nor eyes
+    pose_strength: float
+    lips_strength: float
+    eyes_strength: float
+    expression_strength: float
 
     def validate(self) -> "Control":
         """ConfigError for an unknown signal or a strength outside [0, 1]; returns self."""
@@ -57,13 +59,15 @@ class Control:
         return self
 
     @classmethod
-    def of(cls, value: "Control | dict | None") -> "Control":
-        """A Control from itself, a dict of its keys (a config node), or None (the defaults)."""
-        if value is None or isinstance(value, Control):
-            return (value or cls()).validate()
-        unknown = set(value) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown control key(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+    def of(cls, value: "Control | Mapping[str, Any]") -> "Control":
+        """A Control from itself or a mapping of all its keys (the config's `control` node), validated."""
+        if isinstance(value, Control):
+            return value.validate()
+        names = [f.name for f in fields(cls)]
+        unknown, missing = set(value) - set(names), [n for n in names if n not in value]
+        if unknown or missing:
+            wrong = f"unknown control key(s) {sorted(unknown)}" if unknown else f"control keys {missing} missing"
+            raise ConfigError(f"{wrong}; known: {names}")
         return cls(**dict(value)).validate()
 
     def uses(self, signal: str) -> bool:

@@ -1,10 +1,14 @@
-"""What a user may change per run (`Controls`), checked value by value, and how a run's keywords update them."""
+"""What a user may change per run (`Controls`), checked value by value, and how a run's keywords update them.
+
+The values come from the inference config (kdtalker/configs/inference.yaml; `controls_from_config` in build.py):
+the dataclass declares the keys and their types, never a default.
+"""
 
 from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Mapping
 
 import torch
@@ -14,31 +18,29 @@ from kdtalker.diffusion import Guidance
 from kdtalker.diffusion.multisignal import SIGNAL_REGIONS
 from kdtalker.errors import ConfigError
 from kdtalker.pipeline.control import Control
+from kdtalker.pipeline.face import FaceCropper
 
 MOTION_MODES = ("absolute", "relative")
-CROP_METHODS = ("dlib", "insightface")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Controls:
-    """What a user may change per run; every default is the official behaviour."""
+    """What a user may change per run; the inference config's values are the official behaviour."""
 
-    seed: int = 0
-    steps: int = 50  # DDIM steps
-    smoothing: float = 1.0  # Kalman smoothing strength: 1 = official (observation cov 0.001), 0 = off, > 1 smoother
-    head_motion_scale: float = 1.0  # scales the predicted pose's deviation from the source pose; 0 = still head
-    motion_mode: str = "absolute"  # official default; "relative" adds the motion's deltas to the source pose
-    stitching: bool = False  # LivePortrait stitching of x_d (not in the official generate path)
-    paste_back: bool = False  # put the animated crop back into the full source image
-    batch_size: int | None = None  # frames rendered per batch; None = the device's fastest (default_batch_size)
-    fps: float = 25.0
-    crop_method: str = "dlib"
-    crop_scale: float = 1.0  # > 1 includes more around the face (1 = the method's own crop)
-    face_index: int = 0  # 0 = largest face, 1 = second largest, ...
-    crf: int = 18  # H.264 quality (lower = better, bigger)
-    control: Control = field(default_factory=Control)  # which signal drives which region (control.py)
-    signals: str = "audio"  # audio | motion | both: the inputs of a multi-signal model (model=kdtalker_multisignal)
-    guidance: Guidance = field(default_factory=Guidance)  # classifier-free guidance scales; 1 = none
+    seed: int
+    steps: int  # sampler steps
+    smoothing: float  # Kalman smoothing strength: 1 = official (observation cov 0.001), 0 = off, > 1 smoother
+    head_motion_scale: float  # scales the predicted pose's deviation from the source pose; 0 = still head
+    motion_mode: str  # "absolute" (official) | "relative": the motion's deltas added to the source pose
+    stitching: bool  # LivePortrait stitching of x_d (not in the official generate path)
+    paste_back: bool  # put the animated crop back into the full source image
+    batch_size: int | None  # frames rendered per batch; None = the device's fastest (default_batch_size)
+    fps: float
+    crf: int  # H.264 quality (lower = better, bigger)
+    crop: FaceCropper  # the crop method with its scale and face index (the crop config group)
+    control: Control  # which signal drives which region (control.py)
+    signals: str  # audio | motion | both: the inputs of a multi-signal model (model=kdtalker_multisignal)
+    guidance: Guidance  # classifier-free guidance scales; 1 = none
 
     def validate(self) -> "Controls":
         """ConfigError for a value of the wrong type or out of range; returns self."""
@@ -53,9 +55,6 @@ class Controls:
             (self.motion_mode in MOTION_MODES, f"motion_mode must be one of {MOTION_MODES}, got {self.motion_mode!r}"),
             (self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.fps > 0, f"fps must be positive, got {self.fps}"),
-            (self.crop_method in CROP_METHODS, f"crop must be one of {CROP_METHODS}, got {self.crop_method!r}"),
-            (self.crop_scale > 0, f"crop.scale must be positive, got {self.crop_scale}"),
-            (self.face_index >= 0, f"crop.face_index must be >= 0, got {self.face_index}"),
             (0 <= self.crf <= 51, f"crf must be in 0..51, got {self.crf}"),
             (
                 self.signals in SIGNAL_REGIONS,
@@ -70,14 +69,17 @@ class Controls:
         return self
 
     def updated(self, overrides: Mapping[str, Any], device: torch.device) -> "Controls":
-        """These controls with a run's keyword overrides, validated, batch_size filled in for `device`."""
+        """These controls with a run's keyword overrides, validated, batch_size filled in for `device`.
+
+        The nested settings take a mapping of their keys, as on the command line: `control={"pose": "video"}`,
+        `guidance={"audio": 2.0}`, `crop={"scale": 1.2}`."""
         known = {f.name for f in fields(Controls)}
         if set(overrides) - known:
             raise ConfigError(f"unknown control(s) {sorted(set(overrides) - known)}; known: {sorted(known)}")
-        if "control" in overrides:
-            overrides = {**overrides, "control": Control.of(overrides["control"])}
-        if "guidance" in overrides:
-            overrides = {**overrides, "guidance": guidance_of(overrides["guidance"])}
+        overrides = dict(overrides)
+        for name in ("control", "guidance", "crop"):  # a mapping changes some keys of the run's settings
+            if isinstance(overrides.get(name), Mapping):
+                overrides[name] = _changed(getattr(self, name), overrides[name], name)
         ctl = replace(self, **overrides).validate()
         return ctl if ctl.batch_size is not None else replace(ctl, batch_size=default_batch_size(device))
 
@@ -92,6 +94,15 @@ class Controls:
         return self.signals != "audio"
 
 
+def _changed(settings: Any, changes: Mapping[str, Any], name: str) -> Any:
+    """A dataclass of settings (a crop method) with some of its keys changed; ConfigError for a key it lacks."""
+    known = {f.name for f in fields(settings)} if is_dataclass(settings) else set()
+    unknown = set(changes) - known
+    if unknown:
+        raise ConfigError(f"unknown {name} key(s) {sorted(unknown)}; known: {sorted(known)}")
+    return replace(settings, **changes)
+
+
 def _is_of_kind(value: Any, kind: Any) -> bool:
     """isinstance for a control: bool is no int (Python says it is), a whole float is no int; an int is a float."""
     if isinstance(kind, types.UnionType):
@@ -103,16 +114,6 @@ def _is_of_kind(value: Any, kind: Any) -> bool:
     if kind is float:
         return isinstance(value, (int, float))
     return isinstance(value, kind)
-
-
-def guidance_of(value: Guidance | Mapping[str, Any] | None) -> Guidance:
-    """A Guidance from itself, a dict of its keys (a config node) or None (no guidance)."""
-    if value is None or isinstance(value, Guidance):
-        return value or Guidance()
-    known = {f.name for f in fields(Guidance)}
-    if set(value) - known:
-        raise ConfigError(f"unknown guidance key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
-    return Guidance(**dict(value)).validate()
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from kdtalker.audio import audio_features
+from kdtalker.device import cudnn_autotuned
 from kdtalker.diffusion import REGION_CHANNELS
 from kdtalker.errors import ImageError, VideoError
 from kdtalker.media import iter_video, video_duration
@@ -27,9 +27,7 @@ from kdtalker.pipeline.timings import Timings
 Crop = Callable[[np.ndarray], FaceCrop]
 
 
-def prepare_dub(
-    request: Request, load: Callable[[], Models], crop: Crop, timings: Timings, audio_batch_size: int
-) -> Job:
+def prepare_dub(request: Request, load: Callable[[], Models], crop: Crop, timings: Timings) -> Job:
     """The audio's features (T, 512) and the video's first frame encoded as the source whose motion is sampled;
     `load` gives the models once the cheap reads have succeeded (a wrong file fails before the models load)."""
     ctl = request.controls
@@ -43,7 +41,7 @@ def prepare_dub(
         with timings.stage("crop"):
             source = models.renderer.encode_source(face.image)
         with timings.stage("audio"):
-            features = audio_features(wav, models.audio, fps=ctl.fps, batch_size=audio_batch_size)
+            features = models.audio(wav, ctl.fps)
     width, height = output_size(first_frame, ctl.paste_back)
     return Job(request, source, features, num_frames, None, width, height)
 
@@ -78,7 +76,7 @@ def dubbed_frames(
                     x_d = driving_keypoints(source.info, dubbed[None], mode="absolute")
                 job.keep(dubbed[None], x_d)
                 paste = PasteBack(frame, face.matrix) if ctl.paste_back else None
-                with timings.stage("rendering"):
+                with timings.stage("rendering"), cudnn_autotuned(source.x_s.device):
                     rendered = render_batch(models.renderer, source, x_d, index, ctl, paste)
                 with timings.stage("writing"):
                     out = finish_batch(rendered, job.width, job.height, checkpoint_dir)

@@ -23,11 +23,12 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
-from kdtalker.errors import ImageError
+from kdtalker.errors import ConfigError, ImageError
 
 CROP_SIZE = 256
 ALIGN_SIZE = 512  # the official `xsize`: only decides when a big image is downscaled before cropping
@@ -199,3 +200,46 @@ def crop_face(
     fx, fy = width / size[0], height / size[1]
     matrix = box_matrix((x0 * fx, y0 * fy, x1 * fx, y1 * fy))
     return FaceCrop(image=crop, matrix=matrix, landmarks=landmarks, face_box=face_box, num_faces=len(faces))
+
+
+@runtime_checkable
+class FaceCropper(Protocol):
+    """A crop method as the crop config group builds it (`crop=dlib | insightface`): image -> FaceCrop."""
+
+    uses_crop_models: bool  # whether it reads the optional insightface ONNX files of the checkpoint folder
+
+    def __call__(self, image: np.ndarray) -> FaceCrop:
+        """(H, W, 3) uint8 RGB -> the 256x256 source crop."""
+        ...
+
+    def check(self) -> None:
+        """CheckpointError when a file the method needs is missing (before any work)."""
+        ...
+
+
+def check_crop_settings(scale: float, face_index: int) -> None:
+    """ConfigError for a crop scale that is not positive or a negative face index."""
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
+        raise ConfigError(f"crop.scale={scale!r} is not valid: crop.scale takes a positive number")
+    if not (isinstance(face_index, int) and not isinstance(face_index, bool) and face_index >= 0):
+        raise ConfigError(f"crop.face_index={face_index!r} is not valid: crop.face_index takes a whole number >= 0")
+
+
+@dataclass(frozen=True)
+class DlibCrop:
+    """The official crop (`crop=dlib`): dlib HOG detector + 68 landmarks, SadTalker's alignment box, 256x256."""
+
+    scale: float  # multiplies the official crop size (> 1 shows more around the face)
+    face_index: int  # faces sorted by size: 0 = largest
+    predictor_path: str | None  # None: the 68-landmark model of face-recognition-models
+    uses_crop_models = False
+
+    def __post_init__(self) -> None:
+        check_crop_settings(self.scale, self.face_index)
+
+    def __call__(self, image: np.ndarray) -> FaceCrop:
+        """(H, W, 3) uint8 RGB -> FaceCrop of the `face_index`-th largest face."""
+        return crop_face(image, face_index=self.face_index, scale=self.scale, predictor_path=self.predictor_path)
+
+    def check(self) -> None:
+        """Nothing to check up front: the landmark model ships with face-recognition-models (read on first use)."""

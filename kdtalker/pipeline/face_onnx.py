@@ -17,14 +17,17 @@ checkpoint folder. The steps follow LivePortrait's cropper (our own code, same n
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from kdtalker.device import resolve_device
 from kdtalker.errors import CheckpointError, ImageError
-from kdtalker.pipeline.face import CROP_SIZE, FaceCrop
+from kdtalker.pipeline.face import CROP_SIZE, FaceCrop, check_crop_settings
+from kdtalker.pipeline.weights import crop_model_files
 
 DET_SIZE = 512
 DET_THRESH = 0.1
@@ -37,12 +40,14 @@ CROP_VX, CROP_VY = 0.0, -0.125
 
 
 @lru_cache(maxsize=4)
-def _session(path: str, device_type: str):
+def _session(path: str, device: str):
     import onnxruntime as ort
 
-    providers = ["CPUExecutionProvider"]
-    if device_type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers: list = ["CPUExecutionProvider"]
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        # the pipeline's own GPU (cuda:N, e.g. a torchrun rank's), not always the first one
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index or 0)}))
     try:
         return ort.InferenceSession(path, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
@@ -88,10 +93,10 @@ def decode_scrfd(
 
 
 def detect_faces_onnx(
-    image: np.ndarray, detector_path: str, device_type: str = "cpu"
+    image: np.ndarray, detector_path: str, device: str = "cpu"
 ) -> list[tuple[float, float, float, float]]:
-    """(H, W, 3) uint8 RGB -> face boxes (x0, y0, x1, y1), largest first (SCRFD det_10g.onnx)."""
-    session = _session(detector_path, device_type)
+    """(H, W, 3) uint8 RGB -> face boxes (x0, y0, x1, y1), largest first (SCRFD det_10g.onnx); device: cpu | cuda:N."""
+    session = _session(detector_path, device)
     height, width = image.shape[:2]
     if height / width > 1.0:
         new_h, new_w = DET_SIZE, int(DET_SIZE / (height / width))
@@ -118,10 +123,10 @@ def detect_faces_onnx(
 
 
 def landmarks_106(
-    image: np.ndarray, box: tuple[float, float, float, float], model_path: str, device_type: str = "cpu"
+    image: np.ndarray, box: tuple[float, float, float, float], model_path: str, device: str = "cpu"
 ) -> np.ndarray:
     """(H, W, 3) uint8 RGB + face box -> (106, 2) landmarks in image pixels (insightface 2d106det.onnx)."""
-    session = _session(model_path, device_type)
+    session = _session(model_path, device)
     size = int(session.get_inputs()[0].shape[2]) if isinstance(session.get_inputs()[0].shape[2], int) else 192
     x0, y0, x1, y1 = box
     scale = size / (max(x1 - x0, y1 - y0) * 1.5)
@@ -168,8 +173,8 @@ def crop_face_onnx(
     image: np.ndarray, files: dict[str, Path], face_index: int = 0, scale: float = 1.0, device=None
 ) -> FaceCrop:
     """(H, W, 3) uint8 RGB -> FaceCrop by LivePortrait's insightface crop (files: pipeline.weights.crop_model_files)."""
-    device_type = getattr(device, "type", "cpu")
-    boxes = detect_faces_onnx(image, str(files["detector"]), device_type)
+    where = "cpu" if device is None else str(device)
+    boxes = detect_faces_onnx(image, str(files["detector"]), where)
     if not boxes:
         raise ImageError(
             "no face found in the source image; use a portrait with a clearly visible, roughly frontal face"
@@ -179,9 +184,32 @@ def crop_face_onnx(
             f"face_index={face_index} asked for, but the source image has {len(boxes)} face(s) (0 = largest)"
         )
     box = boxes[face_index]
-    landmarks = landmarks_106(image, box, str(files["landmark106"]), device_type)
+    landmarks = landmarks_106(image, box, str(files["landmark106"]), where)
     to_crop = liveportrait_crop_matrix(landmarks, scale)
     crop512 = cv2.warpAffine(image, to_crop, (CROP_DSIZE, CROP_DSIZE), flags=cv2.INTER_LINEAR)
     crop = cv2.resize(crop512, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
     matrix = cv2.invertAffineTransform(to_crop)  # 512 crop pixel -> original pixel: exactly a rendered frame's grid
     return FaceCrop(image=crop, matrix=matrix, landmarks=landmarks, face_box=box, num_faces=len(boxes))
+
+
+@dataclass(frozen=True)
+class InsightFaceCrop:
+    """LivePortrait's crop (`crop=insightface`): the two ONNX models under `checkpoint_dir`, a rotated square."""
+
+    checkpoint_dir: str  # holds insightface/models/buffalo_l/{det_10g,2d106det}.onnx
+    scale: float  # multiplies LivePortrait's crop scale (2.3)
+    face_index: int  # faces sorted by size: 0 = largest
+    device: str  # where the ONNX models run: auto | cpu | cuda | cuda:N (the pipeline's device)
+    uses_crop_models = True
+
+    def __post_init__(self) -> None:
+        check_crop_settings(self.scale, self.face_index)
+
+    def __call__(self, image: np.ndarray) -> FaceCrop:
+        """(H, W, 3) uint8 RGB -> FaceCrop of the `face_index`-th largest face."""
+        files = crop_model_files(self.checkpoint_dir)
+        return crop_face_onnx(image, files, self.face_index, self.scale, device=resolve_device(self.device))
+
+    def check(self) -> None:
+        """CheckpointError naming the ONNX files when they are missing."""
+        crop_model_files(self.checkpoint_dir)

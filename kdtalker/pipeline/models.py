@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdtalker.audio import AudioEncoder
+from kdtalker.audio import SpeechFeatures
 from kdtalker.diffusion import Denoiser, MotionNorm, OneStepSampler
 from kdtalker.errors import ConfigError
 
@@ -17,7 +17,7 @@ class Models:
     LivePortraitRenderer's encode_source/render/stitch/keypoint_info, a scheduler's set_timesteps/step)."""
 
     renderer: Any
-    audio: AudioEncoder
+    audio: SpeechFeatures
     denoiser: Denoiser
     scheduler: Any
     norm: MotionNorm

@@ -25,20 +25,17 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 
-from kdtalker.audio import audio_features
-from kdtalker.audio.checkpoint import load_audio_encoder
-from kdtalker.device import check_dtype, fastest_dtype, resolve_device, resolve_dtype
-from kdtalker.diffusion import DDIMScheduler, Denoiser, MotionNorm
+from kdtalker.device import check_dtype, cudnn_autotuned, fastest_dtype, resolve_device, resolve_dtype
+from kdtalker.diffusion import MotionNorm
 from kdtalker.errors import KDTalkerError
 from kdtalker.fileio import atomic_path
-from kdtalker.pipeline.build import pipeline_arguments
+from kdtalker.pipeline.build import inference_config, pipeline_arguments
 from kdtalker.pipeline.compose import driving_keypoints
 from kdtalker.pipeline.control import load_pose_file, ping_pong, relative_video_motion
 from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.driving import driving_motion
 from kdtalker.pipeline.dubbing import dubbed_frames, prepare_dub
-from kdtalker.pipeline.face import FaceCrop, crop_face
-from kdtalker.pipeline.face_onnx import crop_face_onnx
+from kdtalker.pipeline.face import FaceCrop
 from kdtalker.pipeline.frames import Rendered, finish_batch, output_size, render_batch
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.job import Job, read_speech
@@ -51,63 +48,61 @@ from kdtalker.pipeline.progress import RenderingProgress
 from kdtalker.pipeline.request import Request
 from kdtalker.pipeline.timings import Timings
 from kdtalker.pipeline.video import VideoWriter
-from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, crop_model_files
-from kdtalker.renderer import LivePortraitRenderer
+from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir
 
 
 class TalkingHeadPipeline:
-    """The official KDTalker inference on our modules; build with `from_config` or from a checkpoint folder."""
+    """The official KDTalker inference on our modules: `from_pretrained(checkpoint_dir, ...)` or `from_config`.
+
+    Every argument comes from the inference config (kdtalker/configs/inference.yaml, built by build.py); the
+    constructor holds no defaults of its own."""
 
     def __init__(
         self,
-        checkpoint_dir: str | os.PathLike = "checkpoints",
-        device: str = "auto",
-        dtype: str = "float32",
-        controls: Controls | None = None,
-        kalman_transition_cov: float = 0.05,
-        kalman_observation_cov: float = 0.001,
-        predictor_path: str | None = None,
-        scheduler: Any = None,
-        model_kwargs: Mapping[str, Any] | None = None,
-        renderer_kwargs: Mapping[str, Any] | None = None,
-        audio_batch_size: int = 256,
-        model_class: type = Denoiser,
-        renderer_factory: Callable[[], Any] | None = None,
-        audio_checkpoint: str = "wav2lip.pth",
-        overlap: bool | None = None,
+        *,
+        checkpoint_dir: str | os.PathLike,
+        device: str,
+        dtype: str,
+        controls: Controls,
+        kalman_transition_cov: float,
+        kalman_observation_cov: float,
+        scheduler: Any,
+        model_class: type,
+        model_kwargs: Mapping[str, Any],
+        renderer_factory: Callable[..., Any],
+        audio_factory: Callable[..., Any],
+        overlap: bool | None,
     ):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = resolve_device(device)
         self.dtype = check_dtype(
             self.device, fastest_dtype(self.device) if dtype == "fastest" else resolve_dtype(dtype)
         )
-        self.controls = (controls or Controls()).validate()
+        self.controls = controls.validate()
         self.kalman_transition_cov = kalman_transition_cov
         self.kalman_observation_cov = kalman_observation_cov
-        self.predictor_path = predictor_path
         self.scheduler = scheduler
-        self.model_kwargs = dict(model_kwargs or {})
-        self.audio_batch_size = audio_batch_size
         self.model_class = model_class
-        # from_config: the renderer group's _target_ with its keys; otherwise the official files under checkpoint_dir
-        self.renderer_factory = renderer_factory or functools.partial(
-            LivePortraitRenderer.from_checkpoints,
-            self.checkpoint_dir / "liveportrait",
-            device=self.device,
-            dtype=self.dtype,
-            **(renderer_kwargs or {}),
-        )
-        self.audio_checkpoint = audio_checkpoint
+        self.model_kwargs = dict(model_kwargs)
+        self.renderer_factory = renderer_factory  # the renderer group's _target_, called with the device and dtype
+        self.audio_factory = audio_factory  # the audio group's _target_, called with the device
         # sample window k+1 while window k renders: on by default where the two run side by side (a GPU)
         self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
         # Fail before any work when a weight file is missing, truncated or the wrong one.
         self.weight_files = check_checkpoint_dir(self.checkpoint_dir)
-        if self.controls.crop_method == "insightface":
-            crop_model_files(self.checkpoint_dir)
+        self.controls.crop.check()
         self.models: Models | None = None
         self.timings = Timings()
         self.notes: list[str] = []  # what the last run wants the user to know (one line each)
         self._config_notes: list[str] = []  # about the configuration: handed to the first run's notes only
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint_dir: str | os.PathLike, *overrides: str, **settings: Any
+    ) -> "TalkingHeadPipeline":
+        """The weights of `checkpoint_dir` with the packaged inference config, changed by Hydra overrides
+        ("preset=fast", "crop=insightface") and settings by name (device="cpu", steps=25): what inference.py runs."""
+        return cls.from_config(inference_config(*overrides, checkpoint_dir=str(checkpoint_dir), **settings))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TalkingHeadPipeline":
@@ -125,15 +120,11 @@ class TalkingHeadPipeline:
             return self.models
         start = time.perf_counter()
         root = self.checkpoint_dir
-        if self.device.type == "cuda":
-            # one render batch shape per run: let cuDNN pick each convolution's fastest algorithm once (float32
-            # convolutions already use TF32 by PyTorch's default; the denoiser's matmuls stay full float32)
-            torch.backends.cudnn.benchmark = True
         self.models = Models(
             renderer=self.renderer_factory(device=self.device, dtype=self.dtype),  # as resolved here
-            audio=load_audio_encoder(root / self.audio_checkpoint, device=self.device),
+            audio=self.audio_factory(device=self.device),
             denoiser=self.model_class.from_pretrained(root / "KDTalker.pth", self.device, **self.model_kwargs),
-            scheduler=self.scheduler if self.scheduler is not None else DDIMScheduler(),
+            scheduler=self.scheduler,
             norm=MotionNorm.load(root / NORM_FILE),
         )
         check_sampler(self.models.denoiser, self.models.scheduler, root / "KDTalker.pth")
@@ -222,7 +213,7 @@ class TalkingHeadPipeline:
         crop = functools.partial(self.crop, ctl=request.controls)
         with self._memory_errors(request.controls):
             if request.dubbing:
-                job = prepare_dub(request, self.load, crop, self.timings, self.audio_batch_size)
+                job = prepare_dub(request, self.load, crop, self.timings)
                 batches = dubbed_frames(job, self.load(), self.motion, crop, self.timings, self.checkpoint_dir)
             else:
                 job = self._prepare(request)
@@ -285,7 +276,7 @@ class TalkingHeadPipeline:
                 pose = load_pose_file(request.pose_file, num_frames, ctl.fps, raw_source)
             if given is None and ctl.control.uses("audio") and ctl.uses_audio:
                 with self.timings.stage("audio"):
-                    features = audio_features(wav, models.audio, fps=ctl.fps, batch_size=self.audio_batch_size)
+                    features = models.audio(wav, ctl.fps)
         paste = PasteBack(image, face.matrix) if ctl.paste_back else None
         width, height = output_size(image, ctl.paste_back)
         return Job(
@@ -302,17 +293,8 @@ class TalkingHeadPipeline:
         )
 
     def crop(self, image: np.ndarray, ctl: Controls | None = None) -> FaceCrop:
-        """(H, W, 3) uint8 RGB -> the 256x256 source crop by the configured method."""
-        ctl = ctl or self.controls
-        if ctl.crop_method == "insightface":
-            return crop_face_onnx(
-                image,
-                crop_model_files(self.checkpoint_dir),
-                face_index=ctl.face_index,
-                scale=ctl.crop_scale,
-                device=self.device,
-            )
-        return crop_face(image, face_index=ctl.face_index, scale=ctl.crop_scale, predictor_path=self.predictor_path)
+        """(H, W, 3) uint8 RGB -> the 256x256 source crop by the configured method (the crop group)."""
+        return (ctl or self.controls).crop(image)
 
     @torch.inference_mode()  # on a generator: only while it runs, not in the caller's code between frames
     def _frame_batches(self, job: Job) -> Iterator[np.ndarray]:
@@ -354,7 +336,9 @@ class TalkingHeadPipeline:
                 ready = torch.cat(pending) if pending else None
                 while ready is not None and ready.shape[0] and (ready.shape[0] >= ctl.batch_size or motion is None):
                     batch, ready = ready[: ctl.batch_size], ready[ctl.batch_size :]
-                    with self.timings.stage("rendering"):
+                    # one render batch shape per run: cuDNN measures each convolution's algorithms once (float32
+                    # convolutions use TF32 by PyTorch's default; the denoiser's matmuls stay full float32)
+                    with self.timings.stage("rendering"), cudnn_autotuned(self.device):
                         rendered = render_batch(renderer, source, batch, first, ctl, job.paste)
                     yield rendered
                     first += batch.shape[0]

@@ -110,13 +110,17 @@ def use_saved_crop(pipe, path: str) -> None:
 
 def build_pipeline(args: argparse.Namespace, root):
     """The pipeline the benchmark measures, from its arguments."""
-    from kdtalker.pipeline import Controls, TalkingHeadPipeline
+    from kdtalker.pipeline import TalkingHeadPipeline
 
-    controls = Controls(steps=args.steps, batch_size=args.batch_size, paste_back=args.paste_back)
-    renderer = {"compile_modules": True} if getattr(args, "compile", False) else None
-    overlap = False if getattr(args, "no_overlap", False) else None
-    pipe = TalkingHeadPipeline(
-        root, device=args.device, dtype=args.dtype, controls=controls, renderer_kwargs=renderer, overlap=overlap
+    pipe = TalkingHeadPipeline.from_pretrained(
+        root,
+        device=args.device,
+        dtype=args.dtype,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        paste_back=args.paste_back,
+        compile=bool(getattr(args, "compile", False)),
+        overlap=False if getattr(args, "no_overlap", False) else None,
     )
     if args.crop_file:
         use_saved_crop(pipe, args.crop_file)

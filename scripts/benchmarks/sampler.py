@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model = load_kdtalker(args.checkpoint, device) if args.checkpoint else Denoiser().to(device).eval()
-    scheduler = DDIMScheduler(num_inference_steps=args.steps)
+    scheduler = DDIMScheduler()
     frames = int(round(args.seconds * args.fps))
     windows = -(-frames // model.window)
     gen = torch.Generator(device="cpu").manual_seed(0)
