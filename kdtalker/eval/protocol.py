@@ -468,10 +468,19 @@ class Evaluation:
             return {"notes": notes, "scores": {clip.name: self._score_clip(clip, videos[clip.name]) for clip in bar}}
 
         shares = run_on_every_rank(self.dist, share, f"row {label!r}")
-        if not self.dist.is_main:
-            self._rows[key] = {}
-            return self._rows[key]
-        for note in dict.fromkeys(n for part in shares for n in part["notes"]):  # each once, in rank order
+        merged: list[dict] = []
+        # rank 0 merges while the others wait, so that its failure (a FID that does not compute) stops them too
+        run_on_every_rank(
+            self.dist,
+            lambda: merged.append(self._merge(row, shares)) if self.dist.is_main else None,
+            f"the merge of row {label!r}",
+        )
+        self._rows[key] = merged[0] if merged else {}
+        return self._rows[key]
+
+    def _merge(self, row: Mapping[str, Any], shares: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Every rank's notes and per-video values of a row -> the row's table values (notes printed, each once)."""
+        for note in dict.fromkeys(n for part in shares for n in part["notes"]):  # in rank order
             tqdm.write(note)
         scores = {name: values for part in shares for name, values in part["scores"].items()}
         # merged in the clips' order: the means and FID's feature order are as one process makes them
@@ -480,10 +489,9 @@ class Evaluation:
             for metric, value in scores[clip.name].items():
                 per_video[metric].append(value)
         s = self.scorer
-        self._rows[key] = aggregate(
+        return aggregate(
             per_video, row, s.option("diversity", "statistic"), s.option("fid", "distance"), len(self.clips)
         )
-        return self._rows[key]
 
     def _score_clip(self, clip: Clip, video: Path) -> dict[str, Any]:
         """One video's metric values (cached) -> {per-video list name: JSON-able value} for the requested metrics."""
