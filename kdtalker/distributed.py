@@ -110,12 +110,15 @@ def cleanup_distributed(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def run_on_every_rank(info: DistInfo, work: Callable[[], Any], what: str = "its share") -> list[Any]:
+def run_on_every_rank(
+    info: DistInfo, work: Callable[[], Any], what: str = "its share", timeout_setting: str = "the timeout"
+) -> list[Any]:
     """Run `work()` (this rank's share) on every rank -> every rank's JSON-able result, in rank order.
 
     A failure anywhere stops every rank at the exchange that follows: the lowest failing rank raises its own error
     (its one line, or its traceback), every other rank raises PeerFailed (exit 1 without a line of its own), so
-    the job prints each failure once and no rank waits for a rank that stopped."""
+    the job prints each failure once and no rank waits for a rank that stopped. A rank that waits longer than the
+    process group's timeout (named by `timeout_setting` in the message) stops with a DistributedError."""
     if not info.enabled:
         return [work()]
     failure: Exception | None = None
@@ -129,8 +132,8 @@ def run_on_every_rank(info: DistInfo, work: Callable[[], Any], what: str = "its 
         gathered = info.gather_json({"failure": report, "result": result})
     except RuntimeError as exc:  # gloo/NCCL: a peer's connection closed, or the wait timed out
         raise DistributedError(
-            f"rank {info.rank} lost contact with the other ranks while they did {what} ({exc}); "
-            "a rank stopped (see its error) or took longer than the configured timeout"
+            f"rank {info.rank} lost contact with the other ranks after {what} ({exc}); "
+            f"a rank stopped (see its error) or took longer than {timeout_setting}"
         ) from failure
     failed = [r for r, g in enumerate(gathered) if g["failure"] is not None]
     if failed:

@@ -7,6 +7,7 @@ rendering real frames on CPU is too slow there, and the stand-in's reported timi
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from test_eval_e2e import _StandInPipeline
@@ -16,10 +17,14 @@ from kdtalker.eval.protocol import run_evaluation
 
 
 class _RankedStandIn(_StandInPipeline):
-    """The stand-in, also leaving `<video>.rank`: the rank that generated the video (0 without torchrun)."""
+    """The stand-in, also leaving `<video>.rank`: the rank that generated the video (0 without torchrun); the rank
+    named by STANDIN_STALL_RANK hangs instead (as a stuck GPU would)."""
 
     def generate(self, source_image, driven_audio, output, **controls):
-        Path(output).with_suffix(".rank").write_text(os.environ.get("RANK", "0"))
+        rank = os.environ.get("RANK", "0")
+        if rank == os.environ.get("STANDIN_STALL_RANK"):
+            time.sleep(600)
+        Path(output).with_suffix(".rank").write_text(rank)
         return super().generate(source_image, driven_audio, output, **controls)
 
 

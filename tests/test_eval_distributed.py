@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,10 @@ def test_without_torchrun_a_share_runs_in_place():
         run_on_every_rank(info, lambda: (_ for _ in ()).throw(VideoError("bad clip")))
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     # one thread per process in both runs: the float reductions (Inception, SyncNet) then sum in the same order
-    return dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return {**env, **extra}
 
 
 def _evaluate(launcher: list[str], setup: Path, out: Path, peer: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -119,3 +121,14 @@ def test_a_failing_rank_stops_the_job_with_one_error_line(setup, tmp_path):  # n
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "clip1.mp4" in errors[0], done.stderr[-3000:]
     assert not list((tmp_path / "o").glob("tables/*"))  # no table from a part of the videos
+
+
+def test_a_stuck_rank_stops_the_others_after_the_timeout(setup, tmp_path):  # noqa: F811
+    # rank 1 hangs in its generation; rank 0 waits distributed.timeout_minutes (12 s here) and then stops the job
+    cmd = [*TORCHRUN, "--nproc_per_node=2", str(REPO / "tests" / "eval_standin_run.py"), *_overrides(setup, tmp_path)]
+    cmd += ["seconds=0.32", "metrics=[cpbd]", "distributed.timeout_minutes=0.2"]
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(STANDIN_STALL_RANK="1"), timeout=120)
+    assert done.returncode != 0 and time.monotonic() - started < 100
+    assert "error: rank 0 lost contact with the other ranks" in done.stderr, done.stderr[-3000:]
+    assert "distributed.timeout_minutes" in done.stderr

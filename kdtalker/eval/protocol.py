@@ -360,6 +360,7 @@ class Scorer:
 
 
 METRICS = ("lse", "diversity", "fid", "cpbd", "csim", "fps", "beat_align")
+TIMEOUT_SETTING = "distributed.timeout_minutes"  # how long a rank waits for the others (kdtalker/configs/evaluate.yaml)
 
 
 def build_pipeline(overrides: Sequence[str]) -> TalkingHeadPipeline:
@@ -467,13 +468,14 @@ class Evaluation:
             bar = tqdm(self.own(), desc=f"score {label}", unit="video", **_bar(self.dist.is_main))
             return {"notes": notes, "scores": {clip.name: self._score_clip(clip, videos[clip.name]) for clip in bar}}
 
-        shares = run_on_every_rank(self.dist, share, f"row {label!r}")
+        shares = run_on_every_rank(self.dist, share, f"row {label!r}", TIMEOUT_SETTING)
         merged: list[dict] = []
         # rank 0 merges while the others wait, so that its failure (a FID that does not compute) stops them too
         run_on_every_rank(
             self.dist,
             lambda: merged.append(self._merge(row, shares)) if self.dist.is_main else None,
             f"the merge of row {label!r}",
+            TIMEOUT_SETTING,
         )
         self._rows[key] = merged[0] if merged else {}
         return self._rows[key]
@@ -644,12 +646,18 @@ def run_evaluation(cfg: Any, pipeline_factory: Callable[[Sequence[str]], Any] | 
     # the ranks exchange only small JSON texts, so gloo also on GPUs: no NCCL watchdog over the long waits of a
     # rank whose share was cached for the slowest one (distributed.timeout_minutes)
     timeout = _cfg(_cfg(cfg, "distributed"), "timeout_minutes")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"{TIMEOUT_SETTING}={timeout!r} must be a positive number of minutes")
     info, device = setup_distributed(str(_cfg(cfg, "device", "auto")), backend="gloo", timeout_minutes=timeout)
     try:
         built: list[Evaluation] = []
         # a bad setting fails on every rank alike: through run_on_every_rank the job says it once
         rank_device = str(device) if info.enabled else None  # one process: the config's device, as before
-        run_on_every_rank(info, lambda: built.append(Evaluation(cfg, pipeline_factory, info, rank_device)), "set-up")
+
+        def build() -> None:
+            built.append(Evaluation(cfg, pipeline_factory, info, rank_device))
+
+        run_on_every_rank(info, build, "the set-up", TIMEOUT_SETTING)
         tables = built[0].tables()
     finally:
         cleanup_distributed(info)
