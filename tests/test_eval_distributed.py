@@ -18,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from test_eval_e2e import _overrides
 from test_eval_e2e import setup as setup  # noqa: F401 - the e2e tests' clips and fixture weights (a fixture)
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.distributed import DistInfo, run_on_every_rank, shard
-from kdtalker.errors import VideoError
+from kdtalker.errors import ConfigError, VideoError
+from kdtalker.eval.protocol import Evaluation, run_evaluation
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -46,6 +49,25 @@ def test_without_torchrun_a_share_runs_in_place():
     assert info.gather_json({"t": (1, 2)}) == [{"t": [1, 2]}]  # the JSON round trip several ranks make
     with pytest.raises(VideoError, match="bad clip"):
         run_on_every_rank(info, lambda: (_ for _ in ()).throw(VideoError("bad clip")))
+
+
+def test_each_rank_generates_and_scores_on_its_own_gpu(tmp_path):
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    cfg.output_dir = str(tmp_path)
+    rank1 = Evaluation(cfg, device="cuda:1")  # as run_evaluation builds it on LOCAL_RANK 1 (nothing runs here)
+    assert rank1.scorer.device == "cuda:1"
+    assert rank1._pipeline_overrides({"overrides": ["+experiment=steps_5"]}) == ["+experiment=steps_5", "device=cuda:1"]
+    assert rank1._pipeline_overrides({"overrides": ["device=cpu"]}) == ["device=cpu"]  # a row's own choice stays
+    single = Evaluation(cfg)  # without torchrun: the config's device and the row's overrides, as before
+    assert single.scorer.device == "auto" and single._pipeline_overrides({"overrides": []}) == []
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon"])
+def test_a_bad_timeout_is_one_clear_error(tmp_path, value):
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    cfg.merge_with_dotlist([f"output_dir={tmp_path}", f"distributed.timeout_minutes={value}"])
+    with pytest.raises(ConfigError, match="distributed.timeout_minutes=.* must be a positive number of minutes"):
+        run_evaluation(cfg)
 
 
 def _env(**extra: str) -> dict[str, str]:
