@@ -5,7 +5,8 @@
 - The config is composed with Hydra's compose API from `key=value` overrides (`--help`: the settings with their
   descriptions and the config groups; `--cfg job`: every key); a bad override, a mistyped key or a value of the
   wrong type ends with one line naming it.
-- KDTalkerError and OSError (disk full, permission denied, ...) end with one line and exit 1.
+- KDTalkerError and OSError (disk full, permission denied, ...) end with one line and exit 1; under torchrun, a rank
+  whose peer failed (PeerFailed) exits 1 without a line, as the failing rank prints it.
 - SIGINT (Ctrl-C) and SIGTERM (a scheduler, `timeout`, a container stop) raise inside the run, so every clean-up
   (atomic writes, temporary folders, the ffmpeg child) runs; the run ends with `error: interrupted` and exit
   130 / 143. A second signal during the clean-up is ignored.
@@ -23,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from kdtalker.cli_help import help_text
 from kdtalker.config import CONFIG_DIR, compose_config, config_error
-from kdtalker.errors import KDTalkerError, Terminated
+from kdtalker.errors import KDTalkerError, PeerFailed, Terminated
 from kdtalker.fileio import describe_os_error
 
 EXIT_ERROR = 1
@@ -85,6 +86,8 @@ def guarded(body: Callable[[], Any]) -> Any:
     install_signal_handlers()
     try:
         return body()
+    except PeerFailed:  # under torchrun: the failing rank prints the one line; the job's other ranks stay quiet
+        sys.exit(EXIT_ERROR)
     except (KDTalkerError, OSError, MemoryError) as exc:
         fail(user_message(exc), details=getattr(exc, "details", ()))
     except RuntimeError as exc:  # torch.OutOfMemoryError is one

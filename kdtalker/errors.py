@@ -37,6 +37,10 @@ class ConfigError(KDTalkerError):
     """A configuration value is invalid."""
 
 
+class PeerFailed(KDTalkerError):
+    """Another process of the same torchrun job failed and reports it itself: this one exits 1 without a line."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived: raised in the main thread so that every clean-up runs (a BaseException, like
     KeyboardInterrupt, so that no `except Exception` swallows it)."""

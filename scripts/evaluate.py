@@ -3,6 +3,7 @@
     python scripts/evaluate.py videos=HDTF/ output_dir=eval_outputs
     python scripts/evaluate.py videos=HDTF/ generate=false \
         'tables=[{name: peers, title: Peers, rows: [{label: SadTalker, folder: sadtalker/}]}]'
+    torchrun --standalone --nproc_per_node=8 scripts/evaluate.py videos=HDTF/ output_dir=eval_outputs   # 8 GPUs
 
 Settings: kdtalker/configs/evaluate.yaml. Tables are printed and saved under output_dir/tables (markdown + csv).
 """
@@ -13,10 +14,12 @@ from kdtalker.cli import run
 
 
 def main(cfg) -> None:
-    """Run the protocol and print the tables."""
+    """Run the protocol and print the tables (under torchrun: rank 0 prints them)."""
     from kdtalker.eval.protocol import run_evaluation
 
-    print(run_evaluation(cfg))
+    text = run_evaluation(cfg)
+    if text is not None:
+        print(text)
 
 
 if __name__ == "__main__":

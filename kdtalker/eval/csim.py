@@ -73,7 +73,7 @@ def align_face(image_rgb: np.ndarray, points5: np.ndarray, size: int = 112) -> n
 class ArcFace:
     """An ArcFace ONNX model through onnxruntime: (N,112,112,3) uint8 RGB aligned faces -> (N,D) embeddings."""
 
-    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None):
+    def __init__(self, path: str | os.PathLike, providers: list[str | tuple[str, dict]] | None = None):
         import onnxruntime as ort
 
         path = Path(path)

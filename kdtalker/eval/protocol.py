@@ -11,6 +11,11 @@ Layout under `output_dir`:
     generated/<row>/<video>.mp4                       generated videos (or a row's own `folder` of videos)
     <videos folder>/<video>.metrics.json              per-video metric cache (next to each scored video)
     tables/table<k>.md, tables/table<k>.csv, tables/summary.json
+
+Under torchrun (`torchrun --nproc_per_node=N scripts/evaluate.py ...`) video i of every row is prepared, generated
+and scored by rank i % N (so each cache file has one writer, and a resumed run gives each rank the same videos);
+after each row, the ranks exchange their per-video values and rank 0 aggregates them (FID from every video's
+cached features) and writes the tables, which are the same as one process writes.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from kdtalker.config import compose_config
+from kdtalker.distributed import DistInfo, cleanup_distributed, run_on_every_rank, setup_distributed, shard
 from kdtalker.errors import ConfigError, VideoError
 from kdtalker.eval import tables as table_fmt
 from kdtalker.eval.beat_align import audio_beats, beat_align_score, motion_beats
@@ -145,12 +151,24 @@ class Clip:
     audio: Path
 
 
-def prepare_clips(videos: Sequence[Path], folder: Path, seconds: float, fps: float = 25.0) -> list[Clip]:
+def clip_of(video: Path, folder: Path) -> Clip:
+    """A ground-truth video -> its Clip, with the paths its inputs have under `folder` (made or not)."""
+    return Clip(video.stem, video, folder / f"{video.stem}.png", folder / f"{video.stem}.wav")
+
+
+def _bar(progress: bool) -> dict[str, Any]:
+    # only a silenced bar is passed explicitly: an explicit disable=False would override TQDM_DISABLE
+    return {} if progress else {"disable": True}
+
+
+def prepare_clips(
+    videos: Sequence[Path], folder: Path, seconds: float, fps: float = 25.0, progress: bool = True
+) -> list[Clip]:
     """Ground-truth videos -> first frame (png) and first `seconds` of audio (16 kHz wav) for each, cached."""
     folder.mkdir(parents=True, exist_ok=True)
     clips = []
-    for video in tqdm(videos, desc="inputs", unit="video"):
-        clip = Clip(video.stem, video, folder / f"{video.stem}.png", folder / f"{video.stem}.wav")
+    for video in tqdm(videos, desc="inputs", unit="video", **_bar(progress)):
+        clip = clip_of(video, folder)
         if not clip.reference.is_file():
             with atomic_path(clip.reference, "the reference frame") as tmp:
                 Image.fromarray(read_video(video, max_seconds=1.0 / fps, fps=fps)[0]).save(tmp, format="PNG")
@@ -167,12 +185,14 @@ class Scorer:
     """Loads each evaluation model once (on first use) and scores one video per metric, through its cache."""
 
     cfg: Any
+    device_name: str | None = None  # this rank's device under torchrun (cuda:LOCAL_RANK); None: the config's
     _landmarks: dict = field(default_factory=dict)
     _crops: dict = field(default_factory=dict)
 
     @property
     def device(self) -> str:
-        return str(_cfg(self.cfg, "device", "auto"))
+        """The device the evaluation models run on."""
+        return self.device_name or str(_cfg(self.cfg, "device", "auto"))
 
     def weights(self, name: str) -> Any:
         return _cfg(_cfg(self.cfg, "weights"), name)
@@ -340,6 +360,7 @@ class Scorer:
 
 
 METRICS = ("lse", "diversity", "fid", "cpbd", "csim", "fps", "beat_align")
+TIMEOUT_SETTING = "distributed.timeout_minutes"  # how long a rank waits for the others (kdtalker/configs/evaluate.yaml)
 
 
 def build_pipeline(overrides: Sequence[str]) -> TalkingHeadPipeline:
@@ -348,9 +369,16 @@ def build_pipeline(overrides: Sequence[str]) -> TalkingHeadPipeline:
 
 
 class Evaluation:
-    """Runs the protocol for the configured tables (kdtalker/configs/evaluate.yaml)."""
+    """Runs the protocol for the configured tables (kdtalker/configs/evaluate.yaml); under torchrun, this rank's
+    share of every row (`dist`, `device`: from kdtalker.distributed.setup_distributed)."""
 
-    def __init__(self, cfg: Any, pipeline_factory: Callable[[Sequence[str]], Any] | None = None):
+    def __init__(
+        self,
+        cfg: Any,
+        pipeline_factory: Callable[[Sequence[str]], Any] | None = None,
+        dist: DistInfo | None = None,
+        device: str | None = None,
+    ):
         self.cfg = cfg
         self.out = Path(_cfg(cfg, "output_dir", "eval_outputs"))
         self.metrics = list(_cfg(cfg, "metrics", METRICS))
@@ -360,12 +388,15 @@ class Evaluation:
         check_settings(cfg)
         self.seconds = float(_cfg(cfg, "seconds", 8.0))
         self.generate = bool(_cfg(cfg, "generate", True))
-        self.scorer = Scorer(cfg)
+        self.dist = dist or DistInfo()
+        self.device = device
+        self.scorer = Scorer(cfg, device)
         self.pipeline_factory = pipeline_factory or build_pipeline
         self._rows: dict[str, dict] = {}
 
     @cached_property
     def clips(self) -> list[Clip]:
+        """Every evaluation clip, sorted by name; this rank prepares the inputs of its share (`own`)."""
         root = _cfg(self.cfg, "videos")
         if not root or not Path(root).is_dir():
             raise ConfigError(f"videos={root!r} must be a folder of ground-truth .mp4 videos (e.g. HDTF)")
@@ -374,67 +405,117 @@ class Evaluation:
         videos = videos[: int(limit)] if limit else videos
         if not videos:
             raise ConfigError(f"no .mp4 videos in {root}")
-        return prepare_clips(videos, self.out / "inputs", self.seconds)
+        folder = self.out / "inputs"
+        prepare_clips(shard(videos, self.dist), folder, self.seconds, progress=self.dist.is_main)
+        return [clip_of(video, folder) for video in videos]
+
+    def own(self) -> list[Clip]:
+        """This rank's share of the clips: clip i goes to rank i % world_size (all of them without torchrun)."""
+        return shard(self.clips, self.dist)
 
     def row_videos(self, row: Mapping[str, Any]) -> dict[str, Path]:
-        """Generate what is missing for a row (unless generate=false) -> {clip name: video}."""
+        """Generate what is missing of this rank's share of a row (unless generate=false) -> {clip name: video}."""
+        videos, notes = self._row_share(row)
+        for note in notes:
+            tqdm.write(note)
+        return videos
+
+    def _row_share(self, row: Mapping[str, Any]) -> tuple[dict[str, Path], list[str]]:
+        """row_videos without printing: ({clip name: video} for every clip, the pipeline's notes, once each)."""
         label = str(row["label"])
         folder = Path(row["folder"]) if row.get("folder") else self.out / "generated" / slug(row.get("name") or label)
         videos = {c.name: folder / f"{c.name}.mp4" for c in self.clips}
+        # every rank checks every clip, so that each says the same as one process would
         missing = [c for c in self.clips if not videos[c.name].is_file()]
         if missing and (row.get("folder") or not self.generate):
             raise VideoError(
                 f"row {label!r}: {len(missing)} video(s) missing in {folder} (e.g. {videos[missing[0].name].name}); "
                 "name them as the ground-truth videos, or run with generate=true"
             )
+        own = {c.name for c in self.own()}
+        missing = [c for c in missing if c.name in own]
+        notes: list[str] = []
         if missing:
             folder.mkdir(parents=True, exist_ok=True)
-            pipeline = self.pipeline_factory(list(row.get("overrides") or []))
-            said: set[str] = set()
-            for clip in tqdm(missing, desc=f"generate {label}", unit="video"):
+            pipeline = self.pipeline_factory(self._pipeline_overrides(row))
+            for clip in tqdm(missing, desc=f"generate {label}", unit="video", **_bar(self.dist.is_main)):
                 with Stopwatch() as sw:
                     pipeline.generate(clip.reference, clip.audio, videos[clip.name])
                 for note in getattr(pipeline, "notes", []):  # e.g. the exported model.yaml used: once per row
-                    if note not in said:
-                        said.add(note)
-                        tqdm.write(f"note ({label}): {note}")
+                    if f"note ({label}): {note}" not in notes:
+                        notes.append(f"note ({label}): {note}")
                 timing = timing_record(pipeline.timings, sw.seconds)
                 write_text_atomic(folder / f"{clip.name}.fps.json", json.dumps(timing))
-        return videos
+        return videos, notes
+
+    def _pipeline_overrides(self, row: Mapping[str, Any]) -> list[str]:
+        """The row's inference overrides; under torchrun on CUDA also this rank's GPU (unless the row names one)."""
+        overrides = list(row.get("overrides") or [])
+        if self.device and self.device.startswith("cuda") and not any(o.startswith("device=") for o in overrides):
+            overrides.append(f"device={self.device}")
+        return overrides
 
     def score_row(self, row: Mapping[str, Any]) -> dict[str, float | None]:
-        """One table row: per-video metrics (cached) -> aggregated values keyed by table column."""
+        """One table row: per-video metrics (cached) -> aggregated values keyed by table column (under torchrun:
+        each rank scores its share, rank 0 aggregates; the other ranks get {})."""
         label = str(row["label"])
         key = slug(row.get("name") or label) + "|" + str(row.get("folder") or "")
         if key in self._rows:
             return self._rows[key]
-        videos = self.row_videos(row)
-        per_video = {m: [] for m in ("lse", "pose", "cpbd", "csim", "beat_align", "fid", "fps")}
+
+        def share() -> dict[str, Any]:
+            videos, notes = self._row_share(row)
+            bar = tqdm(self.own(), desc=f"score {label}", unit="video", **_bar(self.dist.is_main))
+            return {"notes": notes, "scores": {clip.name: self._score_clip(clip, videos[clip.name]) for clip in bar}}
+
+        shares = run_on_every_rank(self.dist, share, f"row {label!r}", TIMEOUT_SETTING)
+        merged: list[dict] = []
+        # rank 0 merges while the others wait, so that its failure (a FID that does not compute) stops them too
+        run_on_every_rank(
+            self.dist,
+            lambda: merged.append(self._merge(row, shares)) if self.dist.is_main else None,
+            f"the merge of row {label!r}",
+            TIMEOUT_SETTING,
+        )
+        self._rows[key] = merged[0] if merged else {}
+        return self._rows[key]
+
+    def _merge(self, row: Mapping[str, Any], shares: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Every rank's notes and per-video values of a row -> the row's table values (notes printed, each once)."""
+        for note in dict.fromkeys(n for part in shares for n in part["notes"]):  # in rank order
+            tqdm.write(note)
+        scores = {name: values for part in shares for name, values in part["scores"].items()}
+        # merged in the clips' order: the means and FID's feature order are as one process makes them
+        per_video: dict[str, list] = {m: [] for m in ("lse", "pose", "cpbd", "csim", "beat_align", "fid", "fps")}
+        for clip in self.clips:
+            for metric, value in scores[clip.name].items():
+                per_video[metric].append(value)
         s = self.scorer
-        for clip in tqdm(self.clips, desc=f"score {label}", unit="video"):
-            video = videos[clip.name]
-            cache = MetricCache(video.with_suffix(".metrics.json"))
-            if "lse" in self.metrics:
-                per_video["lse"].append(cache.get("lse", s.lse_settings(), lambda: s.lse(video)))
-            if "diversity" in self.metrics:
-                per_video["pose"].append(cache.get("pose", s.section("diversity"), lambda: s.pose(video)))
-            if "cpbd" in self.metrics:
-                per_video["cpbd"].append(cache.get("cpbd", s.section("cpbd"), lambda: s.cpbd(video)))
-            if "csim" in self.metrics:
-                per_video["csim"].append(cache.get("csim", s.csim_settings(), lambda: s.csim(video, clip.reference)))
-            if "beat_align" in self.metrics:
-                per_video["beat_align"].append(
-                    cache.get("beat_align", s.section("beat_align"), lambda: s.beat_align(video))
-                )
-            if "fid" in self.metrics:
-                per_video["fid"].append((self._fid_generated(cache, video), self._fid_real(clip, video)))
-            timing = video.with_name(f"{clip.name}.fps.json")
-            if timing.is_file():
-                per_video["fps"].append(json.loads(timing.read_text()))
-        self._rows[key] = aggregate(
+        return aggregate(
             per_video, row, s.option("diversity", "statistic"), s.option("fid", "distance"), len(self.clips)
         )
-        return self._rows[key]
+
+    def _score_clip(self, clip: Clip, video: Path) -> dict[str, Any]:
+        """One video's metric values (cached) -> {per-video list name: JSON-able value} for the requested metrics."""
+        s = self.scorer
+        cache = MetricCache(video.with_suffix(".metrics.json"))
+        values: dict[str, Any] = {}
+        if "lse" in self.metrics:
+            values["lse"] = cache.get("lse", s.lse_settings(), lambda: s.lse(video))
+        if "diversity" in self.metrics:
+            values["pose"] = cache.get("pose", s.section("diversity"), lambda: s.pose(video))
+        if "cpbd" in self.metrics:
+            values["cpbd"] = cache.get("cpbd", s.section("cpbd"), lambda: s.cpbd(video))
+        if "csim" in self.metrics:
+            values["csim"] = cache.get("csim", s.csim_settings(), lambda: s.csim(video, clip.reference))
+        if "beat_align" in self.metrics:
+            values["beat_align"] = cache.get("beat_align", s.section("beat_align"), lambda: s.beat_align(video))
+        if "fid" in self.metrics:
+            values["fid"] = [self._fid_generated(cache, video), self._fid_real(clip, video)]
+        timing = video.with_name(f"{clip.name}.fps.json")
+        if timing.is_file():
+            values["fps"] = json.loads(timing.read_text())
+        return values
 
     def _fid_generated(self, cache: MetricCache, video: Path) -> str:
         s = self.scorer
@@ -464,14 +545,18 @@ class Evaluation:
         return real_cache.get(metric, settings, compute)
 
     def tables(self) -> dict[str, tuple[str, str]]:
-        """Every configured table -> (markdown, csv); also written under output_dir/tables."""
+        """Every configured table -> (markdown, csv); also written under output_dir/tables (under torchrun: by rank
+        0, which returns them; the other ranks do their share of every row and return {})."""
         out = {}
         folder = self.out / "tables"
-        folder.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
         summary = {}  # per table and row: every aggregated value, the skipped-video counts among them
         for table in _plain(_cfg(self.cfg, "tables", [])):
             columns = table.get("columns") or list(table_fmt.PAPER_COLUMNS)
             rows = [(str(r["label"]), self.score_row(r)) for r in table["rows"]]
+            if not self.dist.is_main:
+                continue
             md = table_fmt.to_markdown(table["title"], rows, columns, table.get("first_column", "Method"))
             text = table_fmt.to_csv(rows, columns, table.get("first_column", "Method"))
             name = str(table["name"])
@@ -479,7 +564,8 @@ class Evaluation:
             write_text_atomic(folder / f"{name}.csv", text, "the table")
             summary[name] = {label: values for label, values in rows}
             out[name] = (md, text)
-        write_text_atomic(folder / "summary.json", json.dumps(summary, indent=1), "the summary")
+        if self.dist.is_main:
+            write_text_atomic(folder / "summary.json", json.dumps(summary, indent=1), "the summary")
         return out
 
 
@@ -553,7 +639,26 @@ def aggregate(
     return values
 
 
-def run_evaluation(cfg: Any, pipeline_factory: Callable[[Sequence[str]], Any] | None = None) -> str:
-    """Run the protocol for every configured table; returns the markdown of all tables (also saved as .md/.csv)."""
-    tables = Evaluation(cfg, pipeline_factory).tables()
-    return "\n".join(md for md, _ in tables.values())
+def run_evaluation(cfg: Any, pipeline_factory: Callable[[Sequence[str]], Any] | None = None) -> str | None:
+    """Run the protocol for every configured table; returns the markdown of all tables (also saved as .md/.csv).
+
+    Under torchrun each rank takes its share of every row and only rank 0 returns the tables (the others None)."""
+    # the ranks exchange only small JSON texts, so gloo also on GPUs: no NCCL watchdog over the long waits of a
+    # rank whose share was cached for the slowest one (distributed.timeout_minutes)
+    timeout = _cfg(_cfg(cfg, "distributed"), "timeout_minutes")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"{TIMEOUT_SETTING}={timeout!r} must be a positive number of minutes")
+    info, device = setup_distributed(str(_cfg(cfg, "device", "auto")), backend="gloo", timeout_minutes=timeout)
+    try:
+        built: list[Evaluation] = []
+        # a bad setting fails on every rank alike: through run_on_every_rank the job says it once
+        rank_device = str(device) if info.enabled else None  # one process: the config's device, as before
+
+        def build() -> None:
+            built.append(Evaluation(cfg, pipeline_factory, info, rank_device))
+
+        run_on_every_rank(info, build, "the set-up", TIMEOUT_SETTING)
+        tables = built[0].tables()
+    finally:
+        cleanup_distributed(info)
+    return "\n".join(md for md, _ in tables.values()) if info.is_main else None

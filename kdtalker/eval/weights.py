@@ -85,7 +85,12 @@ def load_inception(path_or_dict: str | os.PathLike | Mapping[str, Any], device: 
 
 def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """An ArcFace recognition ONNX file -> kdtalker.eval.csim.ArcFace (CUDA provider when device is CUDA)."""
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if resolve_device(device).type == "cuda" else None
+    resolved = resolve_device(device)
+    providers = None
+    if resolved.type == "cuda":
+        # onnxruntime's CUDA provider takes GPU 0 unless told: under torchrun each rank names its own GPU
+        gpu = resolved.index if resolved.index is not None else torch.cuda.current_device()
+        providers = [("CUDAExecutionProvider", {"device_id": gpu}), "CPUExecutionProvider"]
     return ArcFace(path, providers=providers)
 
 

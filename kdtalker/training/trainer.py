@@ -25,6 +25,7 @@ from kdtalker.diffusion.loss import diffusion_loss
 from kdtalker.diffusion.mask_drop import MaskDrop
 from kdtalker.diffusion.motion import MotionNorm, expression_channels
 from kdtalker.diffusion.schedulers import OneStepSampler
+from kdtalker.distributed import DistInfo, cleanup_distributed, setup_distributed
 from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError
 from kdtalker.fileio import atomic_path
 from kdtalker.generators import GeneratorObjective
@@ -35,7 +36,7 @@ from kdtalker.training.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from kdtalker.training.distributed import DistInfo, ResumableSampler, cleanup_distributed, setup_distributed
+from kdtalker.training.distributed import ResumableSampler
 from kdtalker.training.ema import EMA
 from kdtalker.training.optim import build_optimizer, cosine_with_warmup
 from kdtalker.training.validation import sampled_lip_correlation, validation_loss
