@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
+from kdtalker.config import compose_config
 from kdtalker.errors import VideoError
 from kdtalker.eval.protocol import Scorer
 from kdtalker.eval.syncnet import lse_inputs, sync_scores
@@ -38,7 +39,9 @@ def _write_clip(path: Path, frames_bgr: np.ndarray, pcm16: np.ndarray) -> Path:
 
 
 def _scorer(weights: Path, **lse) -> Scorer:
-    return Scorer(OmegaConf.create({"device": "cpu", "weights": {"syncnet": str(weights)}, "lse": lse}))
+    """A Scorer with the packaged evaluation config, on the CPU, these SyncNet weights and LSE settings."""
+    cfg = compose_config("evaluate", ["device=cpu", f"weights.syncnet={weights}"])
+    return Scorer(OmegaConf.merge(cfg, {"lse": lse}))
 
 
 @pytest.fixture(scope="module")

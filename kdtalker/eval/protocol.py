@@ -60,11 +60,11 @@ from kdtalker.pipeline.config import InferenceConfig
 from kdtalker.pipeline.face import crop_face, detect_faces_dlib
 
 
-def _cfg(node: Any, key: str, default: Any = None) -> Any:
-    if node is None:
-        return default
-    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-    return default if value is None else value
+def _cfg(node: Any, key: str) -> Any:
+    """A key of the evaluation config; kdtalker/configs/evaluate.yaml holds every default, so none is repeated here."""
+    if node is None or key not in node:
+        raise ConfigError(f"the evaluation config has no {key!r}; compose it from kdtalker/configs/evaluate.yaml")
+    return node[key]
 
 
 def _plain(node: Any) -> Any:
@@ -76,16 +76,16 @@ def _plain(node: Any) -> Any:
     return node
 
 
-# (section, key) -> (allowed values, default when the config leaves it out)
-CHOICES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    ("lse", "crop"): (("none", "track"), "none"),
-    ("lse", "frames"): (FRAME_SOURCES, "jpeg"),
-    ("lse", "audio"): (AUDIO_SOURCES, "async"),
-    ("diversity", "statistic"): (("logits", "degrees"), "logits"),
-    ("diversity", "detector"): (("mmod", "hog"), "mmod"),
-    ("fid", "distance"): (FID_DISTANCES, "sqrtm"),
-    ("fid", "real_crop"): (("none", "source"), "none"),
-    ("csim", "landmarks"): (LANDMARKS, "dlib"),
+# (section, key) -> the values the choice setting takes (its default: kdtalker/configs/evaluate.yaml)
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("lse", "crop"): ("none", "track"),
+    ("lse", "frames"): FRAME_SOURCES,
+    ("lse", "audio"): AUDIO_SOURCES,
+    ("diversity", "statistic"): ("logits", "degrees"),
+    ("diversity", "detector"): ("mmod", "hog"),
+    ("fid", "distance"): FID_DISTANCES,
+    ("fid", "real_crop"): ("none", "source"),
+    ("csim", "landmarks"): LANDMARKS,
 }
 NOT_WIRED = {
     ("csim", "landmarks", "scrfd"): "SCRFD's five keypoints are not decoded by kdtalker.pipeline.face_onnx (it keeps "
@@ -95,7 +95,7 @@ NOT_WIRED = {
 
 def check_choice(section: str, key: str, value: Any) -> str:
     """`value` of the choice setting section.key (CHOICES) -> itself as str; ConfigError naming the choices if not."""
-    allowed = CHOICES[(section, key)][0]
+    allowed = CHOICES[(section, key)]
     if value not in allowed:
         why = NOT_WIRED.get((section, key, value))
         raise ConfigError(
@@ -106,8 +106,8 @@ def check_choice(section: str, key: str, value: Any) -> str:
 
 
 def option(cfg: Any, section: str, key: str) -> str:
-    """A choice setting of evaluate.yaml (e.g. fid.distance), its default if absent; ConfigError if invalid."""
-    return check_choice(section, key, _cfg(_cfg(cfg, section), key, CHOICES[(section, key)][1]))
+    """A choice setting of evaluate.yaml (e.g. fid.distance); ConfigError if invalid."""
+    return check_choice(section, key, _cfg(_cfg(cfg, section), key))
 
 
 def check_settings(cfg: Any) -> None:
@@ -192,13 +192,13 @@ class Scorer:
     @property
     def device(self) -> str:
         """The device the evaluation models run on."""
-        return self.device_name or str(_cfg(self.cfg, "device", "auto"))
+        return self.device_name or str(_cfg(self.cfg, "device"))
 
     def weights(self, name: str) -> Any:
         return _cfg(_cfg(self.cfg, "weights"), name)
 
     def section(self, name: str) -> dict:
-        return dict(_plain(_cfg(self.cfg, name, {})) or {})
+        return dict(_plain(_cfg(self.cfg, name)) or {})
 
     def option(self, section: str, key: str) -> str:
         """A validated choice setting of this scorer's config (see `option`)."""
@@ -261,8 +261,8 @@ class Scorer:
             self.syncnet,
             np.ascontiguousarray(frames),
             pcm,
-            vshift=int(opts.get("vshift", 15)),
-            batch_size=int(opts.get("batch_size", 20)),
+            vshift=int(opts["vshift"]),
+            batch_size=int(opts["batch_size"]),
         )
         return {"offset": res.offset, "conf": res.conf, "min_dist": res.min_dist}
 
@@ -286,8 +286,8 @@ class Scorer:
             self.hopenet,
             frames,
             self.pose_detector,
-            max_frames=int(opts.get("max_frames", 200)),
-            min_confidence=float(opts.get("min_confidence", 1.0)),
+            max_frames=int(opts["max_frames"]),
+            min_confidence=float(opts["min_confidence"]),
         )
         if len(logits) == 0:
             return {"detections": 0, "std_logits": None, "std_degrees": None}
@@ -298,7 +298,7 @@ class Scorer:
         }
 
     def cpbd(self, video: Path) -> float:
-        return video_cpbd(read_video(video, fps=None), stride=int(self.section("cpbd").get("stride", 1)))
+        return video_cpbd(read_video(video, fps=None), stride=int(self.section("cpbd")["stride"]))
 
     def csim(self, video: Path, reference: Path) -> float | dict:
         """Mean cosine similarity to the reference, or {"skipped": "no face"} (reference or every frame)."""
@@ -309,7 +309,7 @@ class Scorer:
             return {"skipped": "no face"}
         ref_emb = self.arcface.embed(align_face(ref, five_points(ref_lm), size)[None])[0]
         faces = []
-        for frame in read_video(video, fps=None)[:: int(self.section("csim").get("stride", 1))]:
+        for frame in read_video(video, fps=None)[:: int(self.section("csim")["stride"])]:
             lm = self.landmarks(frame)
             if lm is not None:
                 faces.append(align_face(frame, five_points(lm), size))
@@ -317,7 +317,7 @@ class Scorer:
 
     def beat_align(self, video: Path) -> float | dict:
         """Beat-align score, or {"skipped": "no face" | "no audio beats"}."""
-        fps = float(self.section("beat_align").get("fps", 25.0))
+        fps = float(self.section("beat_align")["fps"])
         marks = [lm for lm in (self.landmarks(f) for f in read_video(video, fps=None)) if lm is not None]
         if len(marks) < 3:
             return {"skipped": "no face"}
@@ -325,7 +325,7 @@ class Scorer:
         score = beat_align_score(
             audio_beats(wav, 22050),
             motion_beats(np.stack(marks)) / fps,
-            float(self.section("beat_align").get("sigma", 0.1)),
+            float(self.section("beat_align")["sigma"]),
         )
         return {"skipped": "no audio beats"} if np.isnan(score) else score
 
@@ -346,13 +346,13 @@ class Scorer:
         first warps every frame to that crop at width x height (fid.real_crop=source)."""
         opts = self.section("fid")
         frames = read_video(video, max_seconds=max_seconds, fps=25.0 if max_seconds else None)[
-            :: int(opts.get("stride", 1))
+            :: int(opts["stride"])
         ]
         if crop is not None:
             matrix, width, height = crop
             frames = warp_frames(frames, resized_frame_matrix(matrix, width, height), width, height)
         features = image_features(
-            self.inception, frames, batch_size=int(opts.get("batch_size", 32)), dims=int(opts.get("dims", 2048))
+            self.inception, frames, batch_size=int(opts["batch_size"]), dims=int(opts["dims"])
         )
         with atomic_path(out, "the FID features") as tmp, open(tmp, "wb") as fh:  # a handle: np.save adds no suffix
             np.save(fh, features)
@@ -380,14 +380,14 @@ class Evaluation:
         device: str | None = None,
     ):
         self.cfg = cfg
-        self.out = Path(_cfg(cfg, "output_dir", "eval_outputs"))
-        self.metrics = list(_cfg(cfg, "metrics", METRICS))
+        self.out = Path(_cfg(cfg, "output_dir"))
+        self.metrics = list(_cfg(cfg, "metrics"))
         unknown = set(self.metrics) - set(METRICS)
         if unknown:
             raise ConfigError(f"unknown metric(s) {sorted(unknown)}; known: {list(METRICS)}")
         check_settings(cfg)
-        self.seconds = float(_cfg(cfg, "seconds", 8.0))
-        self.generate = bool(_cfg(cfg, "generate", True))
+        self.seconds = float(_cfg(cfg, "seconds"))
+        self.generate = bool(_cfg(cfg, "generate"))
         self.dist = dist or DistInfo()
         self.device = device
         self.scorer = Scorer(cfg, device)
@@ -519,7 +519,7 @@ class Evaluation:
 
     def _fid_generated(self, cache: MetricCache, video: Path) -> str:
         s = self.scorer
-        dims = int(s.section("fid").get("dims", 2048))
+        dims = int(s.section("fid")["dims"])
         return cache.get(
             "fid_features", s.fid_settings(), lambda: s.fid_features(video, video.with_suffix(f".fid{dims}.npy"))
         )
@@ -527,7 +527,7 @@ class Evaluation:
     def _fid_real(self, clip: Clip, video: Path) -> str:
         """The real clip's features, framed per fid.real_crop (source: as the reference crop, at the video's size)."""
         s = self.scorer
-        dims = int(s.section("fid").get("dims", 2048))
+        dims = int(s.section("fid")["dims"])
         real_crop = s.option("fid", "real_crop")
         settings = {**s.fid_settings(), "seconds": self.seconds, "real_crop": real_crop}
         metric, name = "fid_features", f"{clip.name}.real_fid{dims}.npy"
@@ -552,7 +552,7 @@ class Evaluation:
         if self.dist.is_main:
             folder.mkdir(parents=True, exist_ok=True)
         summary = {}  # per table and row: every aggregated value, the skipped-video counts among them
-        for table in _plain(_cfg(self.cfg, "tables", [])):
+        for table in _plain(_cfg(self.cfg, "tables")) or []:
             columns = table.get("columns") or list(table_fmt.PAPER_COLUMNS)
             rows = [(str(r["label"]), self.score_row(r)) for r in table["rows"]]
             if not self.dist.is_main:
@@ -648,7 +648,7 @@ def run_evaluation(cfg: Any, pipeline_factory: Callable[[Sequence[str]], Any] | 
     timeout = _cfg(_cfg(cfg, "distributed"), "timeout_minutes")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(f"{TIMEOUT_SETTING}={timeout!r} must be a positive number of minutes")
-    info, device = setup_distributed(str(_cfg(cfg, "device", "auto")), backend="gloo", timeout_minutes=timeout)
+    info, device = setup_distributed(str(_cfg(cfg, "device")), backend="gloo", timeout_minutes=timeout)
     try:
         built: list[Evaluation] = []
         # a bad setting fails on every rank alike: through run_on_every_rank the job says it once
