@@ -345,15 +345,11 @@ class Scorer:
         """Inception features (N,dims) of a video's frames saved to `out`; crop = (512-frame matrix, width, height)
         first warps every frame to that crop at width x height (fid.real_crop=source)."""
         opts = self.section("fid")
-        frames = read_video(video, max_seconds=max_seconds, fps=25.0 if max_seconds else None)[
-            :: int(opts["stride"])
-        ]
+        frames = read_video(video, max_seconds=max_seconds, fps=25.0 if max_seconds else None)[:: int(opts["stride"])]
         if crop is not None:
             matrix, width, height = crop
             frames = warp_frames(frames, resized_frame_matrix(matrix, width, height), width, height)
-        features = image_features(
-            self.inception, frames, batch_size=int(opts["batch_size"]), dims=int(opts["dims"])
-        )
+        features = image_features(self.inception, frames, batch_size=int(opts["batch_size"]), dims=int(opts["dims"]))
         with atomic_path(out, "the FID features") as tmp, open(tmp, "wb") as fh:  # a handle: np.save adds no suffix
             np.save(fh, features)
         return str(out)
