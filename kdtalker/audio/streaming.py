@@ -22,10 +22,11 @@ the end nor the clamp to the last mel frame can reach it. `final_frames(n, fps)`
 Exactness: pre-emphasis (carried across chunks), STFT frames, rfft, dB and normalisation are the same float64
 operations as the whole-file code, sample by sample. The one difference is the mel projection, a BLAS matrix
 product over however many STFT frames became ready together, which can move a mel value by a few float64 ulps
-(the float32 windows are then identical except, rarely, by one float32 ulp). The encoder then sees other batch
+(the float32 windows are then identical except, rarely, by one float32 ulp; none of 5.8 million window values
+differed over 60 random chunkings of 3 s clips). The encoder then sees other batch
 compositions than `audio_features`, which moves a feature by up to ~4e-6 on CPU (reference README section 9).
 
-Memory is O(1) in the stream length: about 16000 / fps + 1000 samples and max(16, 160 / fps + 2) mel frames
+Memory is O(1) in the stream length: fewer than 16000 / fps + 800 samples and at most max(15, 160 / fps) mel frames
 are held between pushes (`buffered_samples`, `buffered_mel_frames`), plus the chunk being processed.
 """
 
@@ -163,12 +164,12 @@ class StreamingMelWindows:
 
     @property
     def buffered_samples(self) -> int:
-        """Samples held between pushes (at most about 16000 / fps + 1000)."""
+        """Samples held between pushes (< 16000 / fps + 800: the uncropped partial frame and 2 STFT frames' worth)."""
         return len(self._signal)
 
     @property
     def buffered_mel_frames(self) -> int:
-        """Mel frames held between pushes (at most max(16, 160 / fps + 2))."""
+        """Mel frames held between pushes (<= max(15, 160 / fps): the pending windows' columns)."""
         return self._mel.shape[1]
 
     def push(self, samples: np.ndarray) -> StreamChunk:
@@ -245,6 +246,8 @@ class StreamingSpeechFeatures:
     def __init__(self, encoder: AudioEncoder, fps: float, batch_size: int):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if encoder.training:  # BatchNorm on batch statistics would make a feature depend on the chunking
+            raise ValueError("the audio encoder must be in eval mode (encoder.eval()) for streaming")
         self.encoder = encoder
         self.batch_size = batch_size
         self.windows = StreamingMelWindows(fps)
