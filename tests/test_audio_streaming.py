@@ -15,6 +15,7 @@ from kdtalker.audio import (
     audio_features,
     audio_windows,
     final_frames,
+    lookahead_samples,
     num_video_frames,
     samples_needed,
 )
@@ -53,8 +54,8 @@ def run_stream(stream, chunks: list[np.ndarray]):
         piece = stream.push(chunk)
         pushed += len(chunk)
         assert piece.first == (pieces[-1].stop if pieces else 0)
-        windows = stream.windows if isinstance(stream, StreamingSpeechFeatures) else stream
-        assert windows.frames_out == final_frames(pushed, stream.fps) == piece.stop
+        assert stream.frames_out == final_frames(pushed, stream.fps) == piece.stop
+        assert stream.samples_pushed == pushed
         pieces.append(piece)
     tail = stream.close()
     assert tail.first == (pieces[-1].stop if pieces else 0)
@@ -120,6 +121,7 @@ def test_final_frames_do_not_depend_on_what_follows():
 def test_latency_at_25_fps_is_three_frames():
     for i in range(300):
         assert samples_needed(i, 25.0) == 640 * (i + 4)  # the frame's own 640 samples + 1920 of look-ahead
+        assert lookahead_samples(i, 25.0) == 1920
     assert final_frames(640 * 4 - 1, 25.0) == 0 and final_frames(640 * 4, 25.0) == 1
 
 
@@ -128,7 +130,7 @@ def test_samples_needed_is_the_first_final_sample_count(fps):
     for i in [0, 1, 2, 3, 7, 50, 333]:
         n = samples_needed(i, fps)
         assert final_frames(n, fps) > i >= final_frames(n - 1, fps)
-        assert n >= crop_length(i + 1, fps=fps)  # never before the frame's own audio is in
+        assert lookahead_samples(i, fps) == n - crop_length(i + 1, fps=fps) >= 0  # never before its own audio
 
 
 @pytest.mark.parametrize("fps", [25.0, 29.97])

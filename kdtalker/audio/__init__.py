@@ -9,6 +9,7 @@ from kdtalker.audio.streaming import (
     StreamingMelWindows,
     StreamingSpeechFeatures,
     final_frames,
+    lookahead_samples,
     samples_needed,
 )
 from kdtalker.audio.windows import crop_to_frames, mel_windows, num_video_frames, window_indices, window_starts
@@ -26,6 +27,7 @@ __all__ = [
     "encode_windows",
     "final_frames",
     "load_audio",
+    "lookahead_samples",
     "mel_amplitude",
     "mel_basis",
     "mel_windows",

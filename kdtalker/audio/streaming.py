@@ -14,10 +14,11 @@ samples [200 m - 400, 200 m + 400), zeros outside [0, L); window i holds mel fra
     i < T(n)  and  200 (s_i + 15) + 400 <= L(n),
 
 i.e. its last mel frame lies wholly inside audio that every later crop keeps, so neither the zero padding at
-the end nor the clamp to the last mel frame can reach it. `final_frames(n, fps)` counts these frames and
-`samples_needed(i, fps)` is the smallest such n. At 25 fps frame i is final after 640 (i + 4) samples: its own
-40 ms plus 3 video frames (1920 samples, 120 ms) of look-ahead. The window itself reaches 1320..1560 samples
-(82.5..97.5 ms) past the end of its frame; the crop to whole video frames rounds that up to 3 frames.
+the end nor the clamp to the last mel frame can reach it. `final_frames(n, fps)` counts these frames,
+`samples_needed(i, fps)` is the smallest such n and `lookahead_samples(i, fps)` how far that lies past the end
+of frame i's own audio. At 25 fps frame i is final after 640 (i + 4) samples: its own 40 ms plus 3 video frames
+(1920 samples, 120 ms) of look-ahead. The window itself reaches 1320..1560 samples (82.5..97.5 ms) past the end
+of its frame; the crop to whole video frames rounds that up to 3 frames. (30 fps: 2134-2135 samples, 4 frames.)
 
 Exactness: pre-emphasis (carried across chunks), STFT frames, rfft, dB and normalisation are the same float64
 operations as the whole-file code, sample by sample. The one difference is the mel projection, a BLAS matrix
@@ -110,6 +111,11 @@ def samples_needed(frame: int, fps: float) -> int:
     while num_video_frames(n, SAMPLE_RATE, fps) < frames:
         n += 1
     return n
+
+
+def lookahead_samples(frame: int, fps: float) -> int:
+    """Samples past the end of video frame `frame`'s own audio that must arrive before it is final (1920 at 25 fps)."""
+    return samples_needed(frame, fps) - crop_length(frame + 1, SAMPLE_RATE, fps)
 
 
 def _check_samples(samples: object) -> np.ndarray:
@@ -256,6 +262,16 @@ class StreamingSpeechFeatures:
     def fps(self) -> float:
         """Video frame rate of the stream."""
         return self.windows.fps
+
+    @property
+    def samples_pushed(self) -> int:
+        """Samples pushed so far."""
+        return self.windows.samples_pushed
+
+    @property
+    def frames_out(self) -> int:
+        """Video frames handed out so far (the `first` of the next chunk)."""
+        return self.windows.frames_out
 
     def push(self, samples: np.ndarray) -> StreamChunk:
         """(N,) float32 16 kHz samples -> StreamChunk(first, (n, 512) features of the newly final frames)."""
