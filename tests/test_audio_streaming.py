@@ -20,7 +20,8 @@ from kdtalker.audio import (
     samples_needed,
 )
 from kdtalker.audio.checkpoint import load_audio_encoder
-from kdtalker.audio.windows import crop_length
+from kdtalker.audio.mel import preemphasis
+from kdtalker.audio.windows import crop_length, window_starts
 from kdtalker.errors import AudioError
 
 # The mel projection is one BLAS product over the STFT frames computed together; other groupings move a mel value by
@@ -65,6 +66,16 @@ def run_stream(stream, chunks: list[np.ndarray]):
 def concat(pieces) -> np.ndarray | torch.Tensor:
     values = [p.values for p in pieces]
     return torch.cat(values) if isinstance(values[0], torch.Tensor) else np.concatenate(values)
+
+
+def test_shared_steps_are_exact_across_chunks():
+    """Pre-emphasis with the carried sample and window starts from a later frame: the whole-file values, bitwise."""
+    wav = speech_like(0.5, 11)
+    cuts = [0, 1, 2, 500, 501, 3000, len(wav)]
+    parts = [preemphasis(wav[a:b], wav[a - 1] if a else None) for a, b in zip(cuts[:-1], cuts[1:])]
+    np.testing.assert_array_equal(np.concatenate(parts), preemphasis(wav))
+    for fps in FPS:
+        np.testing.assert_array_equal(window_starts(40, fps, first=1000), window_starts(1040, fps)[1000:])
 
 
 @pytest.mark.parametrize("fps", FPS)
