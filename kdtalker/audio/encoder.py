@@ -82,10 +82,11 @@ def audio_windows(wav: np.ndarray, fps: float = 25.0) -> np.ndarray:
 
 
 @torch.inference_mode()
-def audio_features(wav: np.ndarray, encoder: AudioEncoder, fps: float = 25.0, batch_size: int = 256) -> torch.Tensor:
-    """(N,) 16 kHz waveform -> (T, 512) per-video-frame audio features on the encoder's device and dtype."""
-    windows = audio_windows(np.asarray(wav, dtype=np.float32), fps)
+def encode_windows(windows: np.ndarray, encoder: AudioEncoder, batch_size: int) -> torch.Tensor:
+    """(T, 80, 16) float32 windows -> (T, 512) features on the encoder's device and dtype, `batch_size` per forward."""
     param = next(encoder.parameters())
+    if len(windows) == 0:
+        return torch.zeros(0, ENCODER_LAYERS[-1][1], device=param.device, dtype=param.dtype)
     chunks = []
     for start in tqdm(
         range(0, len(windows), batch_size), desc="audio features", leave=False, disable=len(windows) <= batch_size
@@ -93,3 +94,8 @@ def audio_features(wav: np.ndarray, encoder: AudioEncoder, fps: float = 25.0, ba
         batch = torch.from_numpy(windows[start : start + batch_size]).to(device=param.device, dtype=param.dtype)
         chunks.append(encoder.encode_windows(batch[:, None]))
     return torch.cat(chunks)
+
+
+def audio_features(wav: np.ndarray, encoder: AudioEncoder, fps: float = 25.0, batch_size: int = 256) -> torch.Tensor:
+    """(N,) 16 kHz waveform -> (T, 512) per-video-frame audio features on the encoder's device and dtype."""
+    return encode_windows(audio_windows(np.asarray(wav, dtype=np.float32), fps), encoder, batch_size)

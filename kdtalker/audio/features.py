@@ -9,6 +9,7 @@ import torch
 
 from kdtalker.audio.checkpoint import load_audio_encoder
 from kdtalker.audio.encoder import audio_features
+from kdtalker.audio.streaming import StreamingSpeechFeatures
 
 
 class SpeechFeatures:
@@ -23,3 +24,7 @@ class SpeechFeatures:
     def __call__(self, wav: np.ndarray, fps: float) -> torch.Tensor:
         """(N,) float32 16 kHz -> (T, 512) on the encoder's device, T = the video frames of the speech at `fps`."""
         return audio_features(wav, self.encoder, fps=fps, batch_size=self.batch_size)
+
+    def stream(self, fps: float) -> StreamingSpeechFeatures:
+        """An incremental front end on this encoder: pushed chunks give the features `__call__` gives the whole clip."""
+        return StreamingSpeechFeatures(self.encoder, fps, self.batch_size)

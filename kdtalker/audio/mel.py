@@ -80,24 +80,53 @@ def num_mel_frames(num_samples: int) -> int:
     return 1 + num_samples // HOP_SIZE
 
 
+def preemphasis(wav: np.ndarray, previous: float | None = None) -> np.ndarray:
+    """(N,) float32 -> (N,) float64 y[k] = x[k] - 0.97 x[k-1]; `previous` is the sample before x[0] (None: y[0] = x[0]).
+
+    `previous` lets a stream continue the filter across chunks with the same float64 operations per sample.
+    """
+    x = np.asarray(wav)
+    y = x.astype(np.float64)
+    y[1:] -= PREEMPHASIS * x[:-1].astype(np.float64)
+    if previous is not None and len(y):
+        y[0] -= PREEMPHASIS * np.float64(previous)
+    return y
+
+
+def hann_window() -> np.ndarray:
+    """(800,) float64 periodic Hann window 0.5 - 0.5 cos(2 pi k / 800)."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN_SIZE) / WIN_SIZE)
+
+
+def frames_mel_amplitude(frames: np.ndarray) -> np.ndarray:
+    """(M, 800) float64 STFT frames of the zero-padded, pre-emphasised signal -> (80, M) float64 mel magnitude.
+
+    The rfft is computed row by row (bitwise independent of M); the float32-basis projection is a BLAS matrix
+    product, whose blocking can move a column by a few float64 ulps when M differs.
+    """
+    magnitude = np.abs(np.fft.rfft(frames * hann_window(), axis=-1)).T  # (401, M)
+    return mel_basis() @ magnitude
+
+
 def mel_amplitude(wav: np.ndarray) -> np.ndarray:
     """(N,) waveform -> (80, 1 + N // 200) float64 mel magnitude (before dB)."""
     x = np.asarray(wav)
     if x.ndim != 1:
         raise ValueError(f"wav2lip mel expects a 1-D waveform, got shape {x.shape}")
-    y = x.astype(np.float64)
-    y[1:] -= PREEMPHASIS * x[:-1].astype(np.float64)
     half = N_FFT // 2
-    padded = np.pad(y, (half, half))
+    padded = np.pad(preemphasis(x), (half, half))
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_SIZE]  # (M, 800)
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN_SIZE) / WIN_SIZE)  # periodic Hann
-    magnitude = np.abs(np.fft.rfft(frames * window, axis=-1)).T  # (401, M)
-    return mel_basis() @ magnitude
+    return frames_mel_amplitude(frames)
+
+
+def normalize_mel(amplitude: np.ndarray) -> np.ndarray:
+    """(80, M) float64 mel magnitude -> (80, M) float64 normalised Wav2Lip mel in [-4, 4] (elementwise)."""
+    return _normalize_db(amplitude, np.log10, np.clip, np.maximum)
 
 
 def wav2lip_mel(wav: np.ndarray) -> np.ndarray:
     """(N,) float waveform at 16 kHz -> (80, 1 + N // 200) float64 normalised Wav2Lip mel in [-4, 4]."""
-    return _normalize_db(mel_amplitude(wav), np.log10, np.clip, np.maximum)
+    return normalize_mel(mel_amplitude(wav))
 
 
 def torch_wav2lip_mel(wav: torch.Tensor) -> torch.Tensor:

@@ -20,14 +20,23 @@ def num_video_frames(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: floa
     return int(num_samples / samples_per_frame(sample_rate, fps))
 
 
+def crop_length(num_frames: int, sample_rate: int = SAMPLE_RATE, fps: float = 25.0) -> int:
+    """Samples kept for `num_frames` whole video frames: int(T * sr / fps)."""
+    return int(num_frames * samples_per_frame(sample_rate, fps))
+
+
 def crop_to_frames(wav: np.ndarray, num_frames: int, sample_rate: int = SAMPLE_RATE, fps: float = 25.0) -> np.ndarray:
     """(N,) -> (int(T * sr / fps),): the waveform cut to whole video frames before the STFT."""
-    return wav[: int(num_frames * samples_per_frame(sample_rate, fps))]
+    return wav[: crop_length(num_frames, sample_rate, fps)]
 
 
-def window_starts(num_frames: int, fps: float = 25.0) -> np.ndarray:
-    """(T,) int64 first mel frame of each window: int(80 (i - 2) / fps) truncated (-6, -3, 0, ... at 25 fps)."""
-    i = np.arange(num_frames, dtype=np.float64)
+def window_starts(num_frames: int, fps: float = 25.0, first: int = 0) -> np.ndarray:
+    """(T,) int64 first mel frame of the windows of frames first..first+T-1: int(80 (i - 2) / fps) truncated.
+
+    At 25 fps frames 0, 1, 2, 3 start at -6, -3, 0, 3. `first` lets a stream ask for a later range with the
+    same float64 arithmetic as the whole-file call.
+    """
+    i = np.arange(first, first + num_frames, dtype=np.float64)
     return np.trunc(MEL_FPS * ((i - FRAME_OFFSET) / fps)).astype(np.int64)
 
 

@@ -13,6 +13,8 @@ import torch
 from fixture_weights import fixture_state_dict
 
 from kdtalker.audio import (
+    StreamingMelWindows,
+    StreamingSpeechFeatures,
     audio_features,
     crop_to_frames,
     load_audio,
@@ -151,3 +153,20 @@ def test_encoder_layer_stats(encoder, audio_ref):
             d = x.double()
             stats.append([d.sum().item(), d.mean().item(), d.std().item(), d.abs().max().item()])
     np.testing.assert_allclose(np.array(stats), audio_ref["a16_enc_layer_stats_w0"], rtol=LAYER_STATS_RTOL, atol=0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_streaming_front_end(case, encoder, loaded, audio_ref):
+    """The loaded speech pushed in uneven chunks (the uncropped tail included) gives the official windows and
+    features, frame count included; the stream sees other encoder batches, within the same tolerance."""
+    wav = loaded[case]
+    cuts = [0, 1, 641, 641, 9000, 9013, 30000, len(wav)]
+    mel_stream = StreamingMelWindows(25.0)
+    windows = [mel_stream.push(wav[a:b]).values for a, b in zip(cuts[:-1], cuts[1:])] + [mel_stream.close().values]
+    np.testing.assert_allclose(np.concatenate(windows), audio_ref[f"{case}_windows"], rtol=0, atol=MEL_F64_ATOL)
+    stream = StreamingSpeechFeatures(encoder, 25.0, batch_size=32)
+    pieces = [stream.push(wav[a:b]) for a, b in zip(cuts[:-1], cuts[1:])] + [stream.close()]
+    assert [p.first for p in pieces[1:]] == [p.stop for p in pieces[:-1]]
+    feats = torch.cat([p.values for p in pieces])
+    assert feats.shape == audio_ref[f"{case}_enc_out"].shape
+    np.testing.assert_allclose(feats.numpy(), audio_ref[f"{case}_enc_out"], rtol=0, atol=ENC_ATOL)
