@@ -1,0 +1,29 @@
+"""Which clips a process extracts: a stable share of the sorted clip list, by torchrun rank or by job-array index."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence, TypeVar
+
+from kdtalker.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def job_position(
+    shard: int | None, num_shards: int | None, env: Mapping[str, str] = os.environ
+) -> tuple[int, int, int]:
+    """(shard, num_shards, local_rank): given values, else torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else (0, 1, 0)."""
+    if (shard is None) != (num_shards is None):
+        raise ConfigError("give both shard=i and num_shards=n (a job array), or neither")
+    local_rank = int(env.get("LOCAL_RANK", "0"))
+    if shard is None:
+        shard, num_shards = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ConfigError(f"shard={shard} num_shards={num_shards}: need 0 <= shard < num_shards")
+    return int(shard), int(num_shards), local_rank
+
+
+def job_share(items: Sequence[T], shard: int, num_shards: int) -> list[T]:
+    """Every `num_shards`-th item from `shard` on: the same sorted list always splits the same way, shares disjoint."""
+    return list(items[shard::num_shards])
