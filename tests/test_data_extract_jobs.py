@@ -148,3 +148,30 @@ def test_killed_run_resumes_without_losing_or_repeating_a_clip(videos, tiny_extr
         np.testing.assert_allclose(
             read_shard(out / f"{name}.npz").motion["exp"], reference[name].motion["exp"], rtol=1e-5, atol=1e-6
         )
+
+
+def test_syncnet_scores_each_clip_as_the_evaluation_does(videos, tmp_path):
+    """scripts/extract.py wires the evaluation's SyncNet in (kdtalker.data may not import kdtalker.eval)."""
+    import importlib.util
+
+    from kdtalker.eval.syncnet import SyncNet, sync_scores
+    from kdtalker.eval.weights import load_syncnet
+    from kdtalker.media import read_audio_pcm16, read_video
+
+    spec = importlib.util.spec_from_file_location("extract_script", ROOT / "scripts" / "extract.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    notes: list[str] = []
+    assert script.syncnet_fn(str(tmp_path / "absent.model"), torch.device("cpu"), log=notes.append) is None
+    assert len(notes) == 1 and notes[0].startswith("note: no SyncNet weights at") and "keeps them all" in notes[0]
+
+    state = {k: v for k, v in SyncNet().state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "syncnet_v2.model")
+    score = script.syncnet_fn(str(tmp_path / "syncnet_v2.model"), torch.device("cpu"))
+    video = videos / f"{CLIPS[0]}.mp4"
+    frames = read_video(video, fps=25.0)
+    wav = load_audio(video, kind="video")
+    offset, conf = score(frames, wav)
+    expected = sync_scores(load_syncnet(tmp_path / "syncnet_v2.model"), frames[..., ::-1], read_audio_pcm16(video))
+    assert isinstance(offset, int) and offset == expected.offset
+    assert conf == pytest.approx(expected.conf, rel=1e-3, abs=1e-3)

@@ -121,7 +121,7 @@ def pack_shards(
 
 
 class PackedClips:
-    """A packed folder opened for reading: the index in memory (a few arrays), the frames mapped lazily per process.
+    """A packed folder opened for reading: the index in memory (a few arrays), the frames mapped per read.
 
     `subset(indices)` views a selection of its clips (data.select) without touching the frames.
     """
@@ -144,14 +144,12 @@ class PackedClips:
                     f"{self.folder / (key + '.f32')} is missing or cut short; run scripts/pack.py again"
                 )
         self.indices = np.arange(len(self.index["name"])) if indices is None else np.asarray(indices, np.int64)
-        self._maps: dict[str, np.memmap] | None = None
-        self._pid = -1
 
     def subset(self, indices: np.ndarray) -> "PackedClips":
         """The clips at `indices` (positions in this view)."""
         view = object.__new__(PackedClips)
         view.__dict__.update(self.__dict__)
-        view.indices, view._maps, view._pid = self.indices[np.asarray(indices, np.int64)], None, -1
+        view.indices = self.indices[np.asarray(indices, np.int64)]
         return view
 
     def __len__(self) -> int:
@@ -161,20 +159,14 @@ class PackedClips:
         """One index column (INDEX_KEYS) over this view's clips, (C,)."""
         return self.index[key][self.indices]
 
-    def _arrays(self) -> dict[str, np.memmap]:
-        # Mapped on first use in each process (DataLoader workers map their own; nothing large is pickled to them).
-        if self._maps is None or self._pid != os.getpid():
-            self._maps = {
-                k: np.memmap(self.folder / f"{k}.f32", np.float32, "r", shape=(self.frames, cols))
-                for k, cols in ARRAYS.items()
-            }
-            self._pid = os.getpid()
-        return self._maps
-
     def rows(self, clip: int, first: int, count: int) -> dict[str, np.ndarray]:
         """Rows first .. first + count of clip `clip` (position in this view) -> {motion, kp, audio} plain arrays."""
         at = int(self.index["start"][self.indices[clip]]) + first
-        return {k: np.array(v[at : at + count]) for k, v in self._arrays().items()}
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_maps": None, "_pid": -1}
+        out = {}
+        for key, cols in ARRAYS.items():
+            # Mapped for this read only (nanoGPT's way): a long-lived map would keep every page read counted in the
+            # process's memory; this one maps just the rows asked for and is gone once they are copied.
+            rows = np.memmap(self.folder / f"{key}.f32", np.float32, "r", offset=at * cols * 4, shape=(count, cols))
+            out[key] = np.array(rows)
+            del rows
+        return out
