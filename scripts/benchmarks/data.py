@@ -40,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extract-frames", type=int, default=30, help="frames per video (25 fps)")
     parser.add_argument("--device", default="cpu", help="extraction device")
     parser.add_argument("--workdir", default=None, help="where the sets go (default: a temporary folder)")
+    parser.add_argument(
+        "--baseline-max", type=int, default=1000, help="also time the shard-folder loader (all in memory) up to this"
+    )
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # internal: one loader, in a child
+    parser.add_argument("--measure-shards", action="store_true", help=argparse.SUPPRESS)
 
 
 def _status_kib(pid: int | str, key: str) -> int:
@@ -85,6 +89,15 @@ def _measure(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     folder = Path(args.measure)
+    if args.measure_shards:  # the shard-folder loader: every clip read and normalised into memory up front
+        from kdtalker.data.shards import shard_paths
+
+        t0 = time.perf_counter()
+        dataset = MotionWindows(shard_paths(folder / "shards"), MotionNorm.load(folder / "norm.npz"), args.window)
+        dataset[0]
+        seconds = time.perf_counter() - t0
+        print(json.dumps({"startup_s": seconds, "peak_rss_mib": _status_kib("self", "VmHWM") / 1024}))
+        return
     imported = time.perf_counter()
     figures: dict[str, float] = {"rss_before_mib": _status_kib("self", "VmRSS") / 1024}
     for workers in (0, 2):
@@ -124,8 +137,9 @@ def _epochs(loader, sampler):
         epoch += 1
 
 
-def _loader_figures(folder: Path, args: argparse.Namespace) -> dict[str, float]:
+def _loader_figures(folder: Path, args: argparse.Namespace, shards: bool = False) -> dict[str, float]:
     cmd = [sys.executable, str(SCRIPTS / "benchmark.py"), "data", "--measure", str(folder)]
+    cmd += ["--measure-shards"] if shards else []
     cmd += ["--window", str(args.window), "--batch", str(args.batch), "--batches", str(args.batches)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     if done.returncode != 0:
@@ -194,7 +208,6 @@ def run(args: argparse.Namespace) -> None:
             packing = time.perf_counter() - start
             figures = _loader_figures(folder, args)
             results[size] = figures
-            shutil.rmtree(shards)  # the pack is what is read; the disk holds one copy at a time
             print(
                 f"{size} clips x {args.frames} frames: pack {size / packing:.0f} clips/s; loader start-up "
                 f"{figures['startup_s']:.3f} s, peak RSS {figures['peak_rss_mib']:.1f} MiB, "
@@ -203,6 +216,14 @@ def run(args: argparse.Namespace) -> None:
                 f"{figures['worker_peak_rss_mib']:.1f} MiB",
                 flush=True,
             )
+            if size <= args.baseline_max:
+                old = _loader_figures(folder, args, shards=True)
+                print(
+                    f"{size} clips, shard-folder loader (all in memory): start-up {old['startup_s']:.2f} s, "
+                    f"peak RSS {old['peak_rss_mib']:.1f} MiB",
+                    flush=True,
+                )
+            shutil.rmtree(shards)  # the pack is what is read; the disk holds one copy at a time
         if args.extract_clips:
             rates = _extraction(work / "extract", args)
             print(
