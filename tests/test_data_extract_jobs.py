@@ -175,3 +175,28 @@ def test_syncnet_scores_each_clip_as_the_evaluation_does(videos, tmp_path):
     expected = sync_scores(load_syncnet(tmp_path / "syncnet_v2.model"), frames[..., ::-1], read_audio_pcm16(video))
     assert isinstance(offset, int) and offset == expected.offset
     assert conf == pytest.approx(expected.conf, rel=1e-3, abs=1e-3)
+
+
+def test_job_position_from_torchrun_or_job_array(tmp_path):
+    from kdtalker.data.jobs import job_position, job_share
+    from kdtalker.errors import ConfigError
+
+    assert job_position(None, None, env={}) == (0, 1, 0)
+    assert job_position(None, None, env={"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (3, 4, 1)
+    assert job_position(1, 2, env={"RANK": "3", "WORLD_SIZE": "4"}) == (1, 2, 0)  # a job array's own numbers win
+    for shard, num in ((2, 2), (-1, 2), (1, None), (0, 0)):
+        with pytest.raises(ConfigError):
+            job_position(shard, num, env={})
+    items = list(range(10))
+    shares = [job_share(items, i, 3) for i in range(3)]
+    assert sorted(sum(shares, [])) == items and shares[1] == [1, 4, 7]
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "extract.py"), f"videos={tmp_path}", f"out={tmp_path / 'o'}"]
+        + ["shard=2", "num_shards=2"],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        bad.returncode == 1 and bad.stderr.startswith("error: shard=2 num_shards=2") and "Traceback" not in bad.stderr
+    )
+    assert not (tmp_path / "o").exists()

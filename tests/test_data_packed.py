@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +190,14 @@ def test_train_reads_a_pack_with_persistent_workers_and_says_what_select_kept(sh
     assert done.returncode == 0, done.stderr[-3000:]
     assert "train: data.select: 3 of 5 scored clips pass" in done.stdout + done.stderr
     assert (tmp_path / "run" / "checkpoint-000004.pth").is_file()
+
+
+def test_benchmark_data_prints_the_loader_lines(tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "data", "--sizes", "40", "80", "--frames", "70"]
+    cmd += ["--batch", "8", "--batches", "2", "--extract-clips", "0", "--workdir", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-2:]
+    assert re.fullmatch(r"loader peak RSS: 40 clips [\d.]+ MiB, 80 clips [\d.]+ MiB", last[0]), last
+    assert re.fullmatch(r"loader start-up: 40 clips [\d.]+ s, 80 clips [\d.]+ s", last[1]), last
+    assert "shard-folder loader" in done.stdout
