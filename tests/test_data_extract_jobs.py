@@ -190,6 +190,11 @@ def test_job_position_from_torchrun_or_job_array(tmp_path):
     items = list(range(10))
     shares = [job_share(items, i, 3) for i in range(3)]
     assert sorted(sum(shares, [])) == items and shares[1] == [1, 4, 7]
+    # by folder: a folder's clips stay with one job (no two jobs write into one folder), counts balanced greedily
+    clips = ["a/1", "a/2", "a/3", "b/1", "c/1", "c/2", "d/1"]
+    shares = [job_share(clips, i, 2, group=lambda c: c.split("/")[0]) for i in range(2)]
+    assert shares == [["a/1", "a/2", "a/3", "d/1"], ["b/1", "c/1", "c/2"]]
+    assert job_share(["x/1", "x/2", "x/3"], 1, 2, group=lambda c: c.split("/")[0]) == ["x/2"]  # one folder: strided
     bad = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "extract.py"), f"videos={tmp_path}", f"out={tmp_path / 'o'}"]
         + ["shard=2", "num_shards=2"],

@@ -277,7 +277,7 @@ def extract_folder(
     index = read_index(out_dir)
     report = ExtractionReport()
     todo = []
-    for video in job_share(clips, shard, num_shards):
+    for video in job_share(clips, shard, num_shards, group=lambda path: path.parent):
         name = clip_name(video, video_dir)
         target = out_dir / f"{name}.npz"
         state = "todo" if overwrite else _shard_state(target, index.get(name))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Mapping, Sequence, TypeVar
+from typing import Callable, Hashable, Mapping, Sequence, TypeVar
 
 from kdtalker.errors import ConfigError
 
@@ -24,6 +25,22 @@ def job_position(
     return int(shard), int(num_shards), local_rank
 
 
-def job_share(items: Sequence[T], shard: int, num_shards: int) -> list[T]:
-    """Every `num_shards`-th item from `shard` on: the same sorted list always splits the same way, shares disjoint."""
-    return list(items[shard::num_shards])
+def job_share(items: Sequence[T], shard: int, num_shards: int, group: Callable[[T], Hashable] | None = None) -> list[T]:
+    """This job's items of a sorted list: the same list always splits the same way, and the shares are disjoint.
+
+    With `group` (the video folder), whole groups go to one job each (in list order, each to the job with the
+    fewest items so far): no two jobs then write into one folder, which on a file system shared by several nodes
+    keeps one node from clearing another's temporary files as those of a dead process. With fewer groups than
+    jobs (a flat folder), or without `group`, every `num_shards`-th item from `shard` on.
+    """
+    groups = [list(g) for _, g in itertools.groupby(items, key=group)] if group is not None else []
+    if len(groups) < num_shards:
+        return list(items[shard::num_shards])
+    counts = [0] * num_shards
+    mine: list[T] = []
+    for members in groups:
+        job = counts.index(min(counts))
+        counts[job] += len(members)
+        if job == shard:
+            mine += members
+    return mine
