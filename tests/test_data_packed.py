@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from kdtalker.data import write_shard
 from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.norm_stats import write_norm
-from kdtalker.data.packed import PackedClips, pack_shards
+from kdtalker.data.packed import PackedClips, is_packed, pack_shards
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.select import select_clips
 from kdtalker.data.shards import MOTION_KEYS, Clip, shard_paths
@@ -95,6 +95,13 @@ def test_pack_refuses_bad_places_and_damage_is_one_error(shards, tmp_path):
         fh.truncate(1000)
     with pytest.raises(KDTalkerError, match="cut short"):
         PackedClips(out)
+    (out / "pack.json").unlink()  # a run killed while moving its files into place
+    with pytest.raises(KDTalkerError, match="unfinished pack"):
+        is_packed(out)
+    (out / ".packing.999999999").mkdir()  # a killed run's temporary folder
+    pack_shards(shards, out, log=lambda s: None)
+    assert is_packed(out) and not list(out.glob(".packing.*"))
+    assert len(PackedClips(out)) == 5
 
 
 def test_persistent_workers_see_each_epoch(shards, tmp_path):

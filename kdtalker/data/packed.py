@@ -37,8 +37,13 @@ INDEX_KEYS = ("name", "start", "length", "speaker", "video", "sync_offset", "syn
 
 
 def is_packed(folder: str | os.PathLike) -> bool:
-    """Whether `folder` holds a finished pack."""
-    return (Path(folder) / PACK_MARK).is_file()
+    """Whether `folder` holds a finished pack; KDTalkerError for one a killed run left unfinished."""
+    folder = Path(folder)
+    if (folder / PACK_MARK).is_file():
+        return True
+    if (folder / "clips.npz").is_file() or (folder / "motion.f32").is_file():
+        raise KDTalkerError(f"{folder} holds an unfinished pack (no {PACK_MARK}); run scripts/pack.py again")
+    return False
 
 
 def _aligned_rows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -48,6 +53,20 @@ def _aligned_rows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     f = {k: v[:n] for k, v in clip.motion.items()}
     motion = pack_motion(scale=f["scale"], yaw=f["yaw"], pitch=f["pitch"], roll=f["roll"], t=f["t"], exp=f["exp"])
     return np.asarray(motion, np.float32), f["kp"].reshape(n, 63), clip.aud_feat[:n]
+
+
+def _remove_dead_runs(out_dir: Path) -> None:
+    """Temporary folders of killed pack runs (their pid is gone) are removed."""
+    for folder in out_dir.glob(".packing.*"):
+        pid = folder.name.rsplit(".", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def pack_shards(
@@ -68,6 +87,7 @@ def pack_shards(
         raise OutputError(f"out={out_dir} is a file; give a folder for the pack")
     index = read_index(shard_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_dead_runs(out_dir)
     tmp = out_dir / f".packing.{os.getpid()}"
     tmp.mkdir()
     try:
