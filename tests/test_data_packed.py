@@ -86,6 +86,11 @@ def test_packed_windows_equal_the_shard_folder_bit_for_bit(shards, tmp_path):
 def test_pack_refuses_bad_places_and_damage_is_one_error(shards, tmp_path):
     with pytest.raises(OutputError, match="inside the shard folder"):
         pack_shards(shards, shards / "packed")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "a.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(KDTalkerError, match="a.npz is unreadable"):
+        pack_shards(tmp_path / "damaged", tmp_path / "p1")
+    assert not (tmp_path / "p1").exists()  # nothing half-written
     (tmp_path / "empty").mkdir()
     with pytest.raises(KDTalkerError, match="no shards"):
         pack_shards(tmp_path / "empty", tmp_path / "p2")

@@ -86,6 +86,7 @@ def pack_shards(
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"out={out_dir} is a file; give a folder for the pack")
     index = read_index(shard_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_dead_runs(out_dir)
     tmp = out_dir / f".packing.{os.getpid()}"
@@ -135,6 +136,10 @@ def pack_shards(
         (out_dir / PACK_MARK).unlink(missing_ok=True)  # the old pack is unfinished from here on
         for name in [*(f"{k}.f32" for k in ARRAYS), "clips.npz", PACK_MARK]:
             os.replace(tmp / name, out_dir / name)
+    except BaseException:
+        if created:  # a failed first pack leaves nothing behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
