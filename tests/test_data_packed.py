@@ -137,7 +137,7 @@ def test_select_keeps_clips_by_stored_offset_and_confidence(shards, tmp_path):
     assert keep.tolist() == [True, False, False, True, True]
     assert line == "data.select: 3 of 5 scored clips pass (|offset| <= 1 frames, confidence >= 3)"
     keep, line = select_clips(np.full(4, np.nan), np.full(4, np.nan), 1, 3.0)
-    assert keep.all() and line.startswith("note: no SyncNet scores for the 4 clips") and "all are kept" in line
+    assert keep.all() and line.startswith("note: no SyncNet scores for the 4 training clips") and "all are kept" in line
     keep, line = select_clips(np.array([0, np.nan]), np.array([1.0, np.nan]), 1, 3.0)
     assert keep.tolist() == [False, True] and "1 clips without scores are kept" in line
 
@@ -154,14 +154,14 @@ def test_select_keeps_clips_by_stored_offset_and_confidence(shards, tmp_path):
             else [p.relative_to(shards).with_suffix("").as_posix() for p in files.train]
         )
         assert names == ["id1/v1/00001", "id2/v9/00002", "id3/w/00001"], train_dir
-        assert files.notes == ["train: data.select: 3 of 5 scored clips pass (|offset| <= 1 frames, confidence >= 3)"]
+        assert files.notes == ["data.select: 3 of 5 scored clips pass (|offset| <= 1 frames, confidence >= 3)"]
         assert len(prepare_data(OmegaConf.merge(cfg, {"select": None}), build=False).train) == 5
     (shards / "index-00000-of-00001.jsonl").unlink()  # extracted without SyncNet weights: no scores anywhere
     cfg = OmegaConf.create(
         {"train_dir": str(shards), "val_dir": str(shards), "norm": str(tmp_path / "stats" / "norm.npz"), "select": rule}
     )
     files = prepare_data(cfg, build=False)
-    assert len(files.train) == 5 and files.notes[0].startswith("train: note: no SyncNet scores")
+    assert len(files.train) == 5 and files.notes[0].startswith("note: no SyncNet scores for the 5 training clips")
 
 
 def test_train_reads_a_pack_with_persistent_workers_and_says_what_select_kept(shards, tmp_path):
@@ -200,7 +200,7 @@ def test_train_reads_a_pack_with_persistent_workers_and_says_what_select_kept(sh
         [sys.executable, str(ROOT / "train.py"), *overrides], capture_output=True, text=True, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "train: data.select: 3 of 5 scored clips pass" in done.stdout + done.stderr
+    assert "data.select: 3 of 5 scored clips pass" in done.stdout + done.stderr
     assert (tmp_path / "run" / "checkpoint-000004.pth").is_file()
 
 

@@ -55,7 +55,7 @@ def prepare_data(cfg, build: bool = True) -> DataFiles:
     rule = cfg.get("select")
     if rule is not None:
         train, line = _select(train, train_dir, rule)
-        notes.append(f"train: {line}")
+        notes.append(line)
         if not len(train):
             raise KDTalkerError(f"data.select kept no training clip ({line}); loosen data.select")
     return DataFiles(train, val, norm, notes)

@@ -20,7 +20,7 @@ def select_clips(
     total = len(offset)
     if not scored.any():
         return np.ones(total, bool), (
-            f"note: no SyncNet scores for the {total} clips (extracted without SyncNet weights): all are kept"
+            f"note: no SyncNet scores for the {total} training clips (extracted without SyncNet weights): all are kept"
         )
     passed = (
         scored & (np.abs(np.where(scored, offset, 0)) <= max_offset) & (np.where(scored, conf, 0) >= min_confidence)
