@@ -16,6 +16,10 @@ official ``.mat`` files written by ``dataset_process/extract_motion_dataset.py``
 T is the number of decoded video frames and Ta the number of audio frames (``num_video_frames`` of
 the audio length); they usually differ by a frame or two. The window dataset aligns them the official
 way: truncate both to min(T - 1, Ta - 2), then audio frame k pairs with motion frame k.
+
+At scale: shards sit in sub-folders mirroring the videos, with per-job extraction index files (clip_index.py,
+jobs.py); data.select keeps clips by their SyncNet scores (select.py); packed.py turns a shard folder into
+memory-mapped arrays that the window dataset reads lazily.
 """
 
 from kdtalker.data.shards import MOTION_KEYS, SHARD_KEYS, Clip, read_shard, shard_paths, write_shard

@@ -23,4 +23,9 @@ class ExtractConfig:
     size: int = MISSING
     min_frames: int = MISSING
     batch_size: int = MISSING
+    decode_workers: int = MISSING
+    torch_threads: Optional[int] = MISSING
+    shard: Optional[int] = MISSING
+    num_shards: Optional[int] = MISSING
+    syncnet: str = MISSING
     overwrite: bool = MISSING

@@ -1,12 +1,18 @@
-"""Resolve a data config (kdtalker/configs/data/) to train/val shard lists and norm stats; builds synthetic data."""
+"""Resolve a data config (kdtalker/configs/data/) to train/val clips (shard lists or packed folders), data.select's
+choice and norm stats; builds synthetic data."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from kdtalker.data.clip_index import read_index
 from kdtalker.data.norm_stats import write_norm
+from kdtalker.data.packed import PackedClips, is_packed
+from kdtalker.data.select import select_clips
 from kdtalker.data.shards import shard_paths
 from kdtalker.data.synthetic import META_FILE, generate_synthetic
 from kdtalker.errors import ConfigError, KDTalkerError, OutputError
@@ -18,11 +24,12 @@ ROOT_MARK = "synthetic_norm.json"  # written into data.root with the statistics:
 
 @dataclass
 class DataFiles:
-    """Shards and statistics a training run reads."""
+    """Shards (or packed folders) and statistics a training run reads, and what data.select made of them."""
 
-    train: list[Path]
-    val: list[Path]
+    train: list[Path] | PackedClips
+    val: list[Path] | PackedClips
     norm: Path
+    notes: list[str] = field(default_factory=list)  # one line per split from data.select, for the log
 
 
 def prepare_data(cfg, build: bool = True) -> DataFiles:
@@ -36,15 +43,43 @@ def prepare_data(cfg, build: bool = True) -> DataFiles:
     synth = cfg.get("synthetic")
     if synth is not None and build:
         _build_synthetic(cfg, synth, train_dir, val_dir, norm)
-    train, val = shard_paths(train_dir), shard_paths(val_dir)
-    if not train:
+    train, val = _clips(train_dir), _clips(val_dir)
+    if not len(train):
         raise KDTalkerError(f"no shards (.npz/.mat) in {train_dir}; run scripts/extract.py first")
     if not norm.is_file():
         raise KDTalkerError(
             f"normalisation statistics {norm} not found; run `python scripts/compute_norm.py shards={train_dir} "
             f"out={norm}` (or point data.norm at the official dataset_process/norm.npz)"
         )
-    return DataFiles(train, val, norm)
+    notes = []
+    rule = cfg.get("select")
+    if rule is not None:
+        train, line = _select(train, train_dir, rule)
+        notes.append(line)
+        if not len(train):
+            raise KDTalkerError(f"data.select kept no training clip ({line}); loosen data.select")
+    return DataFiles(train, val, norm, notes)
+
+
+def _clips(folder: Path) -> list[Path] | PackedClips:
+    """A packed folder (scripts/pack.py) opened, else the shard files under it."""
+    return PackedClips(folder) if is_packed(folder) else shard_paths(folder)
+
+
+def _select(clips: list[Path] | PackedClips, folder: Path, rule) -> tuple[list[Path] | PackedClips, str]:
+    """data.select over a pack's stored scores, or a shard folder's extraction index (by shard name)."""
+    if isinstance(clips, PackedClips):
+        keep, line = select_clips(
+            clips.column("sync_offset"), clips.column("sync_conf"), rule.max_offset, rule.min_confidence
+        )
+        return clips.subset(np.flatnonzero(keep)), line
+    index = read_index(folder)
+    records = [index.get(p.relative_to(folder).with_suffix("").as_posix(), {}) for p in clips]
+    scores = [[np.nan if r.get(k) is None else r[k] for r in records] for k in ("sync_offset", "sync_conf")]
+    keep, line = select_clips(
+        np.asarray(scores[0], float), np.asarray(scores[1], float), rule.max_offset, rule.min_confidence
+    )
+    return [p for p, k in zip(clips, keep) if k], line
 
 
 def _build_synthetic(cfg, synth, train_dir: Path, val_dir: Path, norm: Path) -> None:

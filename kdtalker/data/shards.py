@@ -121,10 +121,12 @@ def _read_official_mat(path: Path) -> Clip:
 
 
 def shard_paths(root: str | os.PathLike, pattern: tuple[str, ...] = ("*.npz", "*.mat")) -> list[Path]:
-    """Sorted shard files (.npz and official .mat) directly inside `root`."""
+    """Sorted shard files (.npz and official .mat) under `root`, also in sub-folders; hidden names are left out."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise KDTalkerError(f"shard folder {root} is a file, not a folder; give the folder that holds the shards")
     if not root.is_dir():
         raise KDTalkerError(f"shard folder {root} does not exist; run scripts/extract.py first")
-    return sorted(p for pat in pattern for p in root.glob(pat) if not p.name.startswith("."))
+    # recursive: shards mirror the video folder (id/video/00001.npz); flat folders of older runs read the same
+    found = (p for pat in pattern for p in root.rglob(pat))
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts))

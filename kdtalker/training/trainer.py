@@ -269,6 +269,9 @@ def _training_data(cfg: DictConfig, tc: DictConfig, info: DistInfo, seed: int) -
     info.barrier()
     if not info.is_main:
         files = prepare_data(cfg.data, build=False)
+    if info.is_main:
+        for line in files.notes:  # how many clips data.select kept
+            tqdm.write(line)
     norm = MotionNorm.load(files.norm)
     window = int(cfg.data.window)
     train_set = MotionWindows(files.train, norm, window, int(cfg.data.samples_per_clip), seed, train=True)
@@ -277,7 +280,7 @@ def _training_data(cfg: DictConfig, tc: DictConfig, info: DistInfo, seed: int) -
     if tc.batch_size % info.world_size:
         raise ConfigError(f"train.batch_size={tc.batch_size} must divide evenly over {info.world_size} processes")
     local_batch = tc.batch_size // info.world_size
-    sampler = ResumableSampler(train_set, info, seed=seed)
+    sampler = ResumableSampler(train_set, info, seed=seed, with_epoch=True)
     steps_per_epoch = sampler.num_samples // local_batch
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -315,12 +318,19 @@ def _loop(run: _Run) -> TrainResult:
     """Step until train.max_steps: loss, backward, clipping, optimiser (+ discriminator), schedule, EMA; logs,
     validation and checkpoints at their periods."""
     tc, data, model, device, result = run.tc, run.data, run.model, run.device, run.result
-    loader_kwargs = dict(
+    workers = int(tc.num_workers)
+    # One loader for the whole run: its workers persist across epochs (the sampler hands them the epoch with each
+    # index). It draws its workers' base seed from its own generator, not from the global RNG, which would
+    # otherwise be one draw ahead of the saved state after a mid-epoch resume.
+    loader = DataLoader(
+        data.train_set,
         batch_size=data.local_batch,
         sampler=data.sampler,
         drop_last=True,
-        num_workers=int(tc.num_workers),
+        num_workers=workers,
+        persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(run.seed * 1_000_003),
     )
     log_every, ckpt_every = int(tc.log_every), int(tc.ckpt_every)
     losses = _LossLog(device)
@@ -331,10 +341,7 @@ def _loop(run: _Run) -> TrainResult:
         data.sampler.set_epoch(epoch)
         data.train_set.set_epoch(epoch)
         data.sampler.skip = done_in_epoch * data.local_batch
-        # The loader draws its workers' base seed from its own generator, a function of (seed, epoch): drawn from
-        # the global RNG it would leave that one draw ahead of the saved state after a mid-epoch resume.
-        loader_rng = torch.Generator().manual_seed(run.seed * 1_000_003 + epoch)
-        for batch in DataLoader(data.train_set, generator=loader_rng, **loader_kwargs):
+        for batch in loader:
             losses.pending.append(_step(run, {k: v.to(device, non_blocking=True) for k, v in batch.items()}))
             run.bar.update(1)
             step, last = run.step, run.step == tc.max_steps
