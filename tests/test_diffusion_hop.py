@@ -87,7 +87,10 @@ def test_keyframes_are_exactly_the_given_values(model, scheduler):
         out = sample(model, audio, scheduler=scheduler, hop=hop, known=Known(values, mask))
         assert torch.equal(out[mask], values[mask])
         free = sample(model, audio, scheduler=scheduler, hop=hop)
-        assert not torch.allclose(out[~mask], free[~mask])  # the held frames steer the others
+        # the held frames steer the others through the noisy input; a one-step generator has none (its input is
+        # the latent), so there they are only set in the output
+        steered = not isinstance(scheduler, OneStepSampler)
+        assert torch.allclose(out[~mask], free[~mask]) != steered
 
 
 def test_bad_hops_are_one_config_error(model):

@@ -116,7 +116,8 @@ class Request:
         """ConfigError unless the loaded `denoiser` (from `weights`) takes this run's signals, guidance and hop."""
         ctl = self.controls
         check_signals(denoiser, ctl.uses_audio, ctl.uses_motion, ctl.guidance)
-        check_hop(ctl.hop, denoiser.window)
+        if self.motion_file is None:  # a motion file is rendered as it is: no sampling, no window
+            check_hop(ctl.hop, denoiser.window)
         if ctl.uses_motion and not denoiser.motion_branch_trained:
             raise ConfigError(
                 f"signals={ctl.signals}: the multi-signal model's motion branch is untrained (its weights in "
