@@ -1,4 +1,4 @@
-"""Speed figures on this device: `python scripts/benchmark.py {renderer,sampler,pipeline,latency,data} [options]`.
+"""Speed figures on this device: `python scripts/benchmark.py {renderer,sampler,pipeline,latency,data,hop,...}`.
 
 The one argparse tool among the scripts: sub-commands with --flags (see --help of each); the sub-command modules
 live in scripts/benchmarks/ (importable because Python puts this script's folder on the path).
@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "pipeline": "benchmarks.pipeline",
     "latency": "benchmarks.latency",
     "data": "benchmarks.data",
+    "hop": "benchmarks.hop",
 }
 
 

@@ -21,7 +21,7 @@ from kdtalker.diffusion.motion import (
     unpack_motion,
 )
 from kdtalker.diffusion.multisignal import MultiSignalDenoiser, region_mask
-from kdtalker.diffusion.sampling import initial_noise, padded_audio, sample_motion, sample_window
+from kdtalker.diffusion.sampling import Known, initial_noise, padded_audio, sample_motion, sample_window
 from kdtalker.diffusion.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, OneStepSampler, SchedulerOutput
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "augment_context",
     "diffusion_loss",
     "initial_noise",
+    "Known",
     "kdtalker_state_dict",
     "load_kdtalker",
     "expression_channels",

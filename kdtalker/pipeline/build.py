@@ -23,6 +23,7 @@ from kdtalker.errors import ConfigError, KDTalkerError
 from kdtalker.pipeline.config import InferenceConfig
 from kdtalker.pipeline.control import Control
 from kdtalker.pipeline.controls import Controls
+from kdtalker.pipeline.keyframes import keyframes_of
 
 MODEL_CONFIG_FILE = "model.yaml"  # an exported run's model config (scripts/export_checkpoint.py) in checkpoint_dir
 
@@ -42,9 +43,12 @@ def inference_config(*overrides: str, **settings: Any) -> DictConfig:
 
 def controls_from_config(cfg: Any) -> Controls:
     """The inference config's per-run settings as Controls (the crop group built by its _target_)."""
-    values = {f.name: cfg[f.name] for f in fields(Controls) if f.name not in ("control", "guidance", "crop")}
+    nested = ("control", "guidance", "crop", "keyframes")
+    values = {f.name: cfg[f.name] for f in fields(Controls) if f.name not in nested}
+    keyframes = cfg.keyframes
     return Controls(
         **values,
+        keyframes=keyframes_of(OmegaConf.to_container(keyframes) if OmegaConf.is_config(keyframes) else keyframes),
         crop=_built(cfg.crop, "crop"),
         control=Control.of(OmegaConf.to_container(cfg.control, resolve=True)),
         guidance=Guidance(**OmegaConf.to_container(cfg.guidance, resolve=True)),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -65,6 +65,8 @@ class InferenceConfig:
     dtype: str = MISSING
     seed: int = MISSING
     steps: int = MISSING
+    hop: int = MISSING
+    keyframes: Any = MISSING  # null | loop | [{time, pose}] (kdtalker.pipeline.keyframes)
     smoothing: float = MISSING
     head_motion_scale: float = MISSING
     motion_mode: str = MISSING

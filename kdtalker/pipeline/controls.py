@@ -19,6 +19,7 @@ from kdtalker.diffusion.multisignal import SIGNAL_REGIONS
 from kdtalker.errors import ConfigError
 from kdtalker.pipeline.control import Control
 from kdtalker.pipeline.face import FaceCropper
+from kdtalker.pipeline.keyframes import Keyframe, keyframes_of
 
 MOTION_MODES = ("absolute", "relative")
 
@@ -29,6 +30,8 @@ class Controls:
 
     seed: int
     steps: int  # sampler steps
+    hop: int  # frames each 64-frame sampling window advances by; the rest are held (inpainted); 64 = official
+    keyframes: tuple  # Keyframe, ... (keyframes.py): frames held at a pose while sampling; () = none
     smoothing: float  # Kalman smoothing strength: 1 = official (observation cov 0.001), 0 = off, > 1 smoother
     head_motion_scale: float  # scales the predicted pose's deviation from the source pose; 0 = still head
     motion_mode: str  # "absolute" (official) | "relative": the motion's deltas added to the source pose
@@ -50,6 +53,11 @@ class Controls:
                 raise ConfigError(f"{name}={value!r} is not valid: {name} takes {describe_type(Controls, name)}")
         checks = [
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.hop >= 1, f"hop={self.hop} must be a whole number of frames from 1 to the model's window"),
+            (
+                all(isinstance(k, Keyframe) for k in self.keyframes),
+                f"keyframes={self.keyframes!r} is not valid: build them with keyframes.keyframes_of",
+            ),
             (self.smoothing >= 0, f"smoothing must be >= 0, got {self.smoothing}"),
             (self.head_motion_scale >= 0, f"head_motion_scale must be >= 0, got {self.head_motion_scale}"),
             (self.motion_mode in MOTION_MODES, f"motion_mode must be one of {MOTION_MODES}, got {self.motion_mode!r}"),
@@ -72,11 +80,13 @@ class Controls:
         """These controls with a run's keyword overrides, validated, batch_size filled in for `device`.
 
         The nested settings take a mapping of their keys, as on the command line: `control={"pose": "video"}`,
-        `guidance={"audio": 2.0}`, `crop={"scale": 1.2}`."""
+        `guidance={"audio": 2.0}`, `crop={"scale": 1.2}`; keyframes its YAML form (`keyframes="loop"`)."""
         known = {f.name for f in fields(Controls)}
         if set(overrides) - known:
             raise ConfigError(f"unknown control(s) {sorted(set(overrides) - known)}; known: {sorted(known)}")
         overrides = dict(overrides)
+        if "keyframes" in overrides and not isinstance(overrides["keyframes"], tuple):
+            overrides["keyframes"] = keyframes_of(overrides["keyframes"])  # null, "loop" or a list, as in the YAML
         for name in ("control", "guidance", "crop"):  # a mapping changes some keys of the run's settings
             if isinstance(overrides.get(name), Mapping):
                 overrides[name] = _changed(getattr(self, name), overrides[name], name)

@@ -23,6 +23,7 @@ from kdtalker.errors import ConfigError, KDTalkerError
 from kdtalker.pipeline.control import mix_motion
 from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.job import Job
+from kdtalker.pipeline.keyframes import keyframe_rows, known_frames
 from kdtalker.pipeline.models import Models
 from kdtalker.pipeline.timings import Timings
 from kdtalker.pipeline.weights import NORM_FILE
@@ -70,24 +71,29 @@ class MotionMaker:
         raw = source_motion(source_info).to(lead.device)  # (70,) unnormalised
         ori = norm.canonical_token(source_info["kp"].reshape(63).float().to(raw.device))
         generator = torch.Generator(device=self.models.denoiser.device).manual_seed(int(ctl.seed))
+        source = norm.normalize(raw)
+        known = known_frames(ctl.keyframes, num_frames, ctl.fps, source)
+        pinned = keyframe_rows(ctl.keyframes, num_frames, ctl.fps)
         windows = motion_windows(
             self.models.denoiser,
             self.models.scheduler,
             audio,
-            norm.normalize(raw)[None],
+            source[None],
             ori[None],
             steps=ctl.steps,
             generator=generator,
             driving=motion,
             regions=region_mask(SIGNAL_REGIONS[ctl.signals])[None] if motion is not None else None,
             guidance=ctl.guidance,
+            hop=ctl.hop,
+            known=known,
         )
         # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
         # the observation noise: more noise = trust the samples less = smoother.
         smoother = StreamingSmoother(
             self.transition_cov, self.observation_cov * ctl.smoothing, enabled=ctl.smoothing > 0
         )
-        done = 0
+        done = emitted = 0
         while True:
             with self.timings.stage("sampling"):
                 piece = next(windows, None)
@@ -101,6 +107,12 @@ class MotionMaker:
                         raise broken_motion("sampled motion", self.checkpoint_dir)
                     rows = smoother.push(motion.cpu().numpy())
                 rows = torch.from_numpy(rows).to(raw.device)
+                # keyframes hold the source pose exactly, also after smoothing (which moves a frame by a fraction
+                # of its neighbours' difference: the sampled keyframe is the source pose up to normalisation's
+                # rounding, so this changes the smoothed value by that fraction only)
+                here = [f - emitted for f in pinned if emitted <= f < emitted + rows.shape[0]]
+                rows[here, POSE] = raw[POSE]
+                emitted += rows.shape[0]
                 if ctl.head_motion_scale != 1.0:
                     # Pose = angles and translation; the expression is left as predicted.
                     rows[:, POSE] = raw[POSE] + ctl.head_motion_scale * (rows[:, POSE] - raw[POSE])

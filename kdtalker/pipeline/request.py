@@ -9,6 +9,7 @@ from typing import Union
 
 from kdtalker.diffusion import Denoiser
 from kdtalker.diffusion.guidance import check_signals
+from kdtalker.diffusion.sampling import check_hop
 from kdtalker.errors import ConfigError, VideoError
 from kdtalker.fileio import check_not_input, check_output_path
 from kdtalker.pipeline.controls import Controls
@@ -112,9 +113,11 @@ class Request:
             raise ConfigError("control.pose=file and pose_file=PATH go together")
 
     def check_model(self, denoiser: Denoiser, weights: Path) -> None:
-        """ConfigError unless the loaded `denoiser` (from `weights`) takes this run's signals and guidance."""
+        """ConfigError unless the loaded `denoiser` (from `weights`) takes this run's signals, guidance and hop."""
         ctl = self.controls
         check_signals(denoiser, ctl.uses_audio, ctl.uses_motion, ctl.guidance)
+        if self.motion_file is None:  # a motion file is rendered as it is: no sampling, no window
+            check_hop(ctl.hop, denoiser.window)
         if ctl.uses_motion and not denoiser.motion_branch_trained:
             raise ConfigError(
                 f"signals={ctl.signals}: the multi-signal model's motion branch is untrained (its weights in "
