@@ -1,4 +1,4 @@
-"""Speed figures on this device: `python scripts/benchmark.py {renderer,sampler,pipeline,latency} [options]`.
+"""Speed figures on this device: `python scripts/benchmark.py {renderer,sampler,pipeline,latency,grid_sample} [options]`.
 
 The one argparse tool among the scripts: sub-commands with --flags (see --help of each); the sub-command modules
 live in scripts/benchmarks/ (importable because Python puts this script's folder on the path).
@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "sampler": "benchmarks.sampler",
     "pipeline": "benchmarks.pipeline",
     "latency": "benchmarks.latency",
+    "grid_sample": "benchmarks.grid_sample",
 }
 
 
