@@ -1,4 +1,4 @@
-"""Speed figures on this device: `python scripts/benchmark.py {renderer,sampler,pipeline,latency,grid_sample} [options]`.
+"""Speed figures on this device: `python scripts/benchmark.py {renderer,sampler,pipeline,latency,grid_sample} ...`.
 
 The one argparse tool among the scripts: sub-commands with --flags (see --help of each); the sub-command modules
 live in scripts/benchmarks/ (importable because Python puts this script's folder on the path).

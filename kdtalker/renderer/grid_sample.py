@@ -8,7 +8,7 @@ settings of every sample in the warping module) computes, from floor, clamp, ind
     i0 = floor(u), i1 = i0 + 1, weights (i1 - u) and (u - i0) per axis, the 8 corners' products
     out = sum over the 8 corners of weight * volume[corner], a corner outside the volume reading 0 (zeros padding)
 
-An outside corner reads a zero row appended to the gathered table (not a value times a zero weight), so the
+An outside corner reads a zero of the padded table (not a clamped voxel times a zero weight), so the
 padding is exact even next to inf/NaN voxels. Inference only: no backward is defined or tested.
 """
 
@@ -38,17 +38,6 @@ def grid_sample_3d(volume: torch.Tensor, grid: torch.Tensor, mode: str = "auto")
     return F.grid_sample(volume, grid.to(volume.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _corners(coord: torch.Tensor, size: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """Normalised coordinates (N,) on an axis of `size` -> ([i0, i1] clamped, [w0, w1], [inside0, inside1])."""
-    u = ((coord + 1) * size - 1) / 2  # unnormalise, align_corners=False
-    i0 = torch.floor(u)
-    i1 = i0 + 1
-    weights = [i1 - u, u - i0]
-    inside = [(i >= 0) & (i <= size - 1) for i in (i0, i1)]
-    index = [i.clamp(0, size - 1).to(torch.int64) for i in (i0, i1)]
-    return index, weights, inside
-
-
 @torch.no_grad()
 def grid_sample_3d_portable(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """volume (B, C, D, H, W), grid (B, D', H', W', 3) of (x, y, z) in [-1, 1] -> (B, C, D', H', W').
@@ -64,21 +53,29 @@ def grid_sample_3d_portable(volume: torch.Tensor, grid: torch.Tensor) -> torch.T
         raise ValueError(f"grid {tuple(grid.shape)} does not fit volume {tuple(volume.shape)}: need (B, D', H', W', 3)")
     compute = torch.promote_types(volume.dtype, torch.float32)
     n = od * oh * ow
-    points = grid.reshape(b * n, 3).to(compute)
-    ix, wx, mx = _corners(points[:, 0], w)
-    iy, wy, my = _corners(points[:, 1], h)
-    iz, wz, mz = _corners(points[:, 2], d)
-    # one table of voxels as rows of C channels, batches stacked, plus a zero row that every outside corner reads
-    voxels = b * d * h * w
-    table = torch.cat([volume.permute(0, 2, 3, 4, 1).reshape(voxels, c), volume.new_zeros(1, c)])
-    batch_offset = (torch.arange(b, device=volume.device) * (d * h * w)).repeat_interleave(n)
+    sizes = torch.tensor([w, h, d], device=volume.device)
+    u = ((grid.reshape(b, n, 3).to(compute) + 1) * sizes - 1) / 2  # unnormalise (x, y, z), align_corners=False
+    low = torch.floor(u)
+    w0, w1 = low + 1 - u, u - low  # per-axis weights of the low and the high corner
+    # the table (C, B * padded voxels): each channel a contiguous row, so a corner is one index_select of (C, N) and
+    # the weighted sum runs along N (vectorised). Every spatial axis is zero-padded by 2 on each side and the low
+    # corner clamped to [-2, n]: an outside corner, and both corners of a point far outside, read padding zeros.
+    pd, ph, pw = d + 4, h + 4, w + 4
+    table = volume.new_zeros(c, b, pd, ph, pw)
+    table[:, :, 2 : d + 2, 2 : h + 2, 2 : w + 2] = volume.transpose(0, 1)
+    table = table.reshape(c, b * pd * ph * pw)
+    corner = torch.minimum(low.clamp_min(-2), sizes).to(torch.int64) + 2  # (B, N, 3) padded (x, y, z) of the low corner
+    strides = torch.tensor([1, pw, pw * ph], device=volume.device)
+    batch = torch.arange(b, device=volume.device)[:, None] * (pd * ph * pw)
+    base = ((corner * strides).sum(-1) + batch).reshape(-1)  # (B * N,) row of the low corner
+    wx, wy, wz = ([w0[..., k].reshape(-1), w1[..., k].reshape(-1)] for k in range(3))
+    wxy = [[wx[x] * wy[y] for x in range(2)] for y in range(2)]  # the product order of ATen's CPU kernel
     out = None
     for z in range(2):
         for y in range(2):
             for x in range(2):
-                row = batch_offset + (iz[z] * h + iy[y]) * w + ix[x]
-                row = torch.where(mz[z] & my[y] & mx[x], row, voxels)
-                weight = wx[x] * wy[y] * wz[z]  # the product order of ATen's CPU kernel
-                term = table.index_select(0, row).to(compute) * weight[:, None]
-                out = term if out is None else out + term
-    return out.to(volume.dtype).view(b, n, c).permute(0, 2, 1).reshape(b, c, od, oh, ow)
+                row = base + ((z * ph + y) * pw + x) if z or y or x else base
+                values = table.index_select(1, row).to(compute)  # (C, B * N)
+                weight = wxy[y][x] * wz[z]
+                out = values * weight if out is None else out.addcmul_(values, weight)
+    return out.to(volume.dtype).view(c, b, od, oh, ow).transpose(0, 1)

@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_name()}"
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    print(f"grid_sample benchmark on {where}{threads}, torch {torch.__version__}; batch 1, full-size volumes", flush=True)
+    print(
+        f"grid_sample benchmark on {where}{threads}, torch {torch.__version__}; batch 1, full-size volumes", flush=True
+    )
     gen = torch.Generator().manual_seed(0)
     f_s = torch.randn(1, 32, 16, 64, 64, generator=gen)
     compressed = torch.rand(1, 4, 16, 64, 64, generator=gen)
