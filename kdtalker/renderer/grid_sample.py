@@ -75,7 +75,8 @@ def grid_sample_3d_portable(volume: torch.Tensor, grid: torch.Tensor) -> torch.T
         for y in range(2):
             for x in range(2):
                 row = base + ((z * ph + y) * pw + x) if z or y or x else base
-                values = table.index_select(1, row).to(compute)  # (C, B * N)
-                weight = wxy[y][x] * wz[z]
-                out = values * weight if out is None else out.addcmul_(values, weight)
+                values = table.index_select(1, row).to(compute)  # (C, B * N), a fresh tensor: scaled in place
+                values.mul_(wxy[y][x] * wz[z])
+                # separate multiply and add in ATen's corner order: the same roundings (addcmul_ may fuse them)
+                out = values if out is None else out.add_(values)
     return out.to(volume.dtype).view(c, b, od, oh, ow).transpose(0, 1)
