@@ -9,7 +9,8 @@ settings of every sample in the warping module) computes, from floor, clamp, ind
     out = sum over the 8 corners of weight * volume[corner], a corner outside the volume reading 0 (zeros padding)
 
 An outside corner reads a zero of the padded table (not a clamped voxel times a zero weight), so the
-padding is exact even next to inf/NaN voxels. Inference only: no backward is defined or tested.
+padding is exact even next to inf/NaN voxels. Written for inference (the renderer runs under inference_mode): no
+backward is defined or tested. It traces to plain ops (torch.export: no grid sampler in the graph).
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ def use_portable(mode: str, device: torch.device) -> bool:
 
 
 def grid_sample_3d(volume: torch.Tensor, grid: torch.Tensor, mode: str = "auto") -> torch.Tensor:
-    """volume (B, C, D, H, W), grid (B, D', H', W', 3) -> (B, C, D', H', W'); native or portable per `mode`."""
+    """volume (B, C, D, H, W), grid (B, D', H', W', 3) -> (B, C, D', H', W'); native or portable per `mode`.
+
+    The native op wants the grid in the volume's dtype (a float16/bfloat16 grid: coordinates off by up to ~0.1 voxel
+    at 64 voxels, and the CPU kernel unnormalises them in that precision too); the portable sample reads a float32
+    grid as it is and computes every coordinate in float32, so in half precision it is the more accurate of the two.
+    """
     if use_portable(mode, volume.device):
         return grid_sample_3d_portable(volume, grid)
     return F.grid_sample(volume, grid.to(volume.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-@torch.no_grad()
 def grid_sample_3d_portable(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """volume (B, C, D, H, W), grid (B, D', H', W', 3) of (x, y, z) in [-1, 1] -> (B, C, D', H', W').
 

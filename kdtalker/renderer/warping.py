@@ -48,7 +48,6 @@ def sample_volume(volume: torch.Tensor, grids: torch.Tensor, mode: str = "auto")
     """
     b, m, d, h, w, _ = grids.shape
     c = volume.shape[1]
-    grids = grids.to(volume.dtype)  # grid_sample wants one dtype; coordinates were computed in float32
     if volume.shape[0] == 1:
         out = grid_sample_3d(volume, grids.reshape(1, b * m * d, h, w, 3), mode)
         return out.view(c, b, m, d, h, w).permute(1, 2, 0, 3, 4, 5)
