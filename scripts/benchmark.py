@@ -1,4 +1,4 @@
-"""Speed figures on this device: `python scripts/benchmark.py {renderer,sampler,pipeline,latency,data,hop,...}`.
+"""Speed figures on this device: `python scripts/benchmark.py COMMAND [options]` (COMMAND: see SUBCOMMANDS).
 
 The one argparse tool among the scripts: sub-commands with --flags (see --help of each); the sub-command modules
 live in scripts/benchmarks/ (importable because Python puts this script's folder on the path).
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "latency": "benchmarks.latency",
     "data": "benchmarks.data",
     "hop": "benchmarks.hop",
+    "grid_sample": "benchmarks.grid_sample",
 }
 
 

@@ -14,6 +14,7 @@ from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.errors import ConfigError, ImageError
 from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
+from kdtalker.renderer.grid_sample import GRID_SAMPLE_MODES
 from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
 from kdtalker.renderer.layers import channels_last_like, fold_all_batchnorms, to_channels_last, to_contiguous
 from kdtalker.renderer.motion_extractor import MotionExtractor
@@ -63,6 +64,7 @@ class LivePortraitRenderer(nn.Module):
         fuse_ops: bool = True,
         memory_format: str = "auto",
         compile_modules: bool = False,
+        grid_sample: str = "auto",
     ):
         super().__init__()
         self.appearance = appearance
@@ -80,6 +82,11 @@ class LivePortraitRenderer(nn.Module):
         if memory_format not in MEMORY_FORMATS:
             raise ConfigError(f"renderer.memory_format={memory_format!r} is not one of {MEMORY_FORMATS}")
         self.memory_format = memory_format
+        if grid_sample not in GRID_SAMPLE_MODES:
+            raise ConfigError(f"renderer.grid_sample={grid_sample!r} is not one of {GRID_SAMPLE_MODES}")
+        self.grid_sample = grid_sample
+        for module in (self.warping, self.warping.dense_motion_network):
+            module.grid_sample = grid_sample  # resolved per call on the volume's device: .to("mps") needs no rebuild
         self.channels_last = False
         self._settle()
         self.compile_modules = compile_modules
@@ -122,6 +129,7 @@ class LivePortraitRenderer(nn.Module):
         fuse_ops: bool = True,
         memory_format: str = "auto",
         compile_modules: bool = False,
+        grid_sample: str = "auto",
     ) -> "LivePortraitRenderer":
         """Load the official files under `liveportrait_dir` (base_models/*.pth, retargeting_models/*.pth)."""
         device, dtype = resolve_device(device), resolve_dtype(dtype)
@@ -146,6 +154,7 @@ class LivePortraitRenderer(nn.Module):
             fuse_ops=fuse_ops,
             memory_format=memory_format,
             compile_modules=compile_modules,
+            grid_sample=grid_sample,
         )
         return renderer.to(dtype=dtype)
 

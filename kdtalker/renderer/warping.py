@@ -8,6 +8,8 @@ Quirks kept from the official code: the coordinate grid is corner-inclusive (2 i
 grid_sample uses align_corners=False; sparse motions are pure translations `grid - kp_d + kp_s`.
 A source volume of batch 1 may drive a batch of B keypoint sets: source-only work (compress + BN + ReLU,
 source heatmaps) is done once, and sampling reads the single volume instead of B copies.
+Every sample goes through `grid_sample_3d`: the native 3-D grid_sample, or on backends without one (MPS) and when
+asked (`grid_sample="portable"`, for export) the gather-based version of grid_sample.py, which computes the same.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdtalker.renderer.grid_sample import grid_sample_3d
 from kdtalker.renderer.layers import ConvNormAct, conv_nearest_upsampled, polyphase_kernels
 
 KP_VARIANCE = 0.01
@@ -37,19 +40,18 @@ def keypoint_gaussians(kp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return torch.exp(-0.5 * (diff**2).sum(-1) / KP_VARIANCE)
 
 
-def sample_volume(volume: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+def sample_volume(volume: torch.Tensor, grids: torch.Tensor, mode: str = "auto") -> torch.Tensor:
     """volume (1 or B, C, d, h, w), grids (B, M, d', h', w', 3) -> (B, M, C, d', h', w').
 
     Trilinear, zero padding, align_corners=False. All M*B grids are stacked along depth so one call
-    reads the volume without repeating it.
+    reads the volume without repeating it. mode: auto | native | portable (see grid_sample.py).
     """
     b, m, d, h, w, _ = grids.shape
     c = volume.shape[1]
-    grids = grids.to(volume.dtype)  # grid_sample wants one dtype; coordinates were computed in float32
     if volume.shape[0] == 1:
-        out = F.grid_sample(volume, grids.reshape(1, b * m * d, h, w, 3), align_corners=False)
+        out = grid_sample_3d(volume, grids.reshape(1, b * m * d, h, w, 3), mode)
         return out.view(c, b, m, d, h, w).permute(1, 2, 0, 3, 4, 5)
-    out = F.grid_sample(volume, grids.reshape(b, m * d, h, w, 3), align_corners=False)
+    out = grid_sample_3d(volume, grids.reshape(b, m * d, h, w, 3), mode)
     return out.view(b, c, m, d, h, w).permute(0, 2, 1, 3, 4, 5)
 
 
@@ -167,6 +169,7 @@ class DenseMotionNetwork(nn.Module):
             if estimate_occlusion_map
             else None
         )
+        self.grid_sample = "auto"  # auto | native | portable; the renderer sets it from its config
 
     def compress_source(self, feature: torch.Tensor) -> torch.Tensor:
         """f_s (B, 32, d, h, w) -> ReLU(BN(compress(f_s))) (B, 4, d, h, w); source-only."""
@@ -194,7 +197,7 @@ class DenseMotionNetwork(nn.Module):
         # motion 0 is the identity (background); motion k+1 translates keypoint k from driving to source
         translated = grid[None, None] - kp_driving[:, :, None, None, None, :] + kp_source[:, :, None, None, None, :]
         sparse_motion = torch.cat([grid[None, None].expand(b, 1, d, h, w, 3), translated], dim=1)
-        deformed = sample_volume(compressed, sparse_motion)  # (B, K+1, 4, d, h, w)
+        deformed = sample_volume(compressed, sparse_motion, self.grid_sample)  # (B, K+1, 4, d, h, w)
         heat = keypoint_gaussians(kp_driving, grid) - keypoint_gaussians(kp_source, grid)
         heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1).unsqueeze(2)
         hourglass_in = torch.cat([heat.to(deformed.dtype), deformed], dim=2).reshape(b, -1, d, h, w)
@@ -232,6 +235,7 @@ class WarpingNetwork(nn.Module):
         self.third = ConvNormAct(2, max_features, width, leaky=True)
         self.fourth = nn.Conv2d(width, width, kernel_size=1)
         self.flag_use_occlusion_map = flag_use_occlusion_map
+        self.grid_sample = "auto"  # auto | native | portable; the renderer sets it (and the dense motion network's)
 
     def forward(
         self,
@@ -247,7 +251,7 @@ class WarpingNetwork(nn.Module):
         dense = self.dense_motion_network(feature_3d, kp_driving, kp_source, compressed)
         deformation = dense["deformation"]
         b, d, h, w, _ = deformation.shape
-        warped = sample_volume(feature_3d, deformation.unsqueeze(1))[:, 0]  # (B, 32, d, h, w)
+        warped = sample_volume(feature_3d, deformation.unsqueeze(1), self.grid_sample)[:, 0]  # (B, 32, d, h, w)
         out = self.fourth(self.third(warped.reshape(b, -1, h, w)))
         occlusion_map = dense.get("occlusion_map")
         if self.flag_use_occlusion_map and occlusion_map is not None:
