@@ -31,7 +31,7 @@ def test_generate_passes_hop_to_the_sampler(pipeline, tmp_path, monkeypatch):  #
     out = pipeline.generate(EXAMPLE, speech(tmp_path / "a.wav", 2.95), tmp_path / "out.mp4", hop=16)
     assert probe_video(out)["frames"] == 73
     assert seen == [16, 2]  # 73 frames: the window at 0, then one at 16 (its last 16 frames reach past 73)
-    assert pipeline.controls.hop == 64  # the official default, from the YAML
+    assert pipeline.controls.hop is None  # the YAML's default: the model's window (64: the official sampling)
 
 
 def test_hop_in_the_motion_maker(pipeline):  # noqa: F811
@@ -70,7 +70,7 @@ def test_loop_keyframes_hold_the_source_pose_at_both_ends(pipeline):  # noqa: F8
 
 
 def test_the_keyframes_setting():
-    assert default_controls().keyframes == () and default_controls().hop == 64
+    assert default_controls().keyframes == () and default_controls().hop is None
     assert default_controls(keyframes="loop").keyframes == LOOP
     listed = default_controls(keyframes=[{"time": "start", "pose": "source"}, {"time": 2, "pose": "source"}])
     assert listed.keyframes == (Keyframe("start", "source"), Keyframe(2.0, "source"))

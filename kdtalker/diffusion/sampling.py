@@ -66,8 +66,10 @@ class Known:
         return values, mask
 
 
-def check_hop(hop: int, window: int) -> int:
-    """ConfigError unless 1 <= hop <= window (a whole number); returns hop."""
+def check_hop(hop: int | None, window: int) -> int:
+    """The hop in frames: None = the window (no overlap); ConfigError unless 1 <= hop <= window (a whole number)."""
+    if hop is None:
+        return window
     if isinstance(hop, bool) or not isinstance(hop, int) or not 1 <= hop <= window:
         raise ConfigError(f"hop={hop!r} must be a whole number of frames from 1 to the model's window {window}")
     return hop

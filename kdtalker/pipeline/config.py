@@ -65,7 +65,7 @@ class InferenceConfig:
     dtype: str = MISSING
     seed: int = MISSING
     steps: int = MISSING
-    hop: int = MISSING
+    hop: Optional[int] = MISSING
     keyframes: Any = MISSING  # null | loop | [{time, pose}] (kdtalker.pipeline.keyframes)
     smoothing: float = MISSING
     head_motion_scale: float = MISSING

@@ -30,7 +30,7 @@ class Controls:
 
     seed: int
     steps: int  # sampler steps
-    hop: int  # frames each 64-frame sampling window advances by; the rest are held (inpainted); 64 = official
+    hop: int | None  # frames each 64-frame sampling window advances by; the rest are held (inpainted); 64 = official
     keyframes: tuple  # Keyframe, ... (keyframes.py): frames held at a pose while sampling; () = none
     smoothing: float  # Kalman smoothing strength: 1 = official (observation cov 0.001), 0 = off, > 1 smoother
     head_motion_scale: float  # scales the predicted pose's deviation from the source pose; 0 = still head
@@ -53,7 +53,10 @@ class Controls:
                 raise ConfigError(f"{name}={value!r} is not valid: {name} takes {describe_type(Controls, name)}")
         checks = [
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.hop >= 1, f"hop={self.hop} must be a whole number of frames from 1 to the model's window"),
+            (
+                self.hop is None or self.hop >= 1,
+                f"hop={self.hop} must be a whole number of frames from 1 to the model's window",
+            ),
             (
                 all(isinstance(k, Keyframe) for k in self.keyframes),
                 f"keyframes={self.keyframes!r} is not valid: build them with keyframes.keyframes_of",
