@@ -63,8 +63,8 @@ def test_audio_features_batch_size_does_not_change_result(encoder):
     wav = (0.3 * rng.standard_normal(16000 * 1 + 300)).astype(np.float32)
     full = audio_features(wav, encoder, fps=25, batch_size=256)
     assert full.shape == (25, 512)
-    torch.testing.assert_close(audio_features(wav, encoder, batch_size=7), full, rtol=0, atol=1e-5)
-    assert audio_features(wav, encoder, fps=30).shape == (30, 512)
+    torch.testing.assert_close(audio_features(wav, encoder, fps=25, batch_size=7), full, rtol=0, atol=1e-5)
+    assert audio_features(wav, encoder, fps=30, batch_size=256).shape == (30, 512)
     with torch.inference_mode():
         direct = encoder(torch.from_numpy(audio_windows(wav))[None, :, None])[0]
     torch.testing.assert_close(full, direct, rtol=0, atol=1e-5)
@@ -73,12 +73,12 @@ def test_audio_features_batch_size_does_not_change_result(encoder):
 def test_audio_features_follow_encoder_dtype(official_state):
     enc64 = load_audio_encoder({"state_dict": official_state}).double()
     wav = np.zeros(1280, np.float32)
-    assert audio_features(wav, enc64).dtype == torch.float64
+    assert audio_features(wav, enc64, fps=25, batch_size=256).dtype == torch.float64
 
 
 def test_audio_features_too_short(encoder):
     with pytest.raises(AudioError, match="shorter than one video frame"):
-        audio_features(np.zeros(639, np.float32), encoder)
+        audio_features(np.zeros(639, np.float32), encoder, fps=25, batch_size=256)
 
 
 def test_loads_file_and_dict_identically(official_state, encoder, tmp_path):

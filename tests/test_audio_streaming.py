@@ -174,7 +174,7 @@ def test_random_weight_encoder_in_float64():
     wav = speech_like(0.8, 7)
     feats = concat(run_stream(StreamingSpeechFeatures(enc, 25.0, batch_size=4), [wav[:3333], wav[3333:]]))
     assert feats.dtype == torch.float64 and feats.shape == (20, 512)
-    torch.testing.assert_close(feats, audio_features(wav, enc), rtol=0, atol=1e-10)
+    torch.testing.assert_close(feats, audio_features(wav, enc, fps=25, batch_size=256), rtol=0, atol=1e-10)
 
 
 def test_empty_pushes_change_nothing(encoder):
@@ -184,7 +184,9 @@ def test_empty_pushes_change_nothing(encoder):
     assert empty.first == 0 and empty.values.shape == (0, 512) and empty.values.dtype == torch.float32
     pieces = [stream.push(wav[:4000]), stream.push(wav[4000:4000]), stream.push(wav[4000:]), stream.close()]
     assert pieces[1].first == pieces[0].stop and len(pieces[1].values) == 0
-    torch.testing.assert_close(concat(pieces), audio_features(wav, encoder), rtol=0, atol=FEATURE_ATOL)
+    torch.testing.assert_close(
+        concat(pieces), audio_features(wav, encoder, fps=25, batch_size=256), rtol=0, atol=FEATURE_ATOL
+    )
 
 
 def test_close_without_a_whole_frame(encoder):

@@ -231,8 +231,8 @@ def test_audio_encoder_and_denoiser_cpu_vs_cuda(checkpoints):
     from kdtalker.diffusion import DDIMScheduler, Denoiser, sample_motion
 
     wav = load_audio(_speech(Path(checkpoints) / "s.wav", 3.0))
-    feats_cpu = audio_features(wav, load_audio_encoder(checkpoints / "wav2lip.pth", device="cpu"))
-    feats_gpu = audio_features(wav, load_audio_encoder(checkpoints / "wav2lip.pth", device="cuda"))
+    feats_cpu = audio_features(wav, load_audio_encoder(checkpoints / "wav2lip.pth", device="cpu"), 25, 256)
+    feats_gpu = audio_features(wav, load_audio_encoder(checkpoints / "wav2lip.pth", device="cuda"), 25, 256)
     assert feats_gpu.device.type == "cuda"
     torch.testing.assert_close(feats_gpu.cpu(), feats_cpu, rtol=1e-4, atol=1e-4)
     cpu = Denoiser.from_pretrained(checkpoints / "KDTalker.pth", "cpu")

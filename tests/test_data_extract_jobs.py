@@ -44,7 +44,7 @@ def tiny_extractors(audio_ref):
     shapes = {k: list(v.shape) for k, v in MotionExtractor(**TINY_MOTION).state_dict().items()}
     motion = load_motion_extractor(fixture_state_dict({"shapes": shapes}, "extract"), config=TINY_MOTION)
     encoder = load_audio_encoder({"state_dict": audio_ref.weights("spec_wav2lip_audio_encoder.json")})
-    return liveportrait_motion_fn(motion), wav2lip_audio_fn(encoder)
+    return liveportrait_motion_fn(motion), wav2lip_audio_fn(encoder, 25, 256)
 
 
 def _extract(videos, out, extractors, **kwargs):

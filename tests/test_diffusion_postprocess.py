@@ -12,6 +12,8 @@ from kdtalker.errors import ConfigError
 from kdtalker.pipeline.compose import driving_keypoints
 from kdtalker.renderer.keypoints import transform_keypoints
 
+OFFICIAL = (0.05, 0.001)  # the official pykalman settings (transition, observation covariance): inference.yaml's kalman
+
 
 def assert_close(got: torch.Tensor, want: torch.Tensor, rtol: float = 1.3e-6, atol: float = 1e-5) -> None:
     """np.testing on tensors (torch.testing's first call imports for seconds)."""
@@ -20,24 +22,27 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, rtol: float = 1.3e-6, at
 
 def test_kalman_keeps_constants_and_lines_and_damps_noise():
     const = np.full((30, 2), 3.5)
-    np.testing.assert_allclose(kalman_smooth(const), const, atol=1e-12)
+    np.testing.assert_allclose(kalman_smooth(const, *OFFICIAL), const, atol=1e-12)
     rng = np.random.default_rng(0)
     noisy = np.sin(np.linspace(0, 3, 200))[:, None] + rng.normal(scale=0.5, size=(200, 1))
-    smooth = kalman_smooth(noisy, observation_cov=1.0)
+    smooth = kalman_smooth(noisy, 0.05, 1.0)
     assert np.abs(np.diff(smooth[:, 0])).mean() < 0.5 * np.abs(np.diff(noisy[:, 0])).mean()
-    assert kalman_smooth(np.zeros(5)).shape == (5,) and kalman_smooth(np.zeros((0, 3))).shape == (0, 3)
+    assert kalman_smooth(np.zeros(5), *OFFICIAL).shape == (5,) and kalman_smooth(np.zeros((0, 3)), *OFFICIAL).shape == (
+        0,
+        3,
+    )
 
 
 def test_columns_are_independent_filters():
     x = np.random.default_rng(1).normal(size=(40, 4))
-    joint = kalman_smooth(x)
+    joint = kalman_smooth(x, *OFFICIAL)
     for d in range(4):
-        np.testing.assert_allclose(joint[:, d : d + 1], kalman_smooth(x[:, d : d + 1]), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(joint[:, d : d + 1], kalman_smooth(x[:, d : d + 1], *OFFICIAL), rtol=0, atol=1e-12)
 
 
 def test_smooth_motion_leaves_the_scale():
     m = np.random.default_rng(2).normal(size=(20, 70)).astype(np.float32)
-    out = smooth_motion(m)
+    out = smooth_motion(m, *OFFICIAL)
     assert out.dtype == np.float32 and np.array_equal(out[:, 0], m[:, 0]) and not np.array_equal(out[:, 1:], m[:, 1:])
 
 

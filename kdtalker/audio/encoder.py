@@ -96,6 +96,6 @@ def encode_windows(windows: np.ndarray, encoder: AudioEncoder, batch_size: int) 
     return torch.cat(chunks)
 
 
-def audio_features(wav: np.ndarray, encoder: AudioEncoder, fps: float = 25.0, batch_size: int = 256) -> torch.Tensor:
+def audio_features(wav: np.ndarray, encoder: AudioEncoder, fps: float, batch_size: int) -> torch.Tensor:
     """(N,) 16 kHz waveform -> (T, 512) per-video-frame audio features on the encoder's device and dtype."""
     return encode_windows(audio_windows(np.asarray(wav, dtype=np.float32), fps), encoder, batch_size)

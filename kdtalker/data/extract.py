@@ -110,7 +110,7 @@ def find_clips(root: str | os.PathLike, extensions: tuple[str, ...] = VIDEO_EXTE
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
 
 
-def motion_from_frames(frames: np.ndarray, motion_fn: MotionFn, batch_size: int = 32) -> dict[str, np.ndarray]:
+def motion_from_frames(frames: np.ndarray, motion_fn: MotionFn, batch_size: int) -> dict[str, np.ndarray]:
     """(T, 256, 256, 3) uint8 -> per-frame motion {key: (T, ...)} float32, in batches of `batch_size` frames."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in MOTION_KEYS}
     for start in range(0, len(frames), batch_size):

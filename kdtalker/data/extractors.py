@@ -34,7 +34,7 @@ def liveportrait_motion_fn(motion_extractor: torch.nn.Module) -> MotionFn:
     return motion
 
 
-def wav2lip_audio_fn(encoder: torch.nn.Module, fps: float = 25.0, batch_size: int = 256) -> AudioFn:
+def wav2lip_audio_fn(encoder: torch.nn.Module, fps: float, batch_size: int) -> AudioFn:
     """AudioEncoder -> wav (N,) 16 kHz -> (T, 512) float32 features, one per video frame."""
 
     def audio(wav: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from kdtalker.diffusion.motion import EXPRESSION, MOTION_DIM, POSE
 SMOOTHED_CHANNELS = slice(POSE.start, EXPRESSION.stop)  # pose and expression; the scale is left as sampled
 
 
-def kalman_smooth(x: np.ndarray, transition_cov: float = 0.05, observation_cov: float = 0.001) -> np.ndarray:
+def kalman_smooth(x: np.ndarray, transition_cov: float, observation_cov: float) -> np.ndarray:
     """Observations (T, D) -> RTS-smoothed state means (T, D) float64 (initial mean z_0, initial variance 1)."""
     z = np.asarray(x, dtype=np.float64)
     if z.ndim == 1:
@@ -41,7 +41,7 @@ def kalman_smooth(x: np.ndarray, transition_cov: float = 0.05, observation_cov: 
     return smooth.reshape(np.shape(x)) if np.ndim(x) == 1 else smooth
 
 
-def smooth_motion(motion: np.ndarray, transition_cov: float = 0.05, observation_cov: float = 0.001) -> np.ndarray:
+def smooth_motion(motion: np.ndarray, transition_cov: float, observation_cov: float) -> np.ndarray:
     """Denormalised motion (T, 70) -> (T, 70) float32 with yaw..exp smoothed and the scale untouched (official)."""
     motion = np.asarray(motion, dtype=np.float32)
     out = motion.copy()
@@ -78,7 +78,7 @@ class StreamingSmoother:
     the whole clip. With the official settings the lag is 11 frames. strength 0 = no smoothing.
     """
 
-    def __init__(self, transition_cov: float = 0.05, observation_cov: float = 0.001, enabled: bool = True):
+    def __init__(self, transition_cov: float, observation_cov: float, enabled: bool):
         self.q, self.r, self.enabled = float(transition_cov), float(observation_cov), enabled
         self.lag = _smoothing_lag(self.q, self.r) if enabled else 0
         self._raw: list[np.ndarray] = []  # float32 rows as pushed

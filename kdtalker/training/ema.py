@@ -15,7 +15,7 @@ class EMA:
     min(decay, (1 + n) / (10 + n)), so early averages are not dominated by the random initialisation.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.num_updates = 0
         self.shadow = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
