@@ -19,6 +19,7 @@ from test_pipeline_generate import EXAMPLE, REPO, pipeline  # noqa: F401 - pipel
 from kdtalker.audio.vad import speech_frames
 from kdtalker.errors import ConfigError
 from kdtalker.media import probe_video
+from kdtalker.pipeline import TalkingHeadPipeline
 from kdtalker.pipeline.build import default_controls
 from kdtalker.pipeline.job import read_speech
 from kdtalker.pipeline.motion import source_motion
@@ -205,17 +206,25 @@ def test_lips_from_a_driving_video_are_not_eased(pipeline, tmp_path, monkeypatch
 
 
 def test_inference_overrides_turn_silence_on(fixture_checkpoints, tmp_path):
-    # 2 frames of speech, then 2 of digital silence: with no ramp and no minimum pause the last two frames render
-    # the source's own mouth; a wrong value is one error line before any work.
-    audio = speech_then_pause(tmp_path / "a.wav", 0.08, 0.08)
+    # 2 frames of digital silence, then 2 of speech: with no ramp and no minimum pause the first two frames render
+    # the closed mouth, the last two their sampled lips.
+    wav, rate = sf.read(REPO / "examples" / "speech.wav", dtype="float32")
+    audio = tmp_path / "a.wav"
+    sf.write(
+        audio,
+        np.concatenate([np.zeros(int(0.08 * rate), np.float32), wav[int(0.8 * rate) :][: int(0.08 * rate)]]),
+        rate,
+    )
     motion, video = tmp_path / "m.npz", tmp_path / "v.mp4"
     common = [f"source_image={EXAMPLE}", f"driven_audio={audio}", f"checkpoint_dir={fixture_checkpoints}"]
-    common += ["steps=2", "device=cpu", "download=never"]
     result = run_inference(
         *common,
+        "steps=2",
+        "device=cpu",
+        "download=never",
         f"output={video}",
         f"save_motion={motion}",
-        "silence.detector=webrtc",
+        "silence.detector=silero",
         "silence.ramp=0",
         "silence.min_pause=0",
         "silence.neutral=closed",
@@ -227,8 +236,8 @@ def test_inference_overrides_turn_silence_on(fixture_checkpoints, tmp_path):
     source[7:] = saved["source_exp"].reshape(63)
     closed = neutral_lips(torch.from_numpy(source), "closed").numpy()
     assert probe_video(video)["frames"] == 4
-    np.testing.assert_allclose(lips[2:], np.broadcast_to(closed, (2, 18)), rtol=0, atol=1e-7)
-    assert not np.allclose(lips[:2], closed, rtol=0, atol=1e-4)
-    bad = run_inference(*common, f"output={tmp_path / 'x.mp4'}", "silence.detector=loud")
-    assert bad.returncode == 1 and not (tmp_path / "x.mp4").exists()
-    assert bad.stderr.strip().splitlines()[-1].startswith("error: silence.detector='loud' is not one of")
+    np.testing.assert_allclose(lips[:2], np.broadcast_to(closed, (2, 18)), rtol=0, atol=1e-7)
+    assert not np.allclose(lips[2:], closed, rtol=0, atol=1e-4)
+    # the same overrides in process (what inference.py composes): a wrong value is one ConfigError before any work
+    with pytest.raises(ConfigError, match=r"^silence.detector='loud' is not one of"):
+        TalkingHeadPipeline.from_pretrained(fixture_checkpoints, "silence.detector=loud", device="cpu")

@@ -130,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from kdtalker.audio.vad import speech_frames
+    from kdtalker.audio.vad import hop_detector, speech_frames
 
     if args.write_fixture is not None:
         write_fixture(args.write_fixture, args.fps)
@@ -166,7 +166,14 @@ def run(args: argparse.Namespace) -> None:
             for wav in noisy:
                 speech_frames(wav, args.fps, name, args.threshold, mode)
             times[f"{name}-{mode}" if name == "webrtc" else name].append((time.process_time() - start) / seconds)
-    print("cost (CPU ms per second of audio, median of rounds, one thread; includes model loading per clip):")
+    loads = {}
+    for name, mode in detectors:
+        start = time.process_time()
+        for _ in range(args.rounds):
+            hop_detector(name, mode)
+        loads[name] = (time.process_time() - start) / args.rounds
+    print("loading a detector (CPU ms, once per clip): " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in loads.items()))
+    print(f"cost (CPU ms per second of audio, median of rounds, one thread; {len(clips)} loads included):")
     for label, values in times.items():
         rounds = ", ".join(f"{1000 * v:.2f}" for v in values)
         print(f"  {label:<12}{1000 * float(np.median(values)):8.2f}   rounds: {rounds}")
