@@ -99,7 +99,9 @@ def pause_weights(speech: np.ndarray, min_pause_frames: int, ramp_frames: int) -
     """(T,) bool speech flags -> (T,) float64 lip weights: 1 = as sampled (speech), 0 = neutral (deep in a pause).
 
     A pause frame at distance d frames from the nearest speech frame (d = 1 next to it) gets
-    0.5 (1 + cos(pi d / (R + 1))) for d <= R = ramp_frames, 0 beyond: R frames strictly between 1 and 0."""
+    0.5 (1 + cos(pi d / (R + 1))) for d <= R = ramp_frames, 0 beyond: R frames strictly between 1 and 0.
+    Frame t's weight depends on the flags up to frame t + max(min_pause_frames - 1, ramp_frames): the look-ahead a
+    live consumer of a flag stream waits for (the clip's end counts as no speech after)."""
     speech = np.asarray(speech, bool)
     num = len(speech)
     weights = np.ones(num, np.float64)
