@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "data": "benchmarks.data",
     "hop": "benchmarks.hop",
     "grid_sample": "benchmarks.grid_sample",
+    "vad": "benchmarks.vad",
 }
 
 

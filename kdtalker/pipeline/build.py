@@ -24,6 +24,7 @@ from kdtalker.pipeline.config import InferenceConfig
 from kdtalker.pipeline.control import Control
 from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.keyframes import keyframes_of
+from kdtalker.pipeline.silence import Silence
 
 MODEL_CONFIG_FILE = "model.yaml"  # an exported run's model config (scripts/export_checkpoint.py) in checkpoint_dir
 
@@ -43,7 +44,7 @@ def inference_config(*overrides: str, **settings: Any) -> DictConfig:
 
 def controls_from_config(cfg: Any) -> Controls:
     """The inference config's per-run settings as Controls (the crop group built by its _target_)."""
-    nested = ("control", "guidance", "crop", "keyframes")
+    nested = ("control", "guidance", "crop", "keyframes", "silence")
     values = {f.name: cfg[f.name] for f in fields(Controls) if f.name not in nested}
     keyframes = cfg.keyframes
     return Controls(
@@ -52,6 +53,7 @@ def controls_from_config(cfg: Any) -> Controls:
         crop=_built(cfg.crop, "crop"),
         control=Control.of(OmegaConf.to_container(cfg.control, resolve=True)),
         guidance=Guidance(**OmegaConf.to_container(cfg.guidance, resolve=True)),
+        silence=Silence(**OmegaConf.to_container(cfg.silence, resolve=True)),
     ).validate()
 
 

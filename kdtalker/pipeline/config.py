@@ -47,6 +47,18 @@ class GuidanceConfig:
 
 
 @dataclass
+class SilenceConfig:
+    """The `silence` node: voice-activity detection and the lips in pauses (kdtalker.pipeline.silence.Silence)."""
+
+    detector: str = MISSING
+    threshold: float = MISSING
+    aggressiveness: int = MISSING
+    min_pause: float = MISSING
+    ramp: float = MISSING
+    neutral: str = MISSING
+
+
+@dataclass
 class InferenceConfig:
     """The top level of inference.yaml; the groups (audio, renderer, model, diffusion, crop) are built by _target_,
     whose constructors check their own keys."""
@@ -82,3 +94,4 @@ class InferenceConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     signals: str = MISSING
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    silence: SilenceConfig = field(default_factory=SilenceConfig)

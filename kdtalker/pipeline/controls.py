@@ -20,6 +20,7 @@ from kdtalker.errors import ConfigError
 from kdtalker.pipeline.control import Control
 from kdtalker.pipeline.face import FaceCropper
 from kdtalker.pipeline.keyframes import Keyframe, keyframes_of
+from kdtalker.pipeline.silence import Silence
 
 MOTION_MODES = ("absolute", "relative")
 
@@ -44,6 +45,7 @@ class Controls:
     control: Control  # which signal drives which region (control.py)
     signals: str  # audio | motion | both: the inputs of a multi-signal model (model=kdtalker_multisignal)
     guidance: Guidance  # classifier-free guidance scales; 1 = none
+    silence: Silence  # pause detection and the lips in pauses (silence.py); detector none = official
 
     def validate(self) -> "Controls":
         """ConfigError for a value of the wrong type or out of range; returns self."""
@@ -77,20 +79,22 @@ class Controls:
                 raise ConfigError(message)
         self.control.validate()
         self.guidance.validate()
+        self.silence.validate()
         return self
 
     def updated(self, overrides: Mapping[str, Any], device: torch.device) -> "Controls":
         """These controls with a run's keyword overrides, validated, batch_size filled in for `device`.
 
         The nested settings take a mapping of their keys, as on the command line: `control={"pose": "video"}`,
-        `guidance={"audio": 2.0}`, `crop={"scale": 1.2}`; keyframes its YAML form (`keyframes="loop"`)."""
+        `guidance={"audio": 2.0}`, `crop={"scale": 1.2}`,
+        `silence={"detector": "silero"}`; keyframes its YAML form (`keyframes="loop"`)."""
         known = {f.name for f in fields(Controls)}
         if set(overrides) - known:
             raise ConfigError(f"unknown control(s) {sorted(set(overrides) - known)}; known: {sorted(known)}")
         overrides = dict(overrides)
         if "keyframes" in overrides and not isinstance(overrides["keyframes"], tuple):
             overrides["keyframes"] = keyframes_of(overrides["keyframes"])  # null, "loop" or a list, as in the YAML
-        for name in ("control", "guidance", "crop"):  # a mapping changes some keys of the run's settings
+        for name in ("control", "guidance", "crop", "silence"):  # a mapping changes some keys of the run's settings
             if isinstance(overrides.get(name), Mapping):
                 overrides[name] = _changed(getattr(self, name), overrides[name], name)
         ctl = replace(self, **overrides).validate()

@@ -30,6 +30,7 @@ class Job:
     given_motion: torch.Tensor | None = None  # (T, 70) from motion_file: rendered as it is
     video_motion: torch.Tensor | None = None  # (T, 70) the driving video's relative motion on the source
     pose_track: torch.Tensor | None = None  # (T, 6) a pose file's angles + translation
+    speech: np.ndarray | None = None  # (T,) bool: the voice-activity detector's speech frames (silence on)
     record: MotionRecord | None = field(init=False)  # what was rendered, when the request saves the motion
 
     def __post_init__(self) -> None:

@@ -2,7 +2,8 @@
 
 sample      the whole clip at once: denormalised, smoothed motion (T, 70)
 pieces      the same, piece by piece as windows are sampled (what streaming renders from)
-controlled  the pieces with each face region taken from its control signal (driving video, pose file)
+mixed       the pieces with each face region taken from its control signal (driving video, pose file)
+controlled  the mixed pieces with the lips eased to a neutral mouth in the speech's pauses (silence on)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.job import Job
 from kdtalker.pipeline.keyframes import keyframe_rows, known_frames
 from kdtalker.pipeline.models import Models
+from kdtalker.pipeline.silence import quiet_lips
 from kdtalker.pipeline.timings import Timings
 from kdtalker.pipeline.weights import NORM_FILE
 
@@ -124,7 +126,18 @@ class MotionMaker:
             raise KDTalkerError(f"the sampler returned {done} frames for {num_frames} audio frames")
 
     def controlled(self, job: Job) -> Iterator[torch.Tensor]:
-        """The motion to render, in pieces: the sampled audio motion with each region from its control signal."""
+        """The motion to render, in pieces: the sampled audio motion with each region from its control signal, the
+        lips eased to the neutral mouth in the speech's pauses when the run detects them (silence.py)."""
+        ctl = job.controls
+        if job.speech is None:
+            yield from self.mixed(job)
+            return
+        relative = ctl.motion_mode == "relative"
+        source = source_motion(job.source.info)
+        yield from quiet_lips(self.mixed(job), job.speech, source, ctl.silence, ctl.fps, relative)
+
+    def mixed(self, job: Job) -> Iterator[torch.Tensor]:
+        """The sampled audio motion in pieces with each region from its control signal."""
         ctl, source = job.controls, job.source
         driving = job.video_motion if ctl.uses_motion else None
         if ctl.control.is_audio_only:

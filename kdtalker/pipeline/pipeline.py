@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 
+from kdtalker.audio.vad import speech_frames
 from kdtalker.device import check_dtype, cudnn_autotuned, fastest_dtype, resolve_device, resolve_dtype
 from kdtalker.diffusion import MotionNorm
 from kdtalker.errors import KDTalkerError
@@ -254,6 +255,11 @@ class TalkingHeadPipeline:
         if request.driven_audio is not None:
             with self.timings.stage("audio"):
                 wav, num_frames = read_speech(request.driven_audio, ctl.fps)
+        speech = None
+        if wav is not None and given is None and ctl.silence.enabled and ctl.uses_audio and ctl.control.lips == "audio":
+            with self.timings.stage("audio"):
+                s = ctl.silence
+                speech = speech_frames(wav, ctl.fps, s.detector, s.threshold, s.aggressiveness)
         if given is not None:
             num_frames = given.shape[0]
         models = self.load()
@@ -290,6 +296,7 @@ class TalkingHeadPipeline:
             given_motion=given,
             video_motion=video,
             pose_track=pose,
+            speech=speech,
         )
 
     def crop(self, image: np.ndarray, ctl: Controls | None = None) -> FaceCrop:
