@@ -81,11 +81,13 @@ class LiveSampler:
                 self._head_rows += len(take)
             self._rows.append(features)
             self._received += len(features)
-        made = []
-        while self._start + self.window <= self._received:
+        made, used = [], 0
+        if self._start + self.window <= self._received:
             rows = torch.cat(self._rows)
-            made.append(self._sample(rows[: self.window]))
-            self._rows = [rows[self.hop :].clone()]  # a copy: the joined rows are freed
+            while self._start + self.window <= self._received:
+                made.append(self._sample(rows[used : used + self.window]))
+                used += self.hop
+            self._rows = [rows[used:].clone()]  # a copy: the joined rows are freed
         return self._joined(made)
 
     def close(self) -> torch.Tensor:
