@@ -327,3 +327,14 @@ def test_the_cli_renders_real_frames_on_fixture_weights(fixture_checkpoints, tmp
     assert info["frames"] == 2 and (info["width"], info["height"]) == (512, 512)
     assert abs(info["audio_duration"] - 0.08) < 0.03
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "o.mp4"]
+
+
+def test_the_cli_help_shows_the_live_keys_first(capsys):
+    from kdtalker.cli import run
+
+    run(lambda cfg: None, "live", argv=["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    settings = next(i for i, line in enumerate(lines) if line.startswith("Settings"))
+    keys = [line.split()[0].split("=")[0] for line in lines[settings + 1 : settings + 5]]
+    assert keys == ["wav", "stdin_format", "out", "render"], lines
+    assert any(line.split()[0] == "live.hop=8" for line in lines if line.strip()), lines
