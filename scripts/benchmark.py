@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "sampler": "benchmarks.sampler",
     "pipeline": "benchmarks.pipeline",
     "latency": "benchmarks.latency",
+    "live": "benchmarks.live",
     "data": "benchmarks.data",
     "hop": "benchmarks.hop",
     "grid_sample": "benchmarks.grid_sample",

@@ -200,7 +200,7 @@ def test_readme_python_examples_run(fixture_checkpoints, tmp_path, monkeypatch):
     # (checkpoints/ with official-layout fixture weights, examples/ with a short cut of the speech). The demo's
     # client example (fenced ```py: it needs a running demo) is run against a live server by tests/test_demo.py.
     blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     (tmp_path / "examples").mkdir()
     shutil.copyfile(REPO / "examples" / "astronaut.png", tmp_path / "examples" / "astronaut.png")
     short_speech(tmp_path / "examples" / "speech.wav", 0.12)
@@ -225,6 +225,8 @@ def test_readme_python_examples_run(fixture_checkpoints, tmp_path, monkeypatch):
     assert namespace["feats"].shape == (3, 512) and namespace["windows"].shape == (3, 80, 16)
     assert namespace["frames"].shape == (2, 3, 512, 512)
     assert namespace["x_d"].shape == (3, 21, 3) and (tmp_path / "outputs" / "mine.pth").is_file()
+    assert namespace["live_motion"].shape == namespace["offline"].shape == (3, 70)  # the live block: a session's motion
+    np.testing.assert_allclose(namespace["live_motion"], namespace["offline"], rtol=0, atol=1e-9)
 
 
 def test_rendering_bar_estimates_the_total_after_the_first_batch():

@@ -242,7 +242,7 @@ def test_dubbing_a_source_video(controlled, tmp_path):
     torch.testing.assert_close(motion[:, others], own[:, others], rtol=0, atol=0)  # pose, eyes, rest: the frame's
     request = Request(controlled.controls.updated({}, controlled.device), driven_audio=audio, source_video=video)
     job = prepare_dub(request, controlled.load, controlled.crop, controlled.timings)
-    sampled = controlled.motion.sample(job.source.info, job.features, request.controls)
+    sampled = controlled.motion_maker.sample(job.source.info, job.features, request.controls)
     torch.testing.assert_close(
         motion[:, lips] - own[:, lips], sampled[:, lips] - sampled[:1, lips], rtol=1e-5, atol=1e-6
     )

@@ -136,17 +136,17 @@ def test_sampling_controls(pipeline):
     info = pipeline.models.renderer.info
     raw = source_motion(info)
     ctl = pipeline.controls
-    base = pipeline.motion.sample(info, features, ctl)
+    base = pipeline.motion_maker.sample(info, features, ctl)
     assert base.shape == (40, 70) and base.dtype == torch.float32
-    assert torch.equal(base, pipeline.motion.sample(info, features, ctl))  # same seed, same motion
-    assert not torch.equal(base, pipeline.motion.sample(info, features, replace(ctl, seed=1)))
-    still = pipeline.motion.sample(info, features, replace(ctl, head_motion_scale=0.0))
+    assert torch.equal(base, pipeline.motion_maker.sample(info, features, ctl))  # same seed, same motion
+    assert not torch.equal(base, pipeline.motion_maker.sample(info, features, replace(ctl, seed=1)))
+    still = pipeline.motion_maker.sample(info, features, replace(ctl, head_motion_scale=0.0))
     assert torch.allclose(still[:, 1:7], raw[1:7].expand(40, -1), atol=1e-5)  # the source pose on every frame
     assert torch.equal(still[:, 7:], base[:, 7:])  # the expression is untouched
-    half = pipeline.motion.sample(info, features, replace(ctl, head_motion_scale=0.5))
+    half = pipeline.motion_maker.sample(info, features, replace(ctl, head_motion_scale=0.5))
     assert torch.allclose(half[:, 1:7] - raw[1:7], 0.5 * (base[:, 1:7] - raw[1:7]), atol=1e-4)
-    rough = pipeline.motion.sample(info, features, replace(ctl, smoothing=0.0))
-    smoother = pipeline.motion.sample(info, features, replace(ctl, smoothing=100.0))
+    rough = pipeline.motion_maker.sample(info, features, replace(ctl, smoothing=0.0))
+    smoother = pipeline.motion_maker.sample(info, features, replace(ctl, smoothing=100.0))
     variation = lambda m: (m[1:, 1:] - m[:-1, 1:]).abs().mean()  # noqa: E731
     assert variation(smoother) < variation(base) < variation(rough)
     assert torch.equal(rough[:, 0], base[:, 0])  # the scale is never smoothed
@@ -407,7 +407,7 @@ def test_stream_gives_the_frames_generate_writes(pipeline, tmp_path, monkeypatch
     info = pipeline.models.renderer.info
     features = torch.randn(73, 512, generator=torch.Generator().manual_seed(1))
     ctl = replace(pipeline.controls, **controls)
-    pieces = list(pipeline.motion.pieces(info, features, ctl))
+    pieces = list(pipeline.motion_maker.pieces(info, features, ctl))
     assert len(pieces) >= 2
     raw = torch.cat([pipeline.models.norm.denormalize(x0[0]) for _, x0 in _windows(pipeline, info, features, ctl)])[
         :73

@@ -37,10 +37,12 @@ def test_generate_passes_hop_to_the_sampler(pipeline, tmp_path, monkeypatch):  #
 def test_hop_in_the_motion_maker(pipeline):  # noqa: F811
     features = torch.randn(90, 512, generator=torch.Generator().manual_seed(1))
     info, ctl = pipeline.models.renderer.info, pipeline.controls
-    base = pipeline.motion.sample(info, features, ctl)
-    assert torch.equal(pipeline.motion.sample(info, features, replace(ctl, hop=64)), base)
-    short = pipeline.motion.sample(info, features, replace(ctl, hop=8))
-    assert short.shape == (90, 70) and torch.equal(short, pipeline.motion.sample(info, features, replace(ctl, hop=8)))
+    base = pipeline.motion_maker.sample(info, features, ctl)
+    assert torch.equal(pipeline.motion_maker.sample(info, features, replace(ctl, hop=64)), base)
+    short = pipeline.motion_maker.sample(info, features, replace(ctl, hop=8))
+    assert short.shape == (90, 70) and torch.equal(
+        short, pipeline.motion_maker.sample(info, features, replace(ctl, hop=8))
+    )
     assert not torch.equal(short, base)
     # the first window is the same sampling; only the smoothing near its end sees the different frames after it
     torch.testing.assert_close(short[:48], base[:48], rtol=0, atol=1e-5)
@@ -58,14 +60,18 @@ def test_loop_keyframes_hold_the_source_pose_at_both_ends(pipeline):  # noqa: F8
     features = torch.randn(70, 512, generator=torch.Generator().manual_seed(2))
     info, ctl = pipeline.models.renderer.info, pipeline.controls
     raw = source_motion(info)
-    free = pipeline.motion.sample(info, features, ctl)
+    free = pipeline.motion_maker.sample(info, features, ctl)
     for hop in (64, 16):
         for smoothing in (1.0, 0.0):
-            looped = pipeline.motion.sample(info, features, replace(ctl, hop=hop, keyframes=LOOP, smoothing=smoothing))
+            looped = pipeline.motion_maker.sample(
+                info, features, replace(ctl, hop=hop, keyframes=LOOP, smoothing=smoothing)
+            )
             assert torch.equal(looped[0, POSE], raw[POSE]) and torch.equal(looped[-1, POSE], raw[POSE])
             assert looped.shape == (70, 70) and not torch.allclose(looped, free)
     assert not torch.allclose(free[-1, POSE], raw[POSE])  # without keyframes the clip ends elsewhere
-    at = pipeline.motion.sample(info, features, replace(ctl, keyframes=keyframes_of([{"time": 1.0, "pose": "source"}])))
+    at = pipeline.motion_maker.sample(
+        info, features, replace(ctl, keyframes=keyframes_of([{"time": 1.0, "pose": "source"}]))
+    )
     assert torch.equal(at[25, POSE], raw[POSE])  # a pose at a given time: 1 s = frame 25 at 25 fps
 
 

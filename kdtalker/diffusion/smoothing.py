@@ -81,6 +81,9 @@ class StreamingSmoother:
     def __init__(self, transition_cov: float, observation_cov: float, enabled: bool):
         self.q, self.r, self.enabled = float(transition_cov), float(observation_cov), enabled
         self.lag = _smoothing_lag(self.q, self.r) if enabled else 0
+        # Rows from _first on (absolute index _first + position): the rows not given out yet, plus the last one given
+        # out (the forward filter continues from it), so memory stays bounded by the lag however long the clip.
+        self._first = 0
         self._raw: list[np.ndarray] = []  # float32 rows as pushed
         self._pred_mean: list[np.ndarray] = []
         self._filt_mean: list[np.ndarray] = []
@@ -88,17 +91,22 @@ class StreamingSmoother:
         self._filt_var: list[float] = []
         self._emitted = 0
 
+    @property
+    def buffered_rows(self) -> int:
+        """Rows held (at most lag + 1 between pushes, plus the rows of the push being processed)."""
+        return len(self._raw)
+
     def push(self, motion: np.ndarray) -> np.ndarray:
         """Denormalised motion rows (n, 70) -> the (m, 70) float32 rows that no later row can change (m may be 0)."""
         for row in np.asarray(motion, dtype=np.float32):
             self._raw.append(row)
             if self.enabled:
                 self._filter(row[SMOOTHED_CHANNELS].astype(np.float64))
-        return self._emit(len(self._raw) - self.lag)
+        return self._emit(self._first + len(self._raw) - self.lag)
 
     def finish(self) -> np.ndarray:
         """The remaining rows (the clip has ended: the last row is smoothed as the last of the clip)."""
-        return self._emit(len(self._raw))
+        return self._emit(self._first + len(self._raw))
 
     def _filter(self, z: np.ndarray) -> None:
         if not self._filt_mean:
@@ -115,15 +123,23 @@ class StreamingSmoother:
         start = self._emitted
         if stop <= start:
             return np.empty((0, MOTION_DIM), np.float32)
-        out = np.stack(self._raw[start:stop])
+        base = self._first  # list position p holds row base + p
+        out = np.stack(self._raw[start - base : stop - base])
         if self.enabled:
             # backward pass from the newest row (as if the clip ended there) down to the rows given out now
-            last = len(self._raw) - 1
+            last = base + len(self._raw) - 1
             smooth = np.empty((last + 1 - start, self._filt_mean[0].shape[0]))
-            smooth[-1] = self._filt_mean[last]
+            smooth[-1] = self._filt_mean[last - base]
             for t in range(last - 1, start - 1, -1):
-                back_gain = self._filt_var[t] / self._pred_var[t + 1]
-                smooth[t - start] = self._filt_mean[t] + back_gain * (smooth[t + 1 - start] - self._pred_mean[t + 1])
+                back_gain = self._filt_var[t - base] / self._pred_var[t + 1 - base]
+                smooth[t - start] = self._filt_mean[t - base] + back_gain * (
+                    smooth[t + 1 - start] - self._pred_mean[t + 1 - base]
+                )
             out[:, SMOOTHED_CHANNELS] = smooth[: stop - start]
         self._emitted = stop
+        # forget the rows given out, but the last one: the forward filter of the next row starts from it
+        drop = max(0, stop - 1 - base)
+        for rows in (self._raw, self._pred_mean, self._filt_mean, self._pred_var, self._filt_var):
+            del rows[:drop]
+        self._first += drop
         return out

@@ -85,6 +85,7 @@ def pipeline_arguments(cfg: Any) -> tuple[dict[str, Any], str | None]:
         renderer_factory=_built(cfg.renderer, "renderer", partial=True),
         audio_factory=_built(cfg.audio, "audio", partial=True),
         overlap=cfg.overlap,
+        live_controls=OmegaConf.to_container(cfg.live, resolve=True),
     )
     return arguments, note
 

@@ -59,6 +59,13 @@ class SilenceConfig:
 
 
 @dataclass
+class LiveConfig:
+    """The `live` node: the controls live sessions take instead of the run's (kdtalker.pipeline.live)."""
+
+    hop: int = MISSING
+
+
+@dataclass
 class InferenceConfig:
     """The top level of inference.yaml; the groups (audio, renderer, model, diffusion, crop) are built by _target_,
     whose constructors check their own keys."""
@@ -90,8 +97,22 @@ class InferenceConfig:
     overlap: Optional[bool] = MISSING
     compile: bool = MISSING
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     signals: str = MISSING
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     silence: SilenceConfig = field(default_factory=SilenceConfig)
+
+
+@dataclass
+class LiveRunConfig(InferenceConfig):
+    """kdtalker/configs/live.yaml: the inference config + where the live speech comes from and where it goes."""
+
+    wav: Optional[str] = MISSING
+    stdin_format: str = MISSING
+    out: Optional[str] = MISSING
+    render: bool = MISSING
+    motion_out: Optional[str] = MISSING
+    realtime: bool = MISSING
+    chunk_ms: float = MISSING

@@ -28,6 +28,10 @@ import torch
 from kdtalker.audio.vad import speech_frames
 from kdtalker.device import check_dtype, cudnn_autotuned, fastest_dtype, resolve_device, resolve_dtype
 from kdtalker.diffusion import MotionNorm
+from kdtalker.diffusion.guidance import check_signals
+from kdtalker.diffusion.live import LiveSampler
+from kdtalker.diffusion.sampling import check_hop
+from kdtalker.diffusion.smoothing import StreamingSmoother
 from kdtalker.errors import KDTalkerError
 from kdtalker.fileio import atomic_path
 from kdtalker.pipeline.build import inference_config, pipeline_arguments
@@ -40,6 +44,7 @@ from kdtalker.pipeline.face import FaceCrop
 from kdtalker.pipeline.frames import Rendered, finish_batch, output_size, render_batch
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.job import Job, read_speech
+from kdtalker.pipeline.live import LiveSession, check_live_controls
 from kdtalker.pipeline.models import Models, check_sampler
 from kdtalker.pipeline.motion import MotionMaker, broken_motion, source_motion
 from kdtalker.pipeline.motion_file import load_motion_file, save_motion_file
@@ -73,6 +78,7 @@ class TalkingHeadPipeline:
         renderer_factory: Callable[..., Any],
         audio_factory: Callable[..., Any],
         overlap: bool | None,
+        live_controls: Mapping[str, Any],
     ):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = resolve_device(device)
@@ -89,6 +95,7 @@ class TalkingHeadPipeline:
         self.audio_factory = audio_factory  # the audio group's _target_, called with the device
         # sample window k+1 while window k renders: on by default where the two run side by side (a GPU)
         self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
+        self.live_controls = dict(live_controls)  # the controls a live session takes instead (the `live` node)
         # Fail before any work when a weight file is missing, truncated or the wrong one.
         self.weight_files = check_checkpoint_dir(self.checkpoint_dir)
         self.controls.crop.check()
@@ -133,10 +140,68 @@ class TalkingHeadPipeline:
         return self.models
 
     @property
-    def motion(self) -> MotionMaker:
+    def motion_maker(self) -> MotionMaker:
         """Motion making on the loaded models (sample, pieces, controlled)."""
         return MotionMaker(
             self.load(), self.kalman_transition_cov, self.kalman_observation_cov, self.timings, self.checkpoint_dir
+        )
+
+    def motion(self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, **controls: Any) -> torch.Tensor:
+        """Portrait + speech -> the motion `generate` renders, (T, 70) float32 raw [scale, yaw, pitch, roll, t(3),
+        exp(63)] after smoothing and the controls, without rendering (what a live session gives, `live`)."""
+        ctl = self.controls.updated(controls, self.device)
+        request = Request(ctl, source_image, driven_audio, streamed=True).validate()
+        self._begin_run()
+        with self._memory_errors(ctl):
+            job = self._prepare(request)
+            motion = torch.cat([piece.cpu() for piece in self.motion_maker.controlled(job)])
+        self.timings.stop_wall()
+        return motion
+
+    def live(self, source_image: str | os.PathLike, *, render: bool = True, **controls: Any) -> LiveSession:
+        """A live session on this portrait: push 16 kHz speech as it is spoken, get motion (and frames with
+        `render`) a fraction of a second later (live.py). Controls as `generate` takes them; the `live` node of
+        the config (hop 8) replaces the run's defaults, a keyword here replaces both."""
+        ctl = check_live_controls(self.controls.updated({**self.live_controls, **controls}, self.device))
+        self._begin_run()
+        with self.timings.stage("crop"):
+            image = load_image(source_image)
+            face = self.crop(image, ctl)
+        models = self.load()
+        check_signals(models.denoiser, ctl.uses_audio, ctl.uses_motion, ctl.guidance)
+        check_hop(ctl.hop, models.denoiser.window)
+        with torch.inference_mode(), self.timings.stage("crop"):
+            source = models.renderer.encode_source(face.image)
+        info, norm = source.info, models.norm
+        raw = source_motion(info)
+        denoiser = models.denoiser
+        sampler = LiveSampler(
+            denoiser,
+            models.scheduler,
+            norm.normalize(raw),
+            norm.canonical_token(info["kp"].reshape(63).float().to(raw.device)),
+            steps=ctl.steps,
+            hop=ctl.hop,
+            generator=torch.Generator(device=denoiser.device).manual_seed(int(ctl.seed)),
+            guidance=ctl.guidance,
+        )
+        # the Kalman settings as MotionMaker.pieces: the strength scales the observation noise
+        smoother = StreamingSmoother(
+            self.kalman_transition_cov, self.kalman_observation_cov * ctl.smoothing, enabled=ctl.smoothing > 0
+        )
+        return LiveSession(
+            speech=models.audio.stream(ctl.fps),
+            sampler=sampler,
+            smoother=smoother,
+            norm=norm,
+            controls=ctl,
+            source=source,
+            raw_source=raw,
+            renderer=models.renderer if render else None,
+            size=output_size(image, ctl.paste_back),
+            paste=PasteBack(image, face.matrix) if ctl.paste_back and render else None,
+            checkpoint_dir=self.checkpoint_dir,
+            timings=self.timings,
         )
 
     def generate(
@@ -215,7 +280,7 @@ class TalkingHeadPipeline:
         with self._memory_errors(request.controls):
             if request.dubbing:
                 job = prepare_dub(request, self.load, crop, self.timings)
-                batches = dubbed_frames(job, self.load(), self.motion, crop, self.timings, self.checkpoint_dir)
+                batches = dubbed_frames(job, self.load(), self.motion_maker, crop, self.timings, self.checkpoint_dir)
             else:
                 job = self._prepare(request)
                 batches = self._frame_batches(job)
@@ -330,7 +395,7 @@ class TalkingHeadPipeline:
             if job.given_motion is not None:
                 pieces = iter([job.given_motion.to(source.x_s.device)])
             else:
-                pieces = self.motion.controlled(job)
+                pieces = self.motion_maker.controlled(job)
             for motion in itertools.chain(prefetch(pieces, stream=self.device) if self.overlap else pieces, [None]):
                 if motion is not None:
                     frame_0 = motion[:1] if frame_0 is None else frame_0

@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> None:
         with _measure(results, "sampling", device), torch.inference_mode():
             pipe.timings.reset()
             job = pipe._prepare(Request(ctl, source_image=args.image, driven_audio=clip, streamed=True).validate())
-            for _ in pipe.motion.pieces(job.source.info, job.features, ctl):
+            for _ in pipe.motion_maker.pieces(job.source.info, job.features, ctl):
                 pass
         prepare = pipe.timings.crop + pipe.timings.audio
         sampling = pipe.timings.sampling
