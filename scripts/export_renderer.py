@@ -13,18 +13,21 @@ from kdtalker.cli import run
 
 def main(cfg) -> None:
     """Build the renderer from the config, export its graphs and say what was written."""
-    import hydra
+    from omegaconf import OmegaConf
 
     from kdtalker.errors import ConfigError
+    from kdtalker.renderer import LivePortraitRenderer
     from kdtalker.renderer.export import export_renderer, verify_warp_decode
 
     if not cfg.out:
         raise ConfigError("out=DIR is required: python scripts/export_renderer.py out=exported")
     if cfg.batch is not None and int(cfg.batch) < 1:
         raise ConfigError(f"batch={cfg.batch} must be null (dynamic) or a positive number of frames")
-    renderer = hydra.utils.instantiate(
-        cfg.renderer, device="cpu", dtype="float32", backend="torch", graph=None, stitching=False, _convert_="all"
-    )
+    options = OmegaConf.to_container(cfg.renderer, resolve=True)
+    options.pop("_target_")
+    # traced in float32 on the CPU from the eager modules, whatever backend the renderer config names
+    options.update(device="cpu", dtype="float32", backend="torch", graph=None, stitching=False, compile_modules=False)
+    renderer = LivePortraitRenderer.from_checkpoints(**options)
     manifest = export_renderer(renderer, cfg.out, int(cfg.opset), cfg.batch, int(cfg.image_size))
     files = ", ".join(graph["file"] for graph in manifest["graphs"].values())
     print(f"wrote {cfg.out}: {files}, export.json (opset {manifest['opset']}, batch {manifest['batch']}, float32)")

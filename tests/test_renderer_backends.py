@@ -159,3 +159,17 @@ def test_backend_errors_are_one_clear_message(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if the package were not installed
     with pytest.raises(ConfigError, match=r"needs the openvino package: pip install openvino"):
         small_renderer(backend="openvino")
+
+
+def test_export_script_errors_are_one_line(tmp_path):
+    """No out=, a bad batch, or missing weights: one error line, exit 1, nothing written."""
+    from test_safe_loading import one_error_line, run_script
+
+    result = run_script("scripts/export_renderer.py")
+    assert result.returncode == 1 and "out=DIR is required" in one_error_line(result)
+    out = tmp_path / "exported"
+    result = run_script("scripts/export_renderer.py", f"out={out}", "batch=0")
+    assert result.returncode == 1 and "batch=0" in one_error_line(result)
+    result = run_script("scripts/export_renderer.py", f"out={out}", f"checkpoint_dir={tmp_path / 'none'}")
+    assert result.returncode == 1 and "liveportrait" in one_error_line(result)
+    assert not out.exists()
