@@ -130,6 +130,15 @@ def test_graph_backends_render_the_same_frames(case, exported, backend):
     torch.testing.assert_close(frames, want, rtol=0, atol=FRAME_ATOL)
 
 
+def test_graph_backend_reads_channels_last_sources(case, exported):
+    """A channels-last renderer (the AVX-512 default) hands its channels-last f_s to the graph in C order."""
+    _, rgb, _, x_d, want = case
+    renderer = small_renderer(memory_format="channels_last", backend="openvino", graph=exported[0] / "warp_decode.onnx")
+    source = renderer.encode_source(rgb)
+    assert not source.f_s.is_contiguous()
+    torch.testing.assert_close(renderer.render(source, x_d[:2]), want[:2], rtol=0, atol=FRAME_ATOL)
+
+
 def test_graph_backend_exports_on_first_render(case):
     """Without `graph` the backend traces the loaded weights itself (on the first render, once)."""
     _, rgb, _, x_d, want = case

@@ -106,6 +106,7 @@ class GraphWarpDecode:
     ) -> torch.Tensor:
         """f_s (1, 32, 16, 64, 64), compressed (1, 4, 16, 64, 64), x_s (1, 21, 3), x_d (B, 21, 3) -> (B, 3, H, W)."""
         arrays = (f_s, compressed, x_s, x_d)
+        # the runtimes read an array's buffer as C-ordered: channels-last tensors are copied to that order
         feeds = {
             name: np.ascontiguousarray(a.detach().float().cpu().numpy()) for name, a in zip(WARP_DECODE_INPUTS, arrays)
         }

@@ -128,7 +128,7 @@ def export_warp_decode(
     with traceable(warping, decoder):
         _export(
             WarpDecode(warping, decoder),
-            example,
+            tuple(t.contiguous() for t in example),
             Path(path),
             WARP_DECODE_INPUTS,
             ("frames",),
@@ -159,7 +159,9 @@ def verify_warp_decode(renderer: nn.Module, out: str | os.PathLike, image_size: 
     session = onnxruntime.InferenceSession(
         str(Path(out) / GRAPH_FILES["warp_decode"]), providers=["CPUExecutionProvider"]
     )
-    got = session.run(None, {name: t.numpy() for name, t in zip(WARP_DECODE_INPUTS, example)})[0]
+    # onnxruntime reads an array's buffer as C-ordered: a channels-last f_s must be copied to that order first
+    feeds = {name: np.ascontiguousarray(t.numpy()) for name, t in zip(WARP_DECODE_INPUTS, example)}
+    got = session.run(None, feeds)[0]
     with torch.no_grad():
         want = WarpDecode(renderer.warping, renderer.decoder)(*example)
     return float(np.abs(got - want.numpy()).max())
