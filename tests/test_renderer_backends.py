@@ -13,7 +13,7 @@ from test_renderer_batch import small_renderer
 
 from kdtalker.errors import CheckpointError, ConfigError
 from kdtalker.renderer.backends import GRAPH_BACKENDS, GRAPH_OPSET, GraphWarpDecode
-from kdtalker.renderer.export import MOTION_OUTPUTS, WARP_DECODE_INPUTS, export_renderer
+from kdtalker.renderer.export import MOTION_OUTPUTS, WARP_DECODE_INPUTS, export_renderer, verify_warp_decode
 from kdtalker.renderer.spade import SPADEResnetBlock, SpectralNormConv2d
 from kdtalker.renderer.warping import UpBlock3d
 
@@ -71,6 +71,18 @@ def test_prepare_builds_every_cache_before_forward(case):
     torch.testing.assert_close(frames, eager.render(source, x_d[:1]), rtol=0, atol=0)
     assert all(c.weight_cached is before[id(c)] for c in convs)
     assert {n: [k[0] for k in b._fused] for n, b in blocks.items()} == factors
+
+
+def test_export_leaves_the_renderer_as_it_was(case, exported):
+    """The export (done by the `exported` fixture) keeps every module in eval mode: the same frames after it."""
+    renderer, _, source, x_d, want = case
+    assert not any(m.training for m in renderer.modules())
+    torch.testing.assert_close(renderer.render(source, x_d), want, rtol=0, atol=0)
+
+
+def test_export_script_verifies_its_graph(case, exported):
+    """verify_warp_decode (the script's verify=true): onnxruntime vs PyTorch on the trace's inputs, after the export."""
+    assert verify_warp_decode(case[0], exported[0], SIZE, None) < FRAME_ATOL
 
 
 def test_export_writes_the_graphs_and_their_manifest(exported):

@@ -100,6 +100,9 @@ def _export(
 ) -> None:
     """Trace `module` on `args` into the ONNX file `path`; the names in `batched` get a dynamic axis 0 if asked."""
     axes = {name: {0: "batch"} for name in batched} if dynamic_batch else None
+    # eval first: the exporter puts the module back in its former mode afterwards, recursively, and a fresh wrapper
+    # starts in training mode (it would leave every BatchNorm of the renderer updating its statistics)
+    module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         # the tracer warns about every Python int it records (shapes); with a static graph they are what we want
         warnings.simplefilter("ignore")
