@@ -342,7 +342,16 @@ def test_every_setting_has_one_default_the_yaml(tmp_path):
     defaults = _signature_defaults(factory)
     configs = renderer.pop("configs")
     assert renderer["compile_modules"] is cfg.compile is defaults["compile_modules"] is False
-    for key in ("chunk_size", "fold_batchnorm", "stitching", "fuse_ops", "memory_format", "grid_sample"):
+    for key in (
+        "chunk_size",
+        "fold_batchnorm",
+        "stitching",
+        "fuse_ops",
+        "memory_format",
+        "grid_sample",
+        "backend",
+        "graph",
+    ):
         assert renderer[key] == defaults[key] == python.renderer_factory.keywords[key], key
     for name, cls in [
         ("appearance_feature_extractor", AppearanceFeatureExtractor),

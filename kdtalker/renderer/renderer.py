@@ -14,6 +14,7 @@ from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.errors import ConfigError, ImageError
 from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
+from kdtalker.renderer.backends import BACKENDS, GRAPH_BACKENDS, GraphWarpDecode, check_graph_backend
 from kdtalker.renderer.grid_sample import GRID_SAMPLE_MODES
 from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
 from kdtalker.renderer.layers import channels_last_like, fold_all_batchnorms, to_channels_last, to_contiguous
@@ -65,6 +66,8 @@ class LivePortraitRenderer(nn.Module):
         memory_format: str = "auto",
         compile_modules: bool = False,
         grid_sample: str = "auto",
+        backend: str = "torch",
+        graph: str | os.PathLike | None = None,
     ):
         super().__init__()
         self.appearance = appearance
@@ -87,10 +90,16 @@ class LivePortraitRenderer(nn.Module):
         self.grid_sample = grid_sample
         for module in (self.warping, self.warping.dense_motion_network):
             module.grid_sample = grid_sample  # resolved per call on the volume's device: .to("mps") needs no rebuild
+        if backend not in BACKENDS:
+            raise ConfigError(f"renderer.backend={backend!r} is not one of {BACKENDS}")
+        self.backend = backend
+        self.graph = graph
         self.channels_last = False
         self._settle()
-        self.compile_modules = compile_modules
+        # backend=inductor is compile_modules under its backend name (torch.compile's default CPU/GPU compiler)
+        self.compile_modules = compile_modules or backend == "inductor"
         self._compiled: dict = {}  # (device, dtype, batch) -> the compiled warp+decode of that static shape
+        self._graph: GraphWarpDecode | None = None  # backend onnxruntime / openvino: built on the first render
 
     def _apply(self, fn, recurse: bool = True):
         # .to()/.half()/.cuda() land here. The tiny stitching MLPs only follow the device: they stay float32 (their
@@ -107,14 +116,26 @@ class LivePortraitRenderer(nn.Module):
         return self
 
     def _settle(self) -> None:
-        """Warping + decoder in the memory format chosen for the device they live on."""
+        """Warping + decoder in the memory format chosen for the device they live on; weight caches rebuilt."""
         want = _use_channels_last(self.memory_format, self.device)
         if want != self.channels_last:
             convert = to_channels_last if want else to_contiguous
             convert(self.warping)
             convert(self.decoder)
             self.channels_last = want
+        if self.backend in GRAPH_BACKENDS:
+            check_graph_backend(self.backend, self.device, self.dtype)
+        self.prepare()
         self._compiled = {}
+        self._graph = None
+
+    def prepare(self) -> None:
+        """Build every lazy weight cache of warping + decoder now, so that forward only reads them (a trace, an
+        export or a compile must not record the caches being built)."""
+        for module in self.warping.modules():
+            if isinstance(module, UpBlock3d):
+                module.prepare()
+        self.decoder.prepare()
 
     @classmethod
     def from_checkpoints(
@@ -130,6 +151,8 @@ class LivePortraitRenderer(nn.Module):
         memory_format: str = "auto",
         compile_modules: bool = False,
         grid_sample: str = "auto",
+        backend: str = "torch",
+        graph: str | os.PathLike | None = None,
     ) -> "LivePortraitRenderer":
         """Load the official files under `liveportrait_dir` (base_models/*.pth, retargeting_models/*.pth)."""
         device, dtype = resolve_device(device), resolve_dtype(dtype)
@@ -155,6 +178,8 @@ class LivePortraitRenderer(nn.Module):
             memory_format=memory_format,
             compile_modules=compile_modules,
             grid_sample=grid_sample,
+            backend=backend,
+            graph=graph,
         )
         return renderer.to(dtype=dtype)
 
@@ -258,7 +283,9 @@ class LivePortraitRenderer(nn.Module):
             n = x_chunk.shape[0]
             if pad and n < chunk:
                 x_chunk = torch.cat([x_chunk, x_chunk[-1:].expand(chunk - n, -1, -1)])
-            if self.compile_modules:
+            if self.backend in GRAPH_BACKENDS:
+                out = self._graph_warp_decode(source, x_s, x_chunk)
+            elif self.compile_modules:
                 out = self._compiled_warp_decode(source, x_s, x_chunk)
             else:
                 out = self._warp_decode(source.f_s, x_s, x_chunk, source.compressed)
@@ -271,6 +298,15 @@ class LivePortraitRenderer(nn.Module):
         """One chunk: f_s (1, 32, 16, 64, 64), keypoints (B, 21, 3) float32 -> frames (B, 3, 512, 512)."""
         warped = self.warping(f_s, x_d, x_s, compressed=compressed)["out"]
         return self.decoder(channels_last_like(warped) if self.channels_last else warped)
+
+    def _graph_warp_decode(self, source: Source, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        """`_warp_decode` as an exported graph in onnxruntime or OpenVINO (`graph`, or exported on the first call)."""
+        if self._graph is None:
+            if self.graph is not None:
+                self._graph = GraphWarpDecode.load(self.backend, self.graph)
+            else:
+                self._graph = GraphWarpDecode.build(self, self.backend, source.f_s, source.compressed, x_s, x_d)
+        return self._graph(source.f_s, source.compressed, x_s, x_d)
 
     def _compiled_warp_decode(self, source: Source, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         """`_warp_decode` through torch.compile: one graph for warping + decoder, compiled once per batch size.

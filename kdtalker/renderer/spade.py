@@ -47,6 +47,11 @@ class SpectralNormConv2d(nn.Module):
             self.weight_cached = (self.weight_orig / self.sigma()).detach()
         return self.weight_cached
 
+    @torch.no_grad()
+    def prepare(self) -> None:
+        """Build the eval-mode weight cache now (before a trace or compile reads it), not on the first forward."""
+        self.weight_cached = (self.weight_orig / self.sigma()).detach()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
 
@@ -113,6 +118,15 @@ class SPADEResnetBlock(nn.Module):
             }
         return self._fused[key]
 
+    @torch.no_grad()
+    def prepare(self, factor: int) -> None:
+        """Build every weight cache a fused forward at this upsampling factor (x size / seg size) reads."""
+        self._fused = {}
+        self._fused_weights(factor)
+        for m in self.modules():
+            if isinstance(m, SpectralNormConv2d):
+                m.prepare()
+
     def _shared_activations(self, seg: torch.Tensor, size: torch.Size, factor: int, fused: dict) -> list:
         bias = fused["shared_bias"]
         if factor > 1:
@@ -170,6 +184,13 @@ class SPADEDecoder(nn.Module):
     def spectral_sigmas(self) -> dict[str, torch.Tensor]:
         """Spectral-norm divisor of each normalised conv, by name ('G_middle_0.conv_0', ..., 'up_1.conv_s')."""
         return {name: m.sigma() for name, m in self.named_modules() if isinstance(m, SpectralNormConv2d)}
+
+    def prepare(self) -> None:
+        """Build the blocks' weight caches: the middle blocks read seg at their own size, up_0 at 2x, up_1 at 4x."""
+        for i in range(6):
+            getattr(self, f"G_middle_{i}").prepare(1)
+        self.up_0.prepare(2)
+        self.up_1.prepare(4)
 
     def logits(self, feature: torch.Tensor) -> torch.Tensor:
         """(B, 256, 64, 64) -> (B, 3, 512, 512) pre-sigmoid."""

@@ -88,6 +88,14 @@ class UpBlock3d(ConvNormAct):
         super()._drop_folded()
         self._phases = {}
 
+    @torch.no_grad()
+    def prepare(self) -> None:
+        """Build the polyphase kernels of the folded weight now (a trace or compile then only reads them)."""
+        self._phases = {}
+        if self.folded_weight is not None:
+            weight = self.folded_weight
+            self._phases[(weight.dtype, weight.device)] = polyphase_kernels(weight, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.folded_weight
         if weight is None or not self.fused or self.training or torch.is_grad_enabled():

@@ -1,6 +1,7 @@
 """Renderer speed: ours against the official op sequence, side by side in one run, float32 and bfloat16.
 
     python scripts/benchmark.py renderer [--device auto] [--batch-sizes 1 4] [--repeats 2] [--dtypes float32 bfloat16]
+    python scripts/benchmark.py renderer --backend torch openvino onnxruntime inductor [--batch-sizes 1 4]
 
 Both sides are the same modules with the same (random, full-size) weights: speed does not depend on the values.
 The reference runs what LivePortrait's own modules do: BatchNorm unfolded, NCHW, each SPADE on its own,
@@ -8,6 +9,10 @@ upsample-then-conv, the source compression redone for every frame, float32. Ours
 (folded BatchNorm, fused ops, memory format `auto`, source work once). Runs alternate (reference, ours, ...) so
 drift of the machine's speed hits both; the best of --repeats is reported. For bfloat16, where the device runs it,
 the error against our float32 output is printed per stage (warped features, decoded frame).
+
+--backend: float32 on the CPU, the official modules against ours on each named backend (renderer.backend), all in
+one process, in rounds (reference, then each backend in turn); per backend its speed-up and max error against the
+official frames. A graph backend's export and load, and inductor's compile, happen in the warm-up, not timed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     parser.add_argument("--compile", action="store_true", help="ours with compile=true (one compile per batch size)")
     parser.add_argument("--no-fuse", action="store_true", help="ours with fuse_ops=false (upsample, then conv)")
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        default=None,
+        help="compare renderer backends (float32, CPU): torch inductor onnxruntime openvino",
+    )
     parser.add_argument("--json", default=None, help="also append the figures to this JSON-lines file")
 
 
@@ -76,6 +87,8 @@ def run(args: argparse.Namespace) -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_name()}"
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     print(f"renderer benchmark on {where}{threads}; weights random, full-size official configs", flush=True)
+    if args.backend:
+        return _run_backends(args, modules, reference, batch_sizes, where)
 
     image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     ref_source = reference.encode_source(image)
@@ -152,3 +165,48 @@ def _print_stage_errors(float32_side: tuple, ours: LivePortraitRenderer, source,
         got_g = ours.decoder(got_w["out"])
     print(f"    error vs float32: warped features {_error(got_w['out'], want_w['out'])}", flush=True)
     print(f"    error vs float32: decoded frames  {_error(got_g, want_g)}", flush=True)
+
+
+def _run_backends(args: argparse.Namespace, modules: list, reference, batch_sizes: list[int], where: str) -> None:
+    """The official modules against each renderer backend, float32, rounds alternating over all of them."""
+    if reference.device.type != "cpu":
+        raise ConfigError("--backend compares CPU backends: use --device cpu")
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    ref_source = reference.encode_source(image)
+    gen = torch.Generator().manual_seed(1)
+    drive = ref_source.x_s + 0.02 * torch.randn(max(batch_sizes), 21, 3, generator=gen)
+    sides = {}
+    for name in args.backend:
+        renderer = LivePortraitRenderer(*copy.deepcopy(modules), memory_format=args.memory_format, backend=name)
+        sides[name] = (renderer, renderer.encode_source(image))
+    for batch in batch_sizes:
+        x_d = drive[:batch]
+        if batch == batch_sizes[0]:
+            reference.warp_decode(ref_source.f_s, ref_source.x_s, x_d[:1])  # warm-up
+        for name, (renderer, source) in sides.items():
+            if batch == batch_sizes[0] or name == "inductor":  # graphs have a dynamic batch; inductor one per size
+                start = time.perf_counter()
+                renderer.render(source, x_d[:1] if name != "inductor" else x_d, chunk_size=batch)
+                print(f"  {name}: warm-up (export + load, or compile) {time.perf_counter() - start:.1f} s", flush=True)
+        times: dict[str, list[float]] = {"reference": [], **{name: [] for name in sides}}
+        errors = {}
+        for _ in range(args.repeats):
+            seconds, want = _timed(
+                reference.device, lambda: reference.warp_decode(ref_source.f_s, ref_source.x_s, x_d)["out"]
+            )
+            times["reference"].append(seconds)
+            for name, (renderer, source) in sides.items():
+                seconds, got = _timed(reference.device, lambda: renderer.render(source, x_d, chunk_size=batch))
+                times[name].append(seconds)
+                errors[name] = float((got.float() - want.float()).abs().max())
+        ref_s = min(times["reference"]) / batch
+        print(f"  batch {batch:3d}: official modules (float32) {ref_s:6.2f} s/frame", flush=True)
+        for name in sides:
+            our_s = min(times[name]) / batch
+            print(
+                f"  batch {batch:3d}: ours, backend={name:<11} {our_s:6.2f} s/frame | x{ref_s / our_s:.2f} | "
+                f"max |err| vs official {errors[name]:.2e}",
+                flush=True,
+            )
+            if args.json:
+                _record(args.json, where, f"float32 backend={name}", batch, name == "inductor", ref_s, our_s)

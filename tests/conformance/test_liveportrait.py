@@ -14,6 +14,8 @@ import torch
 
 from kdtalker.renderer import LivePortraitRenderer, headpose_to_degrees, rotation_matrix, transform_keypoints
 from kdtalker.renderer import checkpoints as ckpt
+from kdtalker.renderer.backends import GRAPH_BACKENDS, GRAPH_OPSET
+from kdtalker.renderer.export import export_warp_decode
 from kdtalker.renderer.stitching import apply_stitching, ratio_input, retarget_eye, retarget_lip, stitching_input
 
 
@@ -214,3 +216,28 @@ def test_end_to_end_chain(liveportrait_ref, renderer):
     check(ref, "e2e.out.deformation", seen["warp"]["deformation"])
     check(ref, "e2e.debug.warp_out", seen["warp"]["out"])
     check(ref, "e2e.debug.logits", seen["logits"])
+
+
+@pytest.fixture(scope="module")
+def warp_decode_graph(liveportrait_ref, renderer, tmp_path_factory):
+    """The fixture weights' warping + decoder exported once (dynamic batch), shared by the graph backends."""
+    ref = liveportrait_ref
+    image = t(ref, "e2e.in.image")
+    source = renderer.encode_source(image)
+    path = tmp_path_factory.mktemp("graph") / "warp_decode.onnx"
+    example = (source.f_s, source.compressed, source.x_s, source.x_s.clone())
+    export_warp_decode(renderer.warping, renderer.decoder, example, path, GRAPH_OPSET, dynamic_batch=True)
+    return path
+
+
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_end_to_end_frames_of_each_backend(liveportrait_ref, checkpoint_dir, warp_decode_graph, backend):
+    """renderer.backend=onnxruntime|openvino: the official e2e frame through the same render API."""
+    ref = liveportrait_ref
+    graph_renderer = LivePortraitRenderer.from_checkpoints(
+        checkpoint_dir, device="cpu", dtype=torch.float32, backend=backend, graph=warp_decode_graph
+    )
+    image = t(ref, "e2e.in.image")
+    source = graph_renderer.encode_source(image)
+    frames = graph_renderer.render(source, t(ref, "e2e.x_d"))
+    check(ref, "e2e.out.image", frames)

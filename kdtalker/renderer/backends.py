@@ -1,0 +1,113 @@
+"""Where warping + decoder run: PyTorch (eager or inductor) or the exported graph in onnxruntime / OpenVINO.
+
+`renderer.backend`:
+- torch: the modules, eager (the default);
+- inductor: the modules through torch.compile (the same as compile=true);
+- onnxruntime / openvino: the ONNX graph of export.py, exported from the loaded weights on the first render (one
+  trace, seconds to a minute at full size) and run on the CPU in float32. OpenVINO is told to keep float32: on a
+  CPU with AMX or AVX512-BF16 its default would compute in bfloat16.
+
+Source-only work (the extractors, the source compression) stays in PyTorch: it runs once per clip.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdtalker.errors import CheckpointError, ConfigError
+from kdtalker.fileio import temp_dir
+from kdtalker.renderer.export import WARP_DECODE_INPUTS, export_warp_decode
+
+BACKENDS = ("torch", "inductor", "onnxruntime", "openvino")
+GRAPH_BACKENDS = ("onnxruntime", "openvino")
+# the ONNX opset the backends' graphs are exported with (scripts/export_renderer.py takes its own from its config)
+GRAPH_OPSET = 17
+_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def check_graph_backend(backend: str, device: torch.device, dtype: torch.dtype) -> None:
+    """A graph backend runs float32 on the CPU and needs its package: otherwise one ConfigError saying so."""
+    if device.type != "cpu":
+        raise ConfigError(f"renderer.backend={backend} runs on the CPU; use device=cpu or renderer.backend=torch")
+    if dtype != torch.float32:
+        raise ConfigError(f"renderer.backend={backend} runs in float32; use dtype=float32 or renderer.backend=torch")
+    _import(backend)
+
+
+def _import(backend: str):
+    """The backend's runtime package, or a ConfigError naming the package to install."""
+    try:
+        return importlib.import_module(_PACKAGES[backend])
+    except ImportError:
+        raise ConfigError(
+            f"renderer.backend={backend} needs the {_PACKAGES[backend]} package: pip install {_PACKAGES[backend]} "
+            "(or pip install -e .[cpu] for every CPU backend)"
+        ) from None
+
+
+class GraphWarpDecode:
+    """The exported warp+decode graph in a runtime: (f_s, compressed, x_s, x_d) tensors -> frames (B, 3, 512, 512)."""
+
+    def __init__(self, backend: str, path: str | Path, threads: int):
+        self.backend = backend
+        runtime = _import(backend)
+        if backend == "onnxruntime":
+            options = runtime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.log_severity_level = 3  # warnings about unused initialisers of the traced graph are noise
+            self._session = runtime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._run = lambda feeds: self._session.run(None, feeds)[0]
+        else:
+            config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+            compiled = runtime.Core().compile_model(str(path), "CPU", config)
+            self._request = compiled.create_infer_request()
+            self._run = lambda feeds: self._request.infer(feeds)[0].copy()
+
+    @classmethod
+    def build(
+        cls,
+        renderer: torch.nn.Module,
+        backend: str,
+        f_s: torch.Tensor,
+        compressed: torch.Tensor,
+        x_s: torch.Tensor,
+        x_d: torch.Tensor,
+    ) -> "GraphWarpDecode":
+        """Export the renderer's warping + decoder (dynamic batch, traced on these inputs) and load it in `backend`."""
+        _import(backend)
+        renderer.prepare()
+        with temp_dir("kdtalker_graph_") as folder:
+            path = folder / "warp_decode.onnx"
+            example = (f_s.float().contiguous(), compressed.float().contiguous(), x_s.float(), x_d.float())
+            export_warp_decode(renderer.warping, renderer.decoder, example, path, GRAPH_OPSET, dynamic_batch=True)
+            return cls(backend, path, torch.get_num_threads())
+
+    @classmethod
+    def load(cls, backend: str, path: str | Path) -> "GraphWarpDecode":
+        """An exported warp_decode.onnx (scripts/export_renderer.py) in `backend`; CheckpointError if unreadable."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(
+                f"renderer.graph={path} is not a file: give the warp_decode.onnx written by scripts/export_renderer.py "
+                "(or renderer.graph=null to export on the first render)"
+            )
+        _import(backend)
+        try:
+            return cls(backend, path, torch.get_num_threads())
+        except Exception as exc:  # noqa: BLE001 - the runtimes raise their own untyped errors for unreadable files
+            raise CheckpointError(f"renderer.graph={path} cannot be loaded by {backend}: {exc}") from None
+
+    def __call__(
+        self, f_s: torch.Tensor, compressed: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor
+    ) -> torch.Tensor:
+        """f_s (1, 32, 16, 64, 64), compressed (1, 4, 16, 64, 64), x_s (1, 21, 3), x_d (B, 21, 3) -> (B, 3, H, W)."""
+        arrays = (f_s, compressed, x_s, x_d)
+        # the runtimes read an array's buffer as C-ordered: channels-last tensors are copied to that order
+        feeds = {
+            name: np.ascontiguousarray(a.detach().float().cpu().numpy()) for name, a in zip(WARP_DECODE_INPUTS, arrays)
+        }
+        return torch.from_numpy(self._run(feeds))
