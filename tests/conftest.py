@@ -51,3 +51,8 @@ def fixture_checkpoints(tmp_path_factory):
     root = write_fixture_checkpoints(tmp_path_factory.mktemp("checkpoints"))
     yield root
     shutil.rmtree(root, ignore_errors=True)  # do not keep it among pytest's retained temp folders
+
+
+@pytest.fixture(scope="session")
+def facevid2vid_ref() -> ReferenceSet:
+    return ReferenceSet("facevid2vid")
