@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 
 from kdtalker.errors import CheckpointError
 from kdtalker.facevid2vid import headpose_to_degrees, load_networks, read_states, rotation_matrix, transform_keypoints
-from kdtalker.facevid2vid.checkpoints import PARTS
 
 ALL_PARTS = ("kp_detector", "he_estimator", "generator")
 
@@ -65,37 +64,21 @@ def configs(ref, case: str = "generator") -> dict:
 
 
 @pytest.fixture(scope="module")
-def states(facevid2vid_ref) -> dict[str, dict[str, torch.Tensor]]:
-    return {part: facevid2vid_ref.weights(facevid2vid_ref.manifest["specs"][part]) for part in ALL_PARTS}
-
-
-@pytest.fixture(scope="module")
-def files(states, tmp_path_factory) -> dict[str, object]:
-    """The fixture weights as SadTalker's safetensors (with a network of its own beside) and as a .pth.tar."""
-    root = tmp_path_factory.mktemp("facevid2vid")
-    flat = {PARTS[part][0] + key: value for part, state in states.items() for key, value in state.items()}
-    flat["mapping.first.0.weight"] = torch.zeros(4, 2)  # SadTalker's file holds other networks: ignored
-    save_file(flat, str(root / "SadTalker_V0.0.2_256.safetensors"))
-    del flat
-    trainer = {PARTS[part][1]: state for part, state in states.items()}
-    trainer.update(discriminator={"down.weight": torch.zeros(2)}, optimizer_generator={"state": {}}, epoch=189)
-    torch.save(trainer, root / "00000189-checkpoint.pth.tar")
-    yield {"safetensors": root / "SadTalker_V0.0.2_256.safetensors", "pth": root / "00000189-checkpoint.pth.tar"}
-
-
-@pytest.fixture(scope="module")
-def sadtalker(facevid2vid_ref, files) -> dict[str, torch.nn.Module]:
+def sadtalker(facevid2vid_ref, facevid2vid_files) -> dict[str, torch.nn.Module]:
     """The three networks from the safetensors file, with SadTalker's mask floor."""
-    return load_networks(files["safetensors"], configs(facevid2vid_ref), ALL_PARTS, "cpu", torch.float32)
+    return load_networks(facevid2vid_files["safetensors"], configs(facevid2vid_ref), ALL_PARTS, "cpu", torch.float32)
 
 
 @pytest.fixture(scope="module")
-def reimpl(facevid2vid_ref, files) -> dict[str, torch.nn.Module]:
+def reimpl(facevid2vid_ref, facevid2vid_files) -> dict[str, torch.nn.Module]:
     """The three networks from the .pth.tar file, with the re-implementation's mask floor."""
-    return load_networks(files["pth"], configs(facevid2vid_ref, "reimpl_generator"), ALL_PARTS, "cpu", torch.float32)
+    return load_networks(
+        facevid2vid_files["pth"], configs(facevid2vid_ref, "reimpl_generator"), ALL_PARTS, "cpu", torch.float32
+    )
 
 
-def test_both_layouts_load_every_tensor_unchanged(states, sadtalker, reimpl):
+def test_both_layouts_load_every_tensor_unchanged(facevid2vid_states, sadtalker, reimpl):
+    states = facevid2vid_states
     for part in ALL_PARTS:
         for nets in (sadtalker, reimpl):
             loaded = nets[part].state_dict()
@@ -154,9 +137,9 @@ def test_keypoint_math(facevid2vid_ref):
     check(ref, "keypoints.out.transformed", got)
 
 
-def test_missing_part_is_named(facevid2vid_ref, states, tmp_path):
+def test_missing_part_is_named(facevid2vid_ref, facevid2vid_states, tmp_path):
     path = tmp_path / "no_head_pose.safetensors"
-    save_file({"kp_extractor." + k: v for k, v in states["kp_detector"].items()}, str(path))
+    save_file({"kp_extractor." + k: v for k, v in facevid2vid_states["kp_detector"].items()}, str(path))
     assert set(read_states(path)) == {"kp_detector"}
     with pytest.raises(CheckpointError, match="no he_estimator"):
         load_networks(path, configs(facevid2vid_ref), ("he_estimator",), "cpu", torch.float32)
