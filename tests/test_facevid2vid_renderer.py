@@ -41,7 +41,7 @@ def test_config_is_the_official_network(facevid2vid_ref, renderer):
     assert renderer.layout.dim == FACEVID2VID_LAYOUT.dim == 51
 
 
-def test_encode_and_render(renderer, facevid2vid_files, facevid2vid_states):
+def test_encode_and_render(renderer, facevid2vid_ref, facevid2vid_states):
     rgb = np.random.RandomState(0).randint(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     source = renderer.encode_source(rgb)
     info = source.info
@@ -66,7 +66,10 @@ def test_encode_and_render(renderer, facevid2vid_files, facevid2vid_states):
     image = renderer.prepare_image(rgb)
     with torch.no_grad():
         expected = generator(image, x_d, source.x_s)["prediction"]
-    torch.testing.assert_close(frames, expected, rtol=0, atol=2e-4)
+    # folding and fusing reorder float32 sums: measured 1.7e-4 (2026-12-05), about the frame's own float32 noise in
+    # the official code (the case set's measured noise, ~2e-4 of a frame in [0, 1]); allowed: twice that noise
+    noise = facevid2vid_ref.manifest["arrays"]["generator.out.prediction"]["measured_float32_noise_over_absmax"]
+    torch.testing.assert_close(frames, expected, rtol=0, atol=2 * noise)
 
 
 def test_missing_weights_are_named(tmp_path):
