@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kdtalker.device import resolve_device, resolve_dtype
-from kdtalker.errors import ConfigError, ImageError
+from kdtalker.errors import CheckpointError, ConfigError, ImageError
 from kdtalker.facevid2vid.checkpoints import load_networks, read_states
 from kdtalker.facevid2vid.generator import OcclusionAwareSPADEGenerator
 from kdtalker.facevid2vid.head_expression import HeadExpressionEstimator
@@ -81,9 +81,13 @@ class FaceVid2VidRenderer(nn.Module):
         device, dtype = resolve_device(device), resolve_dtype(dtype)
         states = dict(read_states(weights))
         if head_pose_weights is not None:
-            states["he_estimator"] = read_states(head_pose_weights).get("he_estimator")
-            if states["he_estimator"] is None:
-                del states["he_estimator"]
+            head = read_states(head_pose_weights)
+            if "he_estimator" not in head:
+                raise CheckpointError(
+                    f"Face-vid2vid weights: head_pose_weights {head_pose_weights} holds no head-pose/expression "
+                    "estimator (`he_estimator.*` keys / `he_estimator` entry); name the file that has it, or null"
+                )
+            states["he_estimator"] = head["he_estimator"]
         # a Mapping of states: load_networks names the part a file lacks
         nets = load_networks(states, configs, ("kp_detector", "he_estimator", "generator"), device, torch.float32)
         renderer = cls(
