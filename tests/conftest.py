@@ -51,3 +51,39 @@ def fixture_checkpoints(tmp_path_factory):
     root = write_fixture_checkpoints(tmp_path_factory.mktemp("checkpoints"))
     yield root
     shutil.rmtree(root, ignore_errors=True)  # do not keep it among pytest's retained temp folders
+
+
+@pytest.fixture(scope="session")
+def facevid2vid_ref() -> ReferenceSet:
+    return ReferenceSet("facevid2vid")
+
+
+FACEVID2VID_PARTS = ("kp_detector", "he_estimator", "generator")
+
+
+@pytest.fixture(scope="session")
+def facevid2vid_states(facevid2vid_ref) -> dict:
+    """{part: fixture state dict} of the real-size Face-vid2vid networks (173 M values)."""
+    return {part: facevid2vid_ref.weights(facevid2vid_ref.manifest["specs"][part]) for part in FACEVID2VID_PARTS}
+
+
+@pytest.fixture(scope="session")
+def facevid2vid_files(facevid2vid_states, tmp_path_factory):
+    """The fixture weights as SadTalker's safetensors (another network of its beside) and as the re-implementation's
+    .pth.tar trainer checkpoint (with discriminator / optimizer entries), 0.7 GB each, written once per session."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from kdtalker.facevid2vid.checkpoints import PARTS
+
+    root = tmp_path_factory.mktemp("facevid2vid")
+    flat = {PARTS[part][0] + k: v for part, state in facevid2vid_states.items() for k, v in state.items()}
+    flat["mapping.first.0.weight"] = torch.zeros(4, 2)  # SadTalker's file holds its other networks too: ignored
+    save_file(flat, str(root / "SadTalker_V0.0.2_256.safetensors"))
+    del flat
+    trainer = {PARTS[part][1]: state for part, state in facevid2vid_states.items()}
+    trainer.update(discriminator={"down.weight": torch.zeros(2)}, optimizer_generator={"state": {}}, epoch=189)
+    torch.save(trainer, root / "00000189-checkpoint.pth.tar")
+    yield {"safetensors": root / "SadTalker_V0.0.2_256.safetensors", "pth": root / "00000189-checkpoint.pth.tar"}
+    shutil.rmtree(root, ignore_errors=True)

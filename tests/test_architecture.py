@@ -14,6 +14,7 @@ ALLOWED = {
     "audio": set(),
     "renderer": set(),
     "diffusion": set(),
+    "facevid2vid": {"renderer"},  # Table 5's renderer, a stage built on LivePortrait's layers (SPADE, dense motion)
     "data": {"audio", "renderer", "diffusion"},
     "pipeline": {"audio", "renderer", "diffusion"},
     "eval": {"audio", "renderer", "diffusion", "pipeline"},

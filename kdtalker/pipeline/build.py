@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, get_method, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -25,6 +25,7 @@ from kdtalker.pipeline.control import Control
 from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.keyframes import keyframes_of
 from kdtalker.pipeline.silence import Silence
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 MODEL_CONFIG_FILE = "model.yaml"  # an exported run's model config (scripts/export_checkpoint.py) in checkpoint_dir
 
@@ -82,12 +83,29 @@ def pipeline_arguments(cfg: Any) -> tuple[dict[str, Any], str | None]:
         scheduler=_built(cfg.diffusion, "diffusion"),
         model_class=model_class,
         model_kwargs=model_kwargs,
-        renderer_factory=_built(cfg.renderer, "renderer", partial=True),
+        renderer_factory=_built(_composable_renderer(cfg.renderer), "renderer", partial=True),
         audio_factory=_built(cfg.audio, "audio", partial=True),
         overlap=cfg.overlap,
         live_controls=OmegaConf.to_container(cfg.live, resolve=True),
     )
     return arguments, note
+
+
+def _composable_renderer(node: Any) -> Any:
+    """The renderer group, when the pipeline can compose its motion: the pipeline composes LivePortrait's (T, 70)
+    motion; a renderer whose class names another layout (Face-vid2vid, Table 5) is refused with one ConfigError."""
+    try:
+        factory = get_method(str(node.get("_target_")))
+    except Exception:  # noqa: BLE001 - a wrong target is reported by _built, with the group's name
+        return node
+    layout = getattr(getattr(factory, "__self__", factory), "layout", None)
+    if layout is not None and layout != LIVEPORTRAIT_LAYOUT:
+        raise ConfigError(
+            f"renderer={layout.name} is not wired into inference yet: the pipeline composes LivePortrait's "
+            f"{LIVEPORTRAIT_LAYOUT.dim}-d motion and this renderer takes {layout.dim}-d motion; use "
+            "renderer=liveportrait (the Face-vid2vid renderer itself: README, 'Face-vid2vid renderer')"
+        )
+    return node
 
 
 def _built(node: Any, group: str, build: Callable[..., Any] = instantiate, partial: bool = False) -> Any:

@@ -18,6 +18,7 @@ from kdtalker.renderer.backends import BACKENDS, GRAPH_BACKENDS, GraphWarpDecode
 from kdtalker.renderer.grid_sample import GRID_SAMPLE_MODES
 from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
 from kdtalker.renderer.layers import channels_last_like, fold_all_batchnorms, to_channels_last, to_contiguous
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 from kdtalker.renderer.motion_extractor import MotionExtractor
 from kdtalker.renderer.spade import SPADEDecoder, SPADEResnetBlock
 from kdtalker.renderer.stitching import apply_stitching, retarget_eye, retarget_lip
@@ -52,6 +53,8 @@ class Source:
 
 class LivePortraitRenderer(nn.Module):
     """F, M, W, G and the stitching/retargeting MLPs behind a small inference API (all under inference_mode)."""
+
+    layout = LIVEPORTRAIT_LAYOUT  # the motion this renderer's keypoints are composed from
 
     def __init__(
         self,

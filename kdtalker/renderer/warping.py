@@ -165,9 +165,12 @@ class DenseMotionNetwork(nn.Module):
         reshape_depth: int = 16,
         compress: int = 4,
         estimate_occlusion_map: bool = True,
+        mask_floor: float = 0.0,
     ):
         super().__init__()
         self.num_kp = num_kp
+        # Face-vid2vid as SadTalker runs it zeroes mask weights below 1e-3 before blending; LivePortrait does not
+        self.mask_floor = mask_floor
         self.hourglass = Hourglass(block_expansion, (num_kp + 1) * (compress + 1), num_blocks, max_features)
         self.mask = nn.Conv3d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
         self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
@@ -211,7 +214,8 @@ class DenseMotionNetwork(nn.Module):
         hourglass_in = torch.cat([heat.to(deformed.dtype), deformed], dim=2).reshape(b, -1, d, h, w)
         prediction = self.hourglass(hourglass_in)
         mask = F.softmax(self.mask(prediction).float(), dim=1)
-        deformation = (sparse_motion.permute(0, 1, 5, 2, 3, 4) * mask.unsqueeze(2)).sum(dim=1)
+        weights = mask.masked_fill(mask < self.mask_floor, 0.0) if self.mask_floor > 0 else mask
+        deformation = (sparse_motion.permute(0, 1, 5, 2, 3, 4) * weights.unsqueeze(2)).sum(dim=1)
         out = {"mask": mask, "deformation": deformation.permute(0, 2, 3, 4, 1)}
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))
