@@ -24,7 +24,7 @@ from kdtalker.config import CONFIG_DIR
 from kdtalker.diffusion import NO_GUIDANCE, DDIMScheduler, Denoiser, Guidance, MotionNorm, MultiSignalDenoiser
 from kdtalker.diffusion.motion import POSE
 from kdtalker.diffusion.sampling import motion_windows
-from kdtalker.diffusion.smoothing import smooth_motion
+from kdtalker.diffusion.smoothing import StreamingSmoother, smooth_motion
 from kdtalker.errors import AudioError, ConfigError, ImageError, KDTalkerError, OutputError, VideoError
 from kdtalker.media import probe_video
 from kdtalker.pipeline import Controls, TalkingHeadPipeline
@@ -325,7 +325,7 @@ def test_every_setting_has_one_default_the_yaml(tmp_path):
     assert _signature_defaults(TalkingHeadPipeline.__init__) == {} and _signature_defaults(SpeechFeatures) == {}
     for settings in (Controls, Control, Guidance, DlibCrop, InsightFaceCrop):
         assert [f.name for f in fields(settings) if f.default is not MISSING or f.default_factory is not MISSING] == []
-    assert _signature_defaults(smooth_motion) == {"transition_cov": 0.05, "observation_cov": 0.001}
+    assert _signature_defaults(smooth_motion) == {} and _signature_defaults(StreamingSmoother) == {}
     assert (cfg.kalman.transition_cov, cfg.kalman.observation_cov) == (0.05, 0.001)
     # every group's keys are its target's own defaults: model, scheduler, renderer (+ each module's sizes)
     model = OmegaConf.to_container(cfg.model)

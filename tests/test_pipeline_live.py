@@ -104,14 +104,16 @@ def test_a_live_session_gives_the_offline_motion(pipeline, tmp_path):  # noqa: F
             assert all(p.frames is None for p in pieces)
             assert [p.first for p in pieces] == list(np.cumsum([0] + [len(p) for p in pieces[:-1]]))
             np.testing.assert_array_equal(np.concatenate([p.times for p in pieces]), np.arange(73) / 25)
-    # pushes of whole 40 ms frames (what a microphone hands over): bit for bit here
+    # pushes of whole 40 ms frames (what a microphone hands over): equal as above (bit for bit on some machines and
+    # thread counts, not on all: the encoder's batches of one frame round differently from the offline batches)
     session = pipeline.live(EXAMPLE, render=False)
     pieces = [p for i in range(0, len(wav), 640) for p in session.push(wav[i : i + 640])] + session.close()
-    assert torch.equal(torch.cat([p.motion for p in pieces]), pipeline.motion(EXAMPLE, audio, hop=8))
+    got = torch.cat([p.motion for p in pieces])
+    torch.testing.assert_close(got, pipeline.motion(EXAMPLE, audio, hop=8), rtol=0, atol=1e-9)
 
 
 def test_live_sessions_take_the_live_node_of_the_config(pipeline):  # noqa: F811
-    assert pipeline.live_controls == {"hop": 8} and pipeline.controls.hop == 64  # offline runs keep the official 64
+    assert pipeline.live_controls == {"hop": 8} and pipeline.controls.hop is None  # offline: the model's window
     assert pipeline.live(EXAMPLE, render=False).controls.hop == 8
     assert pipeline.live(EXAMPLE, render=False, hop=16).controls.hop == 16  # a keyword wins
     other = TalkingHeadPipeline.from_pretrained(pipeline.checkpoint_dir, "live.hop=32", device="cpu")
@@ -135,7 +137,7 @@ def test_frames_come_a_hop_and_the_lags_after_their_audio(pipeline):  # noqa: F8
     _linear_audio(pipeline)  # when frames come does not depend on the features' values
     session = pipeline.live(EXAMPLE, render=False)
     wav = np.random.RandomState(0).uniform(-0.3, 0.3, 640 * 84).astype(np.float32)
-    lag = StreamingSmoother().lag
+    lag = StreamingSmoother(0.05, 0.001, enabled=True).lag  # the official Kalman settings (inference.yaml)
     assert lag == 11
     worst = 0
     for i in range(84):  # the first window, and two more
