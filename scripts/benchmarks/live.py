@@ -30,6 +30,8 @@ import torch
 from benchmarks.pipeline import REPO, build_pipeline
 from benchmarks.weights import write_random_checkpoints
 
+from kdtalker.errors import ConfigError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", default=None, help="official weights (default: random weights)")
@@ -124,6 +126,10 @@ def run(args: argparse.Namespace) -> None:
     from kdtalker.audio.streaming import lookahead_samples
     from kdtalker.diffusion.smoothing import StreamingSmoother
 
+    for name in ("hops", "windows", "frames", "rounds", "steps"):
+        values = getattr(args, name) if name == "hops" else [getattr(args, name)]
+        if min(values) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
     args.paste_back, args.compile = False, False
     with tempfile.TemporaryDirectory(prefix="kdtalker_bench_live_") as tmp:
         root = args.checkpoint_dir or write_random_checkpoints(Path(tmp) / "ckpt")
@@ -135,7 +141,9 @@ def run(args: argparse.Namespace) -> None:
                 frames = 64 + (args.windows + 1) * hop
                 results[hop].append(_one(pipe, args, hop, _speech(args.audio, frames), Path(tmp)))
     mel = lookahead_samples(0, 25.0) / 16000
-    lag = StreamingSmoother().lag / 25.0
+    smoothing = pipe.controls.smoothing  # the smoother's lag, with the config's Kalman settings
+    smoother = StreamingSmoother(pipe.kalman_transition_cov, pipe.kalman_observation_cov * smoothing, smoothing > 0)
+    lag = smoother.lag / 25.0
     batch = pipe.controls.updated({}, pipe.device).batch_size
     print(
         f"live latency on {pipe.device} ({pipe.dtype}, {args.steps} DDIM steps, render batch {batch}; medians of "
