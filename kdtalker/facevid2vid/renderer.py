@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kdtalker.device import resolve_device, resolve_dtype
-from kdtalker.errors import CheckpointError, ConfigError, ImageError
+from kdtalker.errors import CheckpointError, ConfigError
 from kdtalker.facevid2vid.checkpoints import load_networks, read_states
 from kdtalker.facevid2vid.generator import OcclusionAwareSPADEGenerator
 from kdtalker.facevid2vid.head_expression import HeadExpressionEstimator
@@ -24,7 +24,7 @@ from kdtalker.facevid2vid.keypoints import headpose_to_degrees
 from kdtalker.facevid2vid.layout import FACEVID2VID_LAYOUT, driving_keypoints
 from kdtalker.renderer.grid_sample import GRID_SAMPLE_MODES
 from kdtalker.renderer.layers import fold_all_batchnorms
-from kdtalker.renderer.renderer import Source
+from kdtalker.renderer.renderer import Source, image_tensor
 from kdtalker.renderer.spade import SPADEResnetBlock
 from kdtalker.renderer.warping import UpBlock3d
 
@@ -106,11 +106,7 @@ class FaceVid2VidRenderer(nn.Module):
 
     def prepare_image(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 RGB (H, W, 3) (the crop) -> (1, 3, H, W) in [0, 1] on the renderer's device/dtype."""
-        rgb = torch.as_tensor(np.asarray(rgb))
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ImageError(f"the renderer needs an RGB image of shape (H, W, 3); got shape {tuple(rgb.shape)}")
-        x = (rgb.to(torch.float32) / 255.0).clamp(0, 1)
-        return x.permute(2, 0, 1)[None].to(device=self.device, dtype=self.dtype)
+        return image_tensor(rgb, self.device, self.dtype)
 
     @torch.inference_mode()
     def keypoint_info(self, image: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -28,14 +28,12 @@ import torch
 
 from kdtalker.audio.streaming import StreamingSpeechFeatures
 from kdtalker.diffusion.live import LiveSampler
-from kdtalker.diffusion.motion import POSE, MotionNorm
-from kdtalker.diffusion.smoothing import StreamingSmoother
 from kdtalker.errors import ConfigError, KDTalkerError
 from kdtalker.pipeline.compose import driving_keypoints
 from kdtalker.pipeline.control import mix_motion
 from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.frames import finish_batch, render_batch
-from kdtalker.pipeline.motion import broken_motion
+from kdtalker.pipeline.motion import MotionRows, broken_motion
 from kdtalker.pipeline.paste import PasteBack
 from kdtalker.pipeline.timings import Timings
 from kdtalker.renderer import Source
@@ -86,8 +84,7 @@ class LiveSession:
         *,
         speech: StreamingSpeechFeatures,
         sampler: LiveSampler,
-        smoother: StreamingSmoother,
-        norm: MotionNorm,
+        rows: MotionRows,
         controls: Controls,
         source: Source,
         raw_source: torch.Tensor,
@@ -100,7 +97,7 @@ class LiveSession:
         self.controls = controls
         self.fps = controls.fps
         self.timings = timings
-        self._speech, self._sampler, self._smoother, self._norm = speech, sampler, smoother, norm
+        self._speech, self._sampler, self._rows = speech, sampler, rows
         self._source, self._raw_source, self._renderer = source, raw_source, renderer
         self._size, self._paste, self._checkpoint_dir = size, paste, checkpoint_dir
         self._first_row: torch.Tensor | None = None  # frame 0's motion (relative mode measures from it)
@@ -135,7 +132,7 @@ class LiveSession:
             "samples": windows.buffered_samples,
             "mel_frames": windows.buffered_mel_frames,
             "feature_rows": self._sampler.buffered_rows,
-            "smoother_rows": self._smoother.buffered_rows,
+            "smoother_rows": self._rows.smoother.buffered_rows,
         }
 
     def push(self, samples: np.ndarray) -> list[LivePiece]:
@@ -168,7 +165,7 @@ class LiveSession:
     def release(self) -> None:
         """Drop every buffer and model reference now (close() does it; also after an error)."""
         self._closed = True
-        self._speech = self._sampler = self._smoother = self._renderer = None
+        self._speech = self._sampler = self._rows = self._renderer = None
         self._source = self._paste = self._first_row = None
 
     def __enter__(self) -> "LiveSession":
@@ -200,20 +197,14 @@ class LiveSession:
         return pieces
 
     def _motion_rows(self, made: torch.Tensor, end: bool) -> torch.Tensor:
-        """As MotionMaker.pieces + controlled: denormalise, smooth (fixed lag), head-motion scale, control mix."""
-        ctl, raw = self.controls, self._raw_source
+        """As MotionMaker.pieces + controlled: the offline post-processing (MotionRows), then the control mix."""
+        ctl = self.controls
         with self.timings.stage("sampling"):
-            motion = self._norm.denormalize(made).float()
-            if not torch.isfinite(motion).all():
-                raise broken_motion("sampled motion", self._checkpoint_dir)
-            rows = self._smoother.push(motion.cpu().numpy())
+            rows = self._rows.push(made)
             if end:
-                rows = np.concatenate([rows, self._smoother.finish()])
-            rows = torch.from_numpy(rows).to(raw.device)
-            if ctl.head_motion_scale != 1.0:
-                rows[:, POSE] = raw[POSE] + ctl.head_motion_scale * (rows[:, POSE] - raw[POSE])
+                rows = torch.cat([rows, self._rows.finish()])
             if not ctl.control.is_audio_only and len(rows):
-                rows = mix_motion(ctl.control, raw, audio=rows)
+                rows = mix_motion(ctl.control, self._raw_source, audio=rows)
         if self._first_row is None and len(rows):
             self._first_row = rows[:1].clone()
         return rows

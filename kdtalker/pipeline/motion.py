@@ -9,14 +9,15 @@ controlled  the mixed pieces with the lips eased to a neutral mouth in the speec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from kdtalker.diffusion import pack_motion, region_mask
 from kdtalker.diffusion.guidance import leading_signal
-from kdtalker.diffusion.motion import POSE
+from kdtalker.diffusion.motion import POSE, MotionNorm
 from kdtalker.diffusion.multisignal import SIGNAL_REGIONS
 from kdtalker.diffusion.sampling import motion_windows
 from kdtalker.diffusion.smoothing import StreamingSmoother
@@ -90,40 +91,29 @@ class MotionMaker:
             hop=ctl.hop,
             known=known,
         )
-        # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
-        # the observation noise: more noise = trust the samples less = smoother.
-        smoother = StreamingSmoother(
-            self.transition_cov, self.observation_cov * ctl.smoothing, enabled=ctl.smoothing > 0
-        )
-        done = emitted = 0
+        post = self.rows(raw, ctl, pinned)
+        done = 0
         while True:
             with self.timings.stage("sampling"):
                 piece = next(windows, None)
                 if piece is None:
-                    rows = smoother.finish()
+                    rows = post.finish()
                 else:
                     x0 = piece[1][0, : num_frames - done]
                     done += x0.shape[0]
-                    motion = norm.denormalize(x0).float()
-                    if not torch.isfinite(motion).all():
-                        raise broken_motion("sampled motion", self.checkpoint_dir)
-                    rows = smoother.push(motion.cpu().numpy())
-                rows = torch.from_numpy(rows).to(raw.device)
-                # keyframes hold the source pose exactly, also after smoothing (which moves a frame by a fraction
-                # of its neighbours' difference: the sampled keyframe is the source pose up to normalisation's
-                # rounding, so this changes the smoothed value by that fraction only)
-                here = [f - emitted for f in pinned if emitted <= f < emitted + rows.shape[0]]
-                rows[here, POSE] = raw[POSE]
-                emitted += rows.shape[0]
-                if ctl.head_motion_scale != 1.0:
-                    # Pose = angles and translation; the expression is left as predicted.
-                    rows[:, POSE] = raw[POSE] + ctl.head_motion_scale * (rows[:, POSE] - raw[POSE])
+                    rows = post.push(x0)
             if rows.shape[0]:
                 yield rows
             if piece is None:
                 break
         if done != num_frames:
             raise KDTalkerError(f"the sampler returned {done} frames for {num_frames} audio frames")
+
+    def rows(self, raw: Tensor, ctl: Controls, pinned: Sequence[int] = ()) -> "MotionRows":
+        """The post-processing of this run's sampled frames (raw: the source's unnormalised motion (70,))."""
+        return MotionRows(
+            self.models.norm, raw, ctl, self.transition_cov, self.observation_cov, self.checkpoint_dir, pinned
+        )
 
     def controlled(self, job: Job) -> Iterator[torch.Tensor]:
         """The motion to render, in pieces: the sampled audio motion with each region from its control signal, the
@@ -176,3 +166,49 @@ def broken_motion(what: str, checkpoint_dir: Path) -> KDTalkerError:
         f"the {what} holds NaN or infinite values: {checkpoint_dir / 'KDTalker.pth'} or "
         f"{checkpoint_dir / NORM_FILE} is broken (or they do not belong together); download both again"
     )
+
+
+class MotionRows:
+    """Sampled normalised frames -> final motion rows (n, 70), piece by piece, as the official post-processing:
+    denormalised and checked, Kalman-smoothed with a fixed lag (rows come out once final), keyframe poses held,
+    the head motion scaled about the source pose. Offline runs and live sessions share it."""
+
+    def __init__(
+        self,
+        norm: MotionNorm,
+        raw: Tensor,
+        ctl: Controls,
+        transition_cov: float,
+        observation_cov: float,
+        checkpoint_dir: Path,
+        pinned: Sequence[int],
+    ):
+        self.norm, self.raw, self.ctl, self.checkpoint_dir, self.pinned = norm, raw, ctl, checkpoint_dir, pinned
+        # Official: pitch, yaw, roll, t and exp Kalman-smoothed, the scale left as sampled. The strength scales
+        # the observation noise: more noise = trust the samples less = smoother.
+        self.smoother = StreamingSmoother(transition_cov, observation_cov * ctl.smoothing, enabled=ctl.smoothing > 0)
+        self.emitted = 0
+
+    def push(self, x0: Tensor) -> Tensor:
+        """(m, 70) normalised frames -> the (n, 70) rows that became final."""
+        motion = self.norm.denormalize(x0).float()
+        if not torch.isfinite(motion).all():
+            raise broken_motion("sampled motion", self.checkpoint_dir)
+        return self._final(self.smoother.push(motion.cpu().numpy()))
+
+    def finish(self) -> Tensor:
+        """The rows the smoother still holds, smoothed as the clip's last."""
+        return self._final(self.smoother.finish())
+
+    def _final(self, smoothed: np.ndarray) -> Tensor:
+        rows, raw = torch.from_numpy(smoothed).to(self.raw.device), self.raw
+        # keyframes hold the source pose exactly, also after smoothing (which moves a frame by a fraction of its
+        # neighbours' difference: the sampled keyframe is the source pose up to normalisation's rounding, so this
+        # changes the smoothed value by that fraction only)
+        here = [f - self.emitted for f in self.pinned if self.emitted <= f < self.emitted + rows.shape[0]]
+        rows[here, POSE] = raw[POSE]
+        self.emitted += rows.shape[0]
+        if self.ctl.head_motion_scale != 1.0:
+            # Pose = angles and translation; the expression is left as predicted.
+            rows[:, POSE] = raw[POSE] + self.ctl.head_motion_scale * (rows[:, POSE] - raw[POSE])
+        return rows

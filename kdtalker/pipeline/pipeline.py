@@ -31,7 +31,6 @@ from kdtalker.diffusion import MotionNorm
 from kdtalker.diffusion.guidance import check_signals
 from kdtalker.diffusion.live import LiveSampler
 from kdtalker.diffusion.sampling import check_hop
-from kdtalker.diffusion.smoothing import StreamingSmoother
 from kdtalker.errors import KDTalkerError
 from kdtalker.fileio import atomic_path
 from kdtalker.pipeline.build import inference_config, pipeline_arguments
@@ -185,15 +184,10 @@ class TalkingHeadPipeline:
             generator=torch.Generator(device=denoiser.device).manual_seed(int(ctl.seed)),
             guidance=ctl.guidance,
         )
-        # the Kalman settings as MotionMaker.pieces: the strength scales the observation noise
-        smoother = StreamingSmoother(
-            self.kalman_transition_cov, self.kalman_observation_cov * ctl.smoothing, enabled=ctl.smoothing > 0
-        )
         return LiveSession(
             speech=models.audio.stream(ctl.fps),
             sampler=sampler,
-            smoother=smoother,
-            norm=norm,
+            rows=self.motion_maker.rows(raw, ctl),
             controls=ctl,
             source=source,
             raw_source=raw,

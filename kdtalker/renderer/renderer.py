@@ -36,6 +36,15 @@ def _use_channels_last(memory_format: str, device: torch.device) -> bool:
     return memory_format == "channels_last"
 
 
+def image_tensor(rgb: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 RGB (H, W, 3) -> (1, 3, H, W) in [0, 1] on device/dtype; ImageError for any other shape."""
+    rgb = torch.as_tensor(np.asarray(rgb))
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f"the renderer needs an RGB image of shape (H, W, 3); got shape {tuple(rgb.shape)}")
+    x = (rgb.to(torch.float32) / 255.0).clamp(0, 1)
+    return x.permute(2, 0, 1)[None].to(device=device, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class Source:
     """One source image encoded once: everything every frame reuses.
@@ -196,11 +205,7 @@ class LivePortraitRenderer(nn.Module):
 
     def prepare_image(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 RGB (H, W, 3) (the 256x256 crop) -> (1, 3, H, W) in [0, 1] on the renderer's device/dtype."""
-        rgb = torch.as_tensor(np.asarray(rgb))
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ImageError(f"the renderer needs an RGB image of shape (H, W, 3); got shape {tuple(rgb.shape)}")
-        x = (rgb.to(torch.float32) / 255.0).clamp(0, 1)
-        return x.permute(2, 0, 1)[None].to(device=self.device, dtype=self.dtype)
+        return image_tensor(rgb, self.device, self.dtype)
 
     @torch.inference_mode()
     def appearance_features(self, image: torch.Tensor) -> torch.Tensor:
