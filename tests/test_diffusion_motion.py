@@ -81,3 +81,33 @@ def test_bad_norm_files_raise(tmp_path):
     np.savez(tmp_path / "partial.npz", yaw_mean=np.zeros(1, np.float32))
     with pytest.raises(CheckpointError, match="scale_mean"):
         MotionNorm.load(tmp_path / "partial.npz")
+
+
+def test_a_renderer_layout_round_trips_its_own_statistics(tmp_path):
+    from kdtalker.facevid2vid.layout import FACEVID2VID_LAYOUT as fv
+
+    rng = np.random.default_rng(0)
+    motion, kp = rng.normal(size=(40, fv.dim)), rng.normal(size=(40, fv.num_kp, 3))
+    norm = MotionNorm.fit(motion, kp, fv)
+    assert norm.dim == 51 and norm.kp_mean.shape == (45,)
+    norm.save(tmp_path / "norm.npz")
+    with np.load(tmp_path / "norm.npz") as data:
+        assert {k: data[k].size for k in data.files} == {
+            "yaw_mean": 1, "yaw_std": 1, "pitch_mean": 1, "pitch_std": 1, "roll_mean": 1, "roll_std": 1,
+            "t_mean": 3, "t_std": 3, "exp_mean": 45, "exp_std": 45, "kp_mean": 45, "kp_std": 45,
+        }  # fmt: skip
+    back = MotionNorm.load(tmp_path / "norm.npz", fv)
+    np.testing.assert_array_equal(back.mean, norm.mean)
+    np.testing.assert_array_equal(back.std, norm.std)
+    np.testing.assert_allclose(back.denormalize(back.normalize(motion.astype(np.float32))), motion, atol=1e-5)
+    token = back.canonical_token(torch.as_tensor(kp[:2], dtype=torch.float32))
+    assert token.shape == (2, 51)
+    assert torch.equal(token[:, :6], torch.zeros(2, 6))
+    np.testing.assert_allclose(token[:, 6:].numpy(), back.normalize_kp(kp[:2].reshape(2, 45)), atol=1e-6)
+    # a 51-d file is not the official 70-d one, and the other way round: one CheckpointError naming the entry
+    with pytest.raises(CheckpointError, match="scale_mean"):
+        MotionNorm.load(tmp_path / "norm.npz")
+    official = MotionNorm.fit(rng.normal(size=(8, 70)), rng.normal(size=(8, 63)))
+    official.save(tmp_path / "official.npz")
+    with pytest.raises(CheckpointError, match="facevid2vid motion layout: entry 'exp_mean' with 45"):
+        MotionNorm.load(tmp_path / "official.npz", fv)

@@ -12,6 +12,7 @@ import torch
 
 from kdtalker.errors import CheckpointError
 from kdtalker.fileio import atomic_path
+from kdtalker.motion_layout import MotionLayout
 
 MOTION_DIM = 70
 KP_DIM = 63
@@ -28,7 +29,8 @@ EXPRESSION = slice(*_AT["exp"])  # the 21 x 3 expression offsets
 LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
 EYE_KEYPOINTS = (11, 13, 15, 16, 18)
 OTHER_KEYPOINTS = tuple(k for k in range(21) if k not in LIP_KEYPOINTS + EYE_KEYPOINTS)
-_NORM_SIZES = {"scale": 1, "yaw": 1, "pitch": 1, "roll": 1, "t": 3, "exp": 63, "kp": 63}
+# (name, channels) of the official norm.npz's motion entries; another renderer's layout brings its own parts.
+OFFICIAL_PARTS = tuple((name, b - a) for name, a, b in MOTION_LAYOUT)
 
 Array = np.ndarray | torch.Tensor
 
@@ -74,19 +76,29 @@ class MotionNorm:
     """Per-channel mean/std of the motion vector and of the canonical keypoints (the official norm.npz).
 
     normalize: (v - mean) / std; denormalize: v * std + mean, both float32 elementwise as the official code.
-    `extra` keeps the entries the diffusion model does not use (c_lip_*, c_eye_*) so that save() round-trips.
+    `parts` are the motion's (name, channels) in vector order: the official 70-d layout, or a renderer's
+    `MotionLayout.parts` (Face-vid2vid: 51-d, 45 keypoint channels). `extra` keeps the entries the diffusion model
+    does not use (c_lip_*, c_eye_*) so that save() round-trips.
     """
 
-    mean: np.ndarray  # (70,)
-    std: np.ndarray  # (70,)
-    kp_mean: np.ndarray  # (63,)
-    kp_std: np.ndarray  # (63,)
+    mean: np.ndarray  # (dim,)
+    std: np.ndarray  # (dim,)
+    kp_mean: np.ndarray  # (kp_dim,)
+    kp_std: np.ndarray  # (kp_dim,)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    parts: tuple[tuple[str, int], ...] = OFFICIAL_PARTS
+
+    @property
+    def dim(self) -> int:
+        """Channels of the motion vector these statistics normalise."""
+        return sum(size for _, size in self.parts)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "MotionNorm":
-        """Read the official norm.npz (yaw/pitch/roll/scale/t/exp/kp _mean/_std, float32)."""
+    def load(cls, path: str | os.PathLike, layout: MotionLayout | None = None) -> "MotionNorm":
+        """Read a norm.npz (<part>_mean/_std per part of the layout, kp_mean/_std; float32); None: the official."""
         path = Path(path)
+        parts, kp_dim = (layout.parts, layout.kp_dim) if layout is not None else (OFFICIAL_PARTS, KP_DIM)
+        what = "the KDTalker norm.npz" if layout is None else f"a norm.npz for the {layout.name} motion layout"
         if not path.is_file():
             raise CheckpointError(
                 f"normalisation statistics {path} not found (the official file is dataset_process/norm.npz)"
@@ -97,13 +109,12 @@ class MotionNorm:
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise CheckpointError(f"{path} is not a readable norm.npz ({type(exc).__name__}: {exc})") from exc
         stats = {}
-        for name, size in _NORM_SIZES.items():
+        for name, size in (*parts, ("kp", kp_dim)):
             for kind in ("mean", "std"):
                 key = f"{name}_{kind}"
                 if key not in arrays or arrays[key].size != size:
                     raise CheckpointError(
-                        f"{path} is not the KDTalker norm.npz: entry {key!r} with {size} values is missing "
-                        "or has the wrong size"
+                        f"{path} is not {what}: entry {key!r} with {size} values is missing or has the wrong size"
                     )
                 stats[key] = arrays[key].reshape(size).astype(np.float32)
                 values = stats[key]
@@ -115,19 +126,20 @@ class MotionNorm:
                         f"values (at {np.flatnonzero(bad)[:5].tolist()}); normalising by it would give NaN motion - "
                         "use the official norm.npz or recompute it with scripts/compute_norm.py"
                     )
-        motion_names = [name for name, _, _ in MOTION_LAYOUT]
         extra = {k: v for k, v in arrays.items() if k not in stats}
         return cls(
-            mean=np.concatenate([stats[f"{n}_mean"] for n in motion_names]),
-            std=np.concatenate([stats[f"{n}_std"] for n in motion_names]),
+            mean=np.concatenate([stats[f"{n}_mean"] for n, _ in parts]),
+            std=np.concatenate([stats[f"{n}_std"] for n, _ in parts]),
             kp_mean=stats["kp_mean"],
             kp_std=stats["kp_std"],
             extra=extra,
+            parts=tuple(parts),
         )
 
     @classmethod
-    def fit(cls, motion: np.ndarray, kp: np.ndarray) -> "MotionNorm":
-        """Statistics of raw motion (N, 70) and canonical kp (N, 63): population std, a zero std replaced by 1."""
+    def fit(cls, motion: np.ndarray, kp: np.ndarray, layout: MotionLayout | None = None) -> "MotionNorm":
+        """Statistics of raw motion (N, dim) and canonical kp (N, kp_dim): population std, a zero std replaced by 1."""
+        parts, kp_dim = (layout.parts, layout.kp_dim) if layout is not None else (OFFICIAL_PARTS, KP_DIM)
 
         def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             x = np.asarray(x, np.float32)
@@ -135,16 +147,18 @@ class MotionNorm:
             std[std == 0] = 1
             return mean.astype(np.float32), std.astype(np.float32)
 
-        mean, std = stats(np.reshape(motion, (-1, MOTION_DIM)))
-        kp_mean, kp_std = stats(np.reshape(kp, (-1, KP_DIM)))
-        return cls(mean=mean, std=std, kp_mean=kp_mean, kp_std=kp_std)
+        mean, std = stats(np.reshape(motion, (-1, sum(size for _, size in parts))))
+        kp_mean, kp_std = stats(np.reshape(kp, (-1, kp_dim)))
+        return cls(mean=mean, std=std, kp_mean=kp_mean, kp_std=kp_std, parts=tuple(parts))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the official norm.npz layout (one (n,) float32 array per key), atomically."""
+        """Write the norm.npz layout (one (n,) float32 array per part and for kp), atomically."""
         arrays = dict(self.extra)
-        for name, a, b in MOTION_LAYOUT:
-            arrays[f"{name}_mean"] = self.mean[a:b].astype(np.float32)
-            arrays[f"{name}_std"] = self.std[a:b].astype(np.float32)
+        start = 0
+        for name, size in self.parts:
+            arrays[f"{name}_mean"] = self.mean[start : start + size].astype(np.float32)
+            arrays[f"{name}_std"] = self.std[start : start + size].astype(np.float32)
+            start += size
         arrays["kp_mean"] = self.kp_mean.astype(np.float32)
         arrays["kp_std"] = self.kp_std.astype(np.float32)
         with atomic_path(path) as tmp:
@@ -158,29 +172,34 @@ class MotionNorm:
         return stat.astype(x.dtype, copy=False) if np.issubdtype(x.dtype, np.floating) else stat
 
     def normalize(self, m: Array) -> Array:
-        """Raw motion (..., 70) -> normalised (..., 70)."""
+        """Raw motion (..., dim) -> normalised (..., dim)."""
         return (m - self._like(self.mean, m)) / self._like(self.std, m)
 
     def denormalize(self, m: Array) -> Array:
-        """Normalised motion (..., 70) -> raw motion (..., 70) (degrees for the angles)."""
+        """Normalised motion (..., dim) -> raw motion (..., dim) (degrees for the angles)."""
         return m * self._like(self.std, m) + self._like(self.mean, m)
 
     def normalize_kp(self, kp: Array) -> Array:
-        """Raw canonical keypoints (..., 63) -> normalised (..., 63)."""
+        """Raw canonical keypoints (..., kp_dim) -> normalised (..., kp_dim)."""
         return (kp - self._like(self.kp_mean, kp)) / self._like(self.kp_std, kp)
 
     def denormalize_kp(self, kp: Array) -> Array:
-        """Normalised canonical keypoints (..., 63) -> raw (..., 63)."""
+        """Normalised canonical keypoints (..., kp_dim) -> raw (..., kp_dim)."""
         return kp * self._like(self.kp_std, kp) + self._like(self.kp_mean, kp)
 
     def canonical_token(self, kp: Array) -> Array:
-        """Raw canonical kp (..., 63) or (..., 21, 3) -> 'ori' reference token (..., 70): 7 zeros, normalised kp."""
-        if kp.shape[-1] == 3:
-            kp = kp.reshape(*kp.shape[:-2], KP_DIM)
+        """Raw canonical kp (..., kp_dim) or (..., num_kp, 3) -> 'ori' token (..., dim): zeros, then normalised kp.
+
+        Official (70-d): 7 zeros (scale, angles, t) and the 63 keypoint channels; Face-vid2vid (51-d): 6 and 45.
+        """
+        kp_dim = self.kp_mean.shape[0]
+        if kp.shape[-1] != kp_dim:
+            kp = kp.reshape(*kp.shape[:-2], kp_dim)
         kp = self.normalize_kp(kp)
+        pad = self.dim - kp_dim
         zeros = (
-            torch.zeros(*kp.shape[:-1], 7, dtype=kp.dtype, device=kp.device)
+            torch.zeros(*kp.shape[:-1], pad, dtype=kp.dtype, device=kp.device)
             if isinstance(kp, torch.Tensor)
-            else np.zeros((*kp.shape[:-1], 7), kp.dtype)
+            else np.zeros((*kp.shape[:-1], pad), kp.dtype)
         )
         return _cat([zeros, kp])
