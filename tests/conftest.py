@@ -26,6 +26,16 @@ def _deterministic_torch():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small tensors (or many sequential passes): on a small CPU shared with
+    other jobs, two spinning OpenMP threads per process stall each other far more than they help."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def audio_ref() -> ReferenceSet:
     return ReferenceSet("audio")

@@ -42,6 +42,28 @@ def inference(*overrides: str, **values) -> subprocess.CompletedProcess:
     return run_script("inference.py", *(f"{k}={v}" for k, v in base.items()), *overrides)
 
 
+def inference_error(capsys, **values) -> str:
+    """inference.py's main through the scripts' runner (kdtalker.cli.run), in process -> its one `error:` line.
+
+    The command line itself is run as a subprocess by test_mistyped_values_through_the_command_line; the other
+    errors are the same code path without a Python start-up each.
+    """
+    import runpy
+
+    from kdtalker.cli import run
+    from kdtalker.pipeline.config import InferenceConfig
+
+    main = runpy.run_path(str(REPO / "inference.py"))["main"]
+    base = {"source_image": IMAGE, "driven_audio": AUDIO, "device": "cpu", "steps": 1, **values}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run(main, "inference", InferenceConfig, argv=[f"{k}={v}" for k, v in base.items()])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert stop.value.code == 1, lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
 MISTYPED = [
     ("steps=abc", ["steps='abc'", "a whole number"]),
     ("steps=2.7", ["steps=2.7", "a whole number"]),
@@ -65,7 +87,7 @@ MISTYPED = [
 
 
 def test_mistyped_values_through_the_command_line(tmp_path, fake_checkpoints):
-    for override, words in MISTYPED[::3]:
+    for override, words in MISTYPED[::6]:
         result = inference(override, output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints)
         assert result.returncode == 1
         line = one_error_line(result)
@@ -87,21 +109,29 @@ def test_mistyped_values_are_one_line(override, words, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
 
 
-def test_training_and_extraction_values_are_typed(tmp_path):
-    for script, override, words in [
-        ("train.py", "train.max_steps=abc", ["train.max_steps", "a whole number"]),
-        ("train.py", "train.ema.enabled=no", ["train.ema.enabled", "true or false"]),
-        ("scripts/extract.py", "overwrite=yes", ["overwrite", "true or false"]),
-    ]:
-        result = run_script(
-            script, override, f"out={tmp_path / 'o'}" if "extract" in script else "device=cpu", cwd=tmp_path
-        )
-        assert result.returncode == 1, result.stderr
-        line = one_error_line(result)
-        assert all(w in line for w in words), line
+@pytest.mark.parametrize(
+    "config, override, words",
+    [
+        ("train", "train.max_steps=abc", ["train.max_steps", "a whole number"]),
+        ("train", "train.ema.enabled=no", ["train.ema.enabled", "true or false"]),
+        ("extract", "overwrite=yes", ["overwrite", "true or false"]),
+    ],
+)
+def test_training_and_extraction_values_are_typed(config, override, words, capsys):
+    # train.py's and scripts/extract.py's runner and schema, in process: the work is never reached
+    from kdtalker.cli import run
+    from kdtalker.data.config import ExtractConfig
+    from kdtalker.training.config import TrainConfig
+
+    reached = []
+    with pytest.raises(SystemExit) as stop:
+        run(reached.append, config, {"train": TrainConfig, "extract": ExtractConfig}[config], argv=[override])
+    assert stop.value.code == 1 and reached == []
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
 
 
-def test_unwritable_outputs_fail_before_any_work(tmp_path, fake_checkpoints):
+def test_unwritable_outputs_fail_before_any_work(tmp_path, fake_checkpoints, capsys):
     (tmp_path / "folder.mp4").mkdir()
     (tmp_path / "file").write_text("x")
     targets = {
@@ -116,9 +146,7 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, fake_checkpoints):
     if not os.access(readonly, os.W_OK):  # root may write anywhere; /proc above refuses even root
         targets[readonly / "out.mp4"] = "Permission denied"
     for output, words in targets.items():
-        result = inference(output=output, checkpoint_dir=fake_checkpoints)
-        assert result.returncode == 1
-        line = one_error_line(result)
+        line = inference_error(capsys, output=output, checkpoint_dir=fake_checkpoints)
         assert words in line and str(output) in line, line
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert list(readonly.iterdir()) == []
@@ -132,66 +160,71 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, fake_checkpoints):
         ("t_mean", np.inf, "t_mean holds non-finite"),
     ],
 )
-def test_broken_norm_statistics_are_refused(entry, value, words, tmp_path, fake_checkpoints):
+def test_broken_norm_statistics_are_refused(entry, value, words, tmp_path, fake_checkpoints, capsys):
     root = tmp_path / "ckpt"
     shutil.copytree(fake_checkpoints, root)
     stats = dict(np.load(root / "norm.npz"))
     stats[entry] = stats[entry].copy()
     stats[entry].flat[0] = value
     np.savez(root / "norm.npz", **stats)
-    result = inference(output=tmp_path / "out.mp4", checkpoint_dir=root)
-    assert result.returncode == 1
-    line = one_error_line(result)
+    line = inference_error(capsys, output=tmp_path / "out.mp4", checkpoint_dir=root)
     assert words in line and "norm.npz" in line, line
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_huge_image_names_the_pixel_limit(tmp_path, fake_checkpoints):
+def test_huge_image_names_the_pixel_limit(tmp_path, fake_checkpoints, capsys):
     from PIL import Image
 
     Image.new("L", (12000, 12000)).save(tmp_path / "huge.png")
-    result = inference(source_image=tmp_path / "huge.png", output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints)
-    assert result.returncode == 1
-    line = one_error_line(result)
+    line = inference_error(
+        capsys, source_image=tmp_path / "huge.png", output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints
+    )
     assert "too many pixels" in line and "12000x12000" in line and "100 MP" in line, line
 
 
-def test_training_resume_falls_back_and_explains(tmp_path):
-    def train(*overrides):
-        return run_script(
-            "train.py",
-            *TINY,
-            f"data.root={tmp_path / 'data'}",
-            f"train.out_dir={tmp_path / 'run'}",
-            "train.val_every=0",
-            "train.ckpt_every=1",
-            *overrides,
-            cwd=tmp_path,
-        )
+def test_training_resume_falls_back_and_explains(tmp_path, capfd):
+    # train.py's main through the scripts' runner, in process (its command line: test_training_and_extraction_...)
+    import runpy
 
-    assert train("train.max_steps=2").returncode == 0
+    from kdtalker.cli import run
+    from kdtalker.training.config import TrainConfig
+
+    main = runpy.run_path(str(REPO / "train.py"))["main"]
+
+    def train(*overrides: str) -> tuple[int, str]:
+        """-> (exit code, everything printed)"""
+        argv = [*TINY, f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'run'}", "train.val_every=0"]
+        capfd.readouterr()
+        try:
+            run(main, "train", TrainConfig, argv=[*argv, "train.ckpt_every=1", *overrides])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        out = capfd.readouterr()
+        return code, out.out + out.err
+
+    assert train("train.max_steps=2")[0] == 0
     latest = tmp_path / "run" / "checkpoint-000002.pth"
     latest.write_bytes(latest.read_bytes()[:5000])  # a run killed while copying, a disk that filled up, ...
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = tmp_path / "run" / f".checkpoint-000003.pth.{dead.pid}.0badc0de.part"  # left by a SIGKILLed save
     stale.write_bytes(b"")
-    resumed = train("train.max_steps=3")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    code, out = train("train.max_steps=3")
+    assert code == 0, out[-2000:]
     assert not stale.exists() and (tmp_path / "run" / "config.yaml").is_file()
-    out = resumed.stdout + resumed.stderr
     assert "skipped checkpoint-000002.pth" in out and "resumed from" in out and "checkpoint-000001.pth at step 1" in out
 
     model_only = tmp_path / "model_only.pth"
     torch.save({"model": load_untrusted(tmp_path / "run" / "checkpoint-000003.pth", "test")["model"]}, model_only)
-    result = train(f"train.resume={model_only}", "train.max_steps=4")
-    assert result.returncode == 1
-    line = one_error_line(result)
-    assert "model-only" in line and f"train.init_from={model_only}" in line, line
-    started = train(
+    code, out = train(f"train.resume={model_only}", "train.max_steps=4")
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "model-only" in lines[0] and f"train.init_from={model_only}" in lines[0], lines
+    code, out = train(
         f"train.init_from={model_only}", "train.resume=null", f"train.out_dir={tmp_path / 'fresh'}", "train.max_steps=1"
     )
-    assert started.returncode == 0, started.stderr[-2000:]
+    assert code == 0, out[-2000:]
 
 
 def _limit_file_size():
@@ -290,22 +323,18 @@ def test_stale_parts_of_dead_runs_are_removed(tmp_path):
         ({"guidance.audio": "loud"}, ["guidance.audio='loud'", "a number"]),
     ],
 )
-def test_control_keys_through_the_command_line(overrides, words, tmp_path, fake_checkpoints):
-    """The control keys reach the pipeline from inference.py; a wrong combination is one line before any work (the
-    other combinations are checked in process, tests/test_pipeline_control.py)."""
-    result = inference(output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints, **overrides)
-    assert result.returncode == 1
-    line = one_error_line(result)
+def test_control_keys_through_the_command_line(overrides, words, tmp_path, fake_checkpoints, capsys):
+    """The control keys reach the pipeline from inference.py's config; a wrong combination is one line before any
+    work (the other combinations are checked on the Python API, tests/test_pipeline_control.py)."""
+    line = inference_error(capsys, output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints, **overrides)
     assert all(w in line for w in words), line
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_unicode_and_spaced_paths_reach_the_file_check(tmp_path, fake_checkpoints):
+def test_unicode_and_spaced_paths_reach_the_file_check(tmp_path, fake_checkpoints, capsys):
     """Values Hydra's grammar cannot lex (non-ASCII letters, parentheses) are taken as the path they are."""
     image = tmp_path / "мой портрет (顔).png"
-    result = inference(source_image=image, output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints)
-    assert result.returncode == 1
-    line = one_error_line(result)
+    line = inference_error(capsys, source_image=image, output=tmp_path / "out.mp4", checkpoint_dir=fake_checkpoints)
     assert f"{image} not found" in line, line
     assert list(tmp_path.iterdir()) == []
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_pipeline_control import KeypointRenderer, controlled, driving_clip  # noqa: F401 - the fixture
 from test_pipeline_generate import EXAMPLE, RecordingRenderer, pipeline, speech  # noqa: F401 - the fixture
-from test_renderer_batch import _one_thread, small_renderer  # noqa: F401 - the autouse fixture
+from test_renderer_batch import small_renderer
 
 from kdtalker.device import resolve_device
 from kdtalker.errors import ConfigError, KDTalkerError
@@ -39,6 +39,8 @@ SMALL_CONFIGS = {
         "retarget_eye": dict(input_size=66, hidden_sizes=[16], output_size=63),
     },
 }
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_checkpoints(root):

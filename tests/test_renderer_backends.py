@@ -17,19 +17,12 @@ from kdtalker.renderer.export import MOTION_OUTPUTS, WARP_DECODE_INPUTS, export_
 from kdtalker.renderer.spade import SPADEResnetBlock, SpectralNormConv2d
 from kdtalker.renderer.warping import UpBlock3d
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # float32 graphs against the eager modules: the same products in another order (the graph runs upsample-then-conv,
 # the eager renderer polyphase convs; runtimes fuse and reorder). Largest difference seen: 9e-6 (frames in [0, 1]).
 FRAME_ATOL = 3e-5
 SIZE = 64  # small_renderer: 64x64 source -> (4, 16, 16, 16) volume -> 128x128 frames
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small graphs: one thread avoids OpenMP barrier overhead (large on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

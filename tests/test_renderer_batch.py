@@ -20,6 +20,8 @@ from kdtalker.renderer import (
 )
 from kdtalker.renderer.warping import sample_volume
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _fixture_init(module: torch.nn.Module, salt: str) -> torch.nn.Module:
     """Fixture-rule weights; spectral-norm u, v set to the top singular vectors, as in a trained file."""
@@ -30,15 +32,6 @@ def _fixture_init(module: torch.nn.Module, salt: str) -> torch.nn.Module:
         state[key[: -len("orig")] + "u"], state[key[: -len("orig")] + "v"] = u[:, 0].contiguous(), vh[0].contiguous()
     module.load_state_dict(state)
     return module
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP barrier overhead (large on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_renderer(fold_batchnorm: bool = True, chunk_size: int = 2, **options) -> LivePortraitRenderer:

@@ -18,14 +18,7 @@ from kdtalker.errors import ConfigError
 from kdtalker.renderer import grid_sample as gs
 from kdtalker.renderer.grid_sample import grid_sample_3d, grid_sample_3d_portable, use_portable
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP barrier overhead on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def native(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,8 @@ from kdtalker.diffusion.sampling import padded_audio, sample_motion, sample_wind
 from kdtalker.diffusion.smoothing import kalman_smooth
 from kdtalker.pipeline.compose import driving_keypoints
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # README "Recommended tolerances": (atol, rtol).
 TOL_FORWARD = (1e-4, 1e-4)  # fwd_*, train_xt, train_noise_pred
 TOL_LOSS = (1e-6, 1e-5)  # loss scalars, train_aug_mean/std
@@ -47,16 +49,6 @@ def close(got, ref, tol: tuple[float, float], name: str) -> None:
 
 def t(ref, name: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(ref[name]))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread for this module: ~250 full-size denoiser passes run here, and on a small CPU shared with
-    other jobs two spinning OpenMP threads per process stall each other far more than they help."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
