@@ -19,10 +19,14 @@ from safetensors.torch import save_file
 from test_data_extract import _frames, _wav
 
 from kdtalker.data import read_shard, write_shard
+from kdtalker.data.dataset import MotionWindows
 from kdtalker.data.extract import extract_folder
 from kdtalker.data.extractors import facevid2vid_motion_fn
-from kdtalker.data.norm_stats import compute_norm_stats
+from kdtalker.data.norm_stats import compute_norm_stats, write_norm
+from kdtalker.data.packed import pack_shards
 from kdtalker.data.shards import MOTION_KEYS, Clip
+from kdtalker.data.synthetic import generate_synthetic
+from kdtalker.diffusion.loss import split_channels
 from kdtalker.diffusion.motion import MotionNorm
 from kdtalker.errors import CheckpointError, KDTalkerError, OutputError
 from kdtalker.facevid2vid import FACEVID2VID_LAYOUT, HeadExpressionEstimator, KeypointDetector
@@ -167,3 +171,40 @@ def test_mixed_or_unknown_layouts_are_one_error(tmp_path):
     np.savez(tmp_path / "lp.npz", **_fv_clip().motion, aud_feat=np.zeros((7, 512), np.float32), layout="liveportrait")
     with pytest.raises(KDTalkerError, match="no 'scale' array"):
         read_shard(tmp_path / "lp.npz")
+
+
+def test_windows_and_statistics_in_the_facevid2vid_layout(tmp_path):
+    """Synthetic Face-vid2vid clips: 51-d windows, the 51-d ori token (6 zeros, 45 keypoint values); LivePortrait
+    statistics, a pack and the official loss split refuse them."""
+    fv = dict(layout=FV, lips=(2, 6, 9, 13), eyes=(4, 11))
+    paths = generate_synthetic(tmp_path / "s", 2, seed=1, min_frames=70, max_frames=80, **fv)
+    norm_path = write_norm(paths, tmp_path / "norm.npz")
+    norm = MotionNorm.load(norm_path, FV)
+    windows = MotionWindows(paths, norm, 64, seed=0, log=lambda s: None)
+    item = windows[0]
+    assert item["x0"].shape == (64, 51) and item["ref"].shape == (51,) and item["ori"].shape == (51,)
+    clip = read_shard(paths[0])
+    r = windows.ref_index(0)
+    kp = norm.normalize_kp(clip.motion["kp"][r].reshape(45))
+    np.testing.assert_array_equal(item["ori"].numpy(), np.concatenate([np.zeros(6, np.float32), kp]))
+    np.testing.assert_array_equal(item["ori"].numpy(), norm.canonical_token(clip.motion["kp"][r]))
+    raw = FV.pack(**{n: clip.motion[n][r + 1] for n, _ in FV.parts})
+    np.testing.assert_allclose(item["x0"][0].numpy(), norm.normalize(raw), rtol=1e-6, atol=1e-6)
+    # the chosen lip keypoints move along one pattern with the mouth signal (rank 1 in time); the others drift freely
+    exp = clip.motion["exp"].astype(np.float64)
+    ratio = {}
+    for name, kps in (("lips", [2, 6, 9, 13]), ("other", [0, 1, 3, 5])):
+        centred = exp[:, kps].reshape(len(exp), -1) - exp[:, kps].reshape(len(exp), -1).mean(0)
+        values = np.linalg.svd(centred, compute_uv=False)
+        ratio[name] = values[1] / values[0]
+    assert ratio["lips"] < 1e-5 < 0.1 < ratio["other"], ratio
+
+    official = MotionNorm.fit(np.zeros((2, 70), np.float32), np.zeros((2, 63), np.float32))
+    with pytest.raises(KDTalkerError, match=r"holds facevid2vid motion \(51-d\).*statistics are for 70-d"):
+        MotionWindows(paths, official, 64, log=lambda s: None)
+    with pytest.raises(KDTalkerError, match="a pack holds LivePortrait motion only"):
+        pack_shards(tmp_path / "s", tmp_path / "packed", log=lambda s: None)
+    x = torch.zeros(1, 4, 51)
+    with pytest.raises(ValueError, match="51-d motion needs its layout's"):
+        split_channels(None, x.shape[-1])
+    assert split_channels((FV.span("yaw", "t"), FV.slice("exp")), 51) == (slice(0, 6), slice(6, 51))
