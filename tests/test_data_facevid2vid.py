@@ -204,6 +204,7 @@ def test_windows_and_statistics_in_the_facevid2vid_layout(tmp_path):
         MotionWindows(paths, official, 64, log=lambda s: None)
     with pytest.raises(KDTalkerError, match="a pack holds LivePortrait motion only"):
         pack_shards(tmp_path / "s", tmp_path / "packed", log=lambda s: None)
+    assert not (tmp_path / "packed").exists()
     x = torch.zeros(1, 4, 51)
     with pytest.raises(ValueError, match="51-d motion needs its layout's"):
         split_channels(None, x.shape[-1])
