@@ -29,9 +29,8 @@ class Clip:
     motion: dict[str, np.ndarray]  # key -> (T, *motion_keys(layout)[key]) float32
     aud_feat: np.ndarray  # (Ta, 512) float32
     fps: float = 25.0
-    layout: MotionLayout = (
-        LIVEPORTRAIT_LAYOUT  # shards without a `layout` entry (older ones, official .mat) are LivePortrait's
-    )
+    # shards without a `layout` entry (older ones, official .mat files) are LivePortrait's
+    layout: MotionLayout = LIVEPORTRAIT_LAYOUT
 
     @property
     def num_frames(self) -> int:
