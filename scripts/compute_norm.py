@@ -1,7 +1,9 @@
 """Normalisation statistics of extracted shards: `python scripts/compute_norm.py shards=DIR out=norm.npz`.
 
 Writes the official norm.npz layout (float32 {yaw,pitch,roll,scale}_{mean,std} (1,), t_* (3,), exp_*/kp_* (63,),
-c_lip_*/c_eye_* identity placeholders); a channel with zero std gets std 1.
+c_lip_*/c_eye_* identity placeholders); a channel with zero std gets std 1. Face-vid2vid shards (extracted with
+renderer=facevid2vid) give their own parts: {yaw,pitch,roll}_* (1,), t_* (3,), exp_*/kp_* (45,). The shards
+record their layout: a folder mixing two is refused.
 Settings: kdtalker/configs/compute_norm.yaml.
 """
 

@@ -2,9 +2,10 @@
 
 `torchrun --nproc_per_node=N scripts/extract.py videos=DIR out=DIR` splits the clips over N processes (one GPU
 each on CUDA); `shard=i num_shards=n` does the same for job arrays without torchrun. One .npz per clip with
-per-frame LivePortrait motion and Wav2Lip audio features (format: kdtalker/data/__init__.py), in sub-folders that
-mirror DIR, and per-job index files out/index-*.jsonl (kdtalker/data/clip_index.py) with SyncNet's offset and
-confidence per clip (kdtalker/eval/syncnet.py; data.select uses them).
+per-frame LivePortrait motion (`renderer=facevid2vid`: Face-vid2vid's, for Table 5) and Wav2Lip audio features
+(format: kdtalker/data/__init__.py), in sub-folders that mirror DIR, and per-job index files out/index-*.jsonl
+(kdtalker/data/clip_index.py) with SyncNet's offset and confidence per clip (kdtalker/eval/syncnet.py; data.select
+uses them).
 """
 
 from __future__ import annotations
@@ -55,16 +56,15 @@ def extract(cfg: DictConfig) -> str:
     shard, num_shards, local_rank = job_position(cfg.shard, cfg.num_shards)
     from kdtalker.audio import SAMPLE_RATE, load_audio
     from kdtalker.audio.checkpoint import load_audio_encoder
-    from kdtalker.data.extractors import liveportrait_motion_fn, wav2lip_audio_fn
+    from kdtalker.data.extractors import renderer_motion_fn, wav2lip_audio_fn
     from kdtalker.device import resolve_device
-    from kdtalker.renderer.checkpoints import load_motion_extractor
 
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())  # one GPU per local process
-    motion_fn = liveportrait_motion_fn(load_motion_extractor(cfg.motion_extractor, device))
+    motion_fn, layout = renderer_motion_fn(cfg.renderer, cfg.motion_extractor, device)
     audio_fn = wav2lip_audio_fn(load_audio_encoder(cfg.wav2lip, device), cfg.fps, cfg.audio.batch_size)
     sync_fn = syncnet_fn(cfg.syncnet, device, log=print if shard == 0 else (lambda line: None))
     report = extract_folder(
@@ -82,6 +82,7 @@ def extract(cfg: DictConfig) -> str:
         shard=shard,
         num_shards=num_shards,
         decode_workers=cfg.decode_workers,
+        layout=layout,
     )
     summary = report.check_any_usable().summary()
     return f"job {shard + 1} of {num_shards}: {summary}" if num_shards > 1 else summary

@@ -15,7 +15,7 @@ ALLOWED = {
     "renderer": set(),
     "diffusion": set(),
     "facevid2vid": {"renderer"},  # Table 5's renderer, a stage built on LivePortrait's layers (SPADE, dense motion)
-    "data": {"audio", "renderer", "diffusion"},
+    "data": {"audio", "renderer", "facevid2vid", "diffusion"},  # shards hold either renderer's motion (layouts.py)
     "pipeline": {"audio", "renderer", "diffusion"},
     "eval": {"audio", "renderer", "diffusion", "pipeline"},
     "generators": {"diffusion"},

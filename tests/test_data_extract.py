@@ -22,6 +22,7 @@ from kdtalker.errors import KDTalkerError
 from kdtalker.media import read_video, write_video
 from kdtalker.renderer import MotionExtractor
 from kdtalker.renderer.checkpoints import load_motion_extractor
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT as LP
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MOTION = dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))  # same architecture, small enough for CPU tests
@@ -75,7 +76,9 @@ def test_extract_folder_skips_bad_clips_and_resumes(clips, extractors, tmp_path)
     motion_fn, audio_fn = extractors
     out = tmp_path / "shards"
     lines: list[str] = []
-    report = extract_folder(clips, out, motion_fn, audio_fn, load_audio, min_frames=8, batch_size=5, log=lines.append)
+    report = extract_folder(
+        clips, out, motion_fn, audio_fn, load_audio, min_frames=8, batch_size=5, log=lines.append, layout=LP
+    )
 
     assert sorted(report.written) == ["a", "b", "id01/a"]
     assert sorted(report.skipped) == ["broken", "short", "silent"]
@@ -107,7 +110,9 @@ def test_extract_folder_skips_bad_clips_and_resumes(clips, extractors, tmp_path)
     # resume: finished shards are left alone, a missing one is redone
     stamp = (out / "b.npz").stat().st_mtime_ns
     (out / "a.npz").unlink()
-    again = extract_folder(clips, out, motion_fn, audio_fn, load_audio, min_frames=8, batch_size=5, log=lines.append)
+    again = extract_folder(
+        clips, out, motion_fn, audio_fn, load_audio, min_frames=8, batch_size=5, log=lines.append, layout=LP
+    )
     assert again.written == ["a"] and sorted(again.already_done) == ["b", "id01/a"]
     assert (out / "b.npz").stat().st_mtime_ns == stamp
     # the same motion; clips share motion-extractor batches, so other neighbours round differently
@@ -124,14 +129,18 @@ def test_damaged_shards_are_redone_and_disk_errors_stop(clips, extractors, tmp_p
     out = tmp_path / "shards"
     as_video = lambda p: load_audio(p, kind="video")  # noqa: E731 - what scripts/extract.py passes
     lines: list[str] = []
-    first = extract_folder(clips, out, motion_fn, audio_fn, as_video, min_frames=8, batch_size=5, log=lines.append)
+    first = extract_folder(
+        clips, out, motion_fn, audio_fn, as_video, min_frames=8, batch_size=5, log=lines.append, layout=LP
+    )
     assert "training clip needs a readable sound track" in first.skipped["silent"]  # worded for a video
     assert "speech recording" not in first.skipped["silent"]
     whole = (out / "b.npz").read_bytes()
     before = read_shard(out / "b.npz")
     (out / "b.npz").write_bytes(whole[: len(whole) // 2])  # a shard cut short (killed copy, full disk, ...)
     lines.clear()
-    again = extract_folder(clips, out, motion_fn, audio_fn, as_video, min_frames=8, batch_size=5, log=lines.append)
+    again = extract_folder(
+        clips, out, motion_fn, audio_fn, as_video, min_frames=8, batch_size=5, log=lines.append, layout=LP
+    )
     assert again.written == ["b"] and sorted(again.already_done) == ["a", "id01/a"]
     assert any(line.startswith("redo ") and "b.npz" in line for line in lines)
     redone = read_shard(out / "b.npz")  # whole again (batched with other neighbours: equal up to rounding)
@@ -144,7 +153,15 @@ def test_damaged_shards_are_redone_and_disk_errors_stop(clips, extractors, tmp_p
     monkeypatch.setattr(extract, "write_shard", disk_full)
     with pytest.raises(OutputError, match="disk is full.*extraction stopped"):
         extract_folder(
-            clips, tmp_path / "more", motion_fn, audio_fn, as_video, min_frames=8, batch_size=5, log=lines.append
+            clips,
+            tmp_path / "more",
+            motion_fn,
+            audio_fn,
+            as_video,
+            min_frames=8,
+            batch_size=5,
+            log=lines.append,
+            layout=LP,
         )
     assert list((tmp_path / "more").iterdir()) == []
 

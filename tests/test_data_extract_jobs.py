@@ -23,6 +23,7 @@ from kdtalker.data.extractors import liveportrait_motion_fn, wav2lip_audio_fn
 from kdtalker.media import write_video
 from kdtalker.renderer import MotionExtractor
 from kdtalker.renderer.checkpoints import load_motion_extractor
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 # Two speakers, each with a 00001.mp4: flat shard names would collide.
@@ -49,7 +50,9 @@ def tiny_extractors(audio_ref):
 
 def _extract(videos, out, extractors, **kwargs):
     motion_fn, audio_fn = extractors
-    return extract_folder(videos, out, motion_fn, audio_fn, load_audio, min_frames=8, batch_size=5, **kwargs)
+    return extract_folder(
+        videos, out, motion_fn, audio_fn, load_audio, min_frames=8, batch_size=5, layout=LIVEPORTRAIT_LAYOUT, **kwargs
+    )
 
 
 def test_torchrun_ranks_extract_each_clip_once_as_one_process_does(videos, audio_ref, tmp_path):

@@ -17,14 +17,18 @@ from kdtalker.data.shards import Clip
 from kdtalker.data.synthetic import generate_synthetic, synthetic_clip
 from kdtalker.diffusion.motion import EYE_KEYPOINTS, LIP_KEYPOINTS, MotionNorm, expression_channels
 from kdtalker.errors import KDTalkerError
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# LivePortrait's layout with its lip and eye keypoints, as data=synthetic generates them
+LP_SYNTH = dict(layout=LIVEPORTRAIT_LAYOUT, lips=LIP_KEYPOINTS, eyes=EYE_KEYPOINTS)
+
 
 def test_synthetic_is_deterministic_and_lips_follow_audio(tmp_path):
-    a = generate_synthetic(tmp_path / "a", 3, seed=7, min_frames=70, max_frames=90)
-    b = generate_synthetic(tmp_path / "b", 3, seed=7, min_frames=70, max_frames=90)
-    c = generate_synthetic(tmp_path / "c", 3, seed=8, min_frames=70, max_frames=90)
+    a = generate_synthetic(tmp_path / "a", 3, seed=7, min_frames=70, max_frames=90, **LP_SYNTH)
+    b = generate_synthetic(tmp_path / "b", 3, seed=7, min_frames=70, max_frames=90, **LP_SYNTH)
+    c = generate_synthetic(tmp_path / "c", 3, seed=8, min_frames=70, max_frames=90, **LP_SYNTH)
     assert a[2].read_bytes() == b[2].read_bytes()
     assert read_shard(a[0]).aud_feat.tobytes() != read_shard(c[0]).aud_feat.tobytes()
     clip = read_shard(a[1])
@@ -37,7 +41,7 @@ def test_synthetic_is_deterministic_and_lips_follow_audio(tmp_path):
     train = [read_shard(p) for p in a]
     x = np.concatenate([c.aud_feat for c in train])
     w = np.linalg.solve(x.T @ x + 100.0 * np.eye(512), x.T @ np.concatenate([lip(c) for c in train]))
-    held_out = synthetic_clip(5, seed=7, frames=120)
+    held_out = synthetic_clip(5, 7, 120, **LP_SYNTH)
     assert np.corrcoef(lip(held_out), held_out.aud_feat @ w)[0, 1] > 0.8
     yaw = clip.motion["yaw"][:, 0]
     assert abs(np.corrcoef(yaw, clip.aud_feat @ w)[0, 1]) < 0.5
@@ -50,7 +54,7 @@ def test_synthetic_is_deterministic_and_lips_follow_audio(tmp_path):
 
 
 def test_norm_stats_official_layout(tmp_path, kdtalker_ref):
-    paths = generate_synthetic(tmp_path / "s", 4, seed=1, min_frames=70, max_frames=80)
+    paths = generate_synthetic(tmp_path / "s", 4, seed=1, min_frames=70, max_frames=80, **LP_SYNTH)
     out = write_norm(paths, tmp_path / "norm.npz")
     ours = np.load(out)
     official = np.load(kdtalker_ref.path / "norm.npz")
@@ -68,7 +72,7 @@ def test_norm_stats_official_layout(tmp_path, kdtalker_ref):
 
 
 def test_compute_norm_script(tmp_path):
-    generate_synthetic(tmp_path / "s", 2, seed=1, min_frames=70, max_frames=80)
+    generate_synthetic(tmp_path / "s", 2, seed=1, min_frames=70, max_frames=80, **LP_SYNTH)
     script = [sys.executable, str(ROOT / "scripts" / "compute_norm.py")]
     ok = subprocess.run(
         script + [f"shards={tmp_path / 's'}", f"out={tmp_path / 'n.npz'}"], capture_output=True, text=True

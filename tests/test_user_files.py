@@ -19,9 +19,11 @@ from kdtalker.config import CONFIG_DIR
 from kdtalker.data.norm_stats import write_norm
 from kdtalker.data.prepare import prepare_data
 from kdtalker.data.synthetic import generate_synthetic
+from kdtalker.diffusion.motion import EYE_KEYPOINTS, LIP_KEYPOINTS
 from kdtalker.errors import OutputError
 from kdtalker.eval.protocol import Evaluation
 from kdtalker.pipeline.weights import NORM_FILE
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 download_weights = _script()
@@ -32,6 +34,9 @@ SMALL = [
     "data.synthetic.min_frames=30",
     "data.synthetic.max_frames=40",
 ]
+
+# LivePortrait's layout with its lip and eye keypoints, as data=synthetic generates them
+LP_SYNTH = dict(layout=LIVEPORTRAIT_LAYOUT, lips=LIP_KEYPOINTS, eyes=EYE_KEYPOINTS)
 
 
 def data_cfg(tmp_path: Path, *overrides: str):
@@ -121,7 +126,7 @@ def test_inference_output_is_never_one_of_its_inputs(pipeline, tmp_path):  # noq
 
 def test_compute_norm_never_writes_among_the_shards(tmp_path):
     shards = tmp_path / "shards"
-    made = generate_synthetic(shards, 2, min_frames=30, max_frames=40)
+    made = generate_synthetic(shards, 2, min_frames=30, max_frames=40, **LP_SYNTH)
     before = snapshot(made[0])
     for out in (made[0], shards / "norm.npz"):
         with pytest.raises(OutputError, match="in the shard folder"):
@@ -168,7 +173,7 @@ def write_shipped_norm(folder: Path) -> None:
     [
         (write_eval_tables, "tables", "summary.json"),
         (write_shipped_norm, "", NORM_FILE),
-        (lambda folder: generate_synthetic(folder, 1, min_frames=30, max_frames=40), "", "synth_0000.npz"),
+        (lambda folder: generate_synthetic(folder, 1, min_frames=30, max_frames=40, **LP_SYNTH), "", "synth_0000.npz"),
     ],
 )
 def test_every_writer_clears_the_parts_killed_runs_left(tmp_path, writer, subfolder, name):

@@ -12,6 +12,11 @@ official ``.mat`` files written by ``dataset_process/extract_motion_dataset.py``
 | ``kp`` | (T, 21, 3) | canonical keypoints x_c |
 | ``aud_feat`` | (Ta, 512) | Wav2Lip audio-encoder feature per video frame (25 fps) |
 | ``fps`` | () | frame rate of both streams (25) |
+| ``layout`` | () unicode | the motion layout's name (kdtalker/data/layouts.py); absent: ``liveportrait`` |
+
+Face-vid2vid shards (``scripts/extract.py renderer=facevid2vid``, ``layout`` = ``facevid2vid``) hold its motion:
+``yaw``, ``pitch``, ``roll`` (T, 1) degrees, ``t`` (T, 3), ``exp`` and ``kp`` (T, 15, 3), no ``scale``. A shard
+folder holds one layout; reading shards of two together (statistics, training) is refused with one error.
 
 T is the number of decoded video frames and Ta the number of audio frames (``num_video_frames`` of
 the audio length); they usually differ by a frame or two. The window dataset aligns them the official

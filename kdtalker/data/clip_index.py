@@ -8,7 +8,8 @@ resuming costs one read of these small files, not a read of every shard.
 Record keys: clip (the shard name: the video's path under the input folder, no suffix, '/'-separated), speaker and
 video (the first two path components in the VoxCeleb layout `id/video/00001.mp4`, else null), frames (T),
 audio_frames (Ta), aligned (min(T - 1, Ta - 2)), bytes (the shard's size: a shorter file is redone), sync_offset
-(frames) and sync_conf (SyncNet's, null without SyncNet weights).
+(frames) and sync_conf (SyncNet's, null without SyncNet weights), layout (the motion layout's name; records
+without it are LivePortrait's).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Training windows, the official recipe: ref frame r, ori = (0*7, kp[r]), x0 = motion[r+1..r+64], audio alike."""
+"""Training windows, the official recipe: ref frame r, ori = (0*7, kp[r]), x0 = motion[r+1..r+64], audio alike.
+
+The motion is in the shards' layout (LivePortrait's 70-d, Face-vid2vid's 51-d: ori = (0*6, kp[r]) there), which
+must be the statistics' (`norm.parts`).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from kdtalker.data.packed import ARRAYS as PACKED_ARRAYS
 from kdtalker.data.packed import PackedClips
 from kdtalker.data.shards import Clip, read_shard
-from kdtalker.diffusion.motion import pack_motion
 from kdtalker.errors import KDTalkerError
 
 
@@ -23,13 +27,17 @@ class NormalisedClip:
     """One clip aligned (length N = min(T-1, Ta-2)) and normalised."""
 
     name: str
-    motion: np.ndarray  # (N, 70) normalised [scale, yaw, pitch, roll, t, exp]
-    kp: np.ndarray  # (N, 63) normalised canonical keypoints
+    motion: np.ndarray  # (N, D) normalised, in the layout's order (D = 70: [scale, yaw, pitch, roll, t, exp])
+    kp: np.ndarray  # (N, K) normalised canonical keypoints (K = 63; Face-vid2vid: 45)
     audio: np.ndarray  # (N, 512) audio features
 
+    def canonical(self, r: int) -> np.ndarray:
+        """The 'ori' token of frame r, (D,): zeros for the pose channels, then the normalised keypoints."""
+        return canonical_token(self.kp[r], self.motion.shape[1])
+
     def window(self, r: int, length: int) -> dict[str, torch.Tensor]:
-        """Reference index r -> dict(x0 (L,70), ref (70,), ori (70,), audio (L,512)) float32 tensors."""
-        ori = np.concatenate([np.zeros(7, np.float32), self.kp[r]])
+        """Reference index r -> dict(x0 (L,D), ref (D,), ori (D,), audio (L,512)) float32 tensors."""
+        ori = self.canonical(r)
         return {
             "x0": torch.from_numpy(np.ascontiguousarray(self.motion[r + 1 : r + 1 + length])),
             "ref": torch.from_numpy(self.motion[r].copy()),
@@ -38,13 +46,18 @@ class NormalisedClip:
         }
 
 
+def canonical_token(kp: np.ndarray, dim: int) -> np.ndarray:
+    """Normalised canonical keypoints (K,) -> the 'ori' token (dim,): dim - K zeros (pose channels), then kp."""
+    return np.concatenate([np.zeros(dim - kp.shape[-1], np.float32), kp])
+
+
 def normalise_clip(clip: Clip, norm, name: str = "") -> NormalisedClip:
-    """Raw Clip -> NormalisedClip with the official truncation min(T - 1, Ta - 2)."""
+    """Raw Clip -> NormalisedClip with the official truncation min(T - 1, Ta - 2), in the clip's layout."""
     n = clip.num_aligned
     f = {k: v[:n] for k, v in clip.motion.items()}
-    raw = pack_motion(scale=f["scale"], yaw=f["yaw"], pitch=f["pitch"], roll=f["roll"], t=f["t"], exp=f["exp"])
+    raw = clip.layout.pack(**{name: f[name] for name, _ in clip.layout.parts})
     motion = np.asarray(norm.normalize(raw), np.float32)
-    kp = np.asarray(norm.normalize_kp(f["kp"].reshape(n, 63)), np.float32)
+    kp = np.asarray(norm.normalize_kp(f["kp"].reshape(n, clip.layout.kp_dim)), np.float32)
     return NormalisedClip(name, motion, kp, clip.aud_feat[:n].copy())
 
 
@@ -75,6 +88,11 @@ class MotionWindows(Dataset):
         self.packed: PackedClips | None = None
         self._loaded: list[NormalisedClip] = []
         if isinstance(source, PackedClips):
+            if norm.dim != PACKED_ARRAYS["motion"]:
+                raise KDTalkerError(
+                    f"the packed set {source.folder} holds {PACKED_ARRAYS['motion']}-d LivePortrait motion, the "
+                    f"normalisation statistics are for {norm.dim}-d motion (data.layout, data.norm)"
+                )
             lengths = source.column("length")
             usable = np.flatnonzero(lengths >= window + 1)
             if len(usable) < len(lengths):
@@ -86,6 +104,12 @@ class MotionWindows(Dataset):
         else:
             for path in tqdm(list(source), desc="load shards", unit="clip", leave=False):
                 clip = read_shard(path)
+                if clip.layout.parts != tuple(norm.parts):
+                    raise KDTalkerError(
+                        f"shard {path} holds {clip.layout.name} motion ({clip.layout.dim}-d), but the normalisation "
+                        f"statistics are for {norm.dim}-d motion; a run reads one renderer's shards, with their own "
+                        "statistics (data.layout, data.norm)"
+                    )
                 if clip.num_aligned < window + 1:
                     log(f"skip {path}: {clip.num_aligned} aligned frames, a {window}-frame window needs {window + 1}")
                     continue
@@ -127,7 +151,7 @@ class MotionWindows(Dataset):
         return {
             "x0": torch.from_numpy(np.ascontiguousarray(motion[1:])),
             "ref": torch.from_numpy(motion[0].copy()),
-            "ori": torch.from_numpy(np.concatenate([np.zeros(7, np.float32), kp])),
+            "ori": torch.from_numpy(canonical_token(kp, motion.shape[1])),
             "audio": torch.from_numpy(np.ascontiguousarray(rows["audio"][1:])),
         }
 

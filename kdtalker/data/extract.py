@@ -1,4 +1,4 @@
-"""Offline extraction: a folder of clips -> one shard per clip (LivePortrait motion + Wav2Lip audio features).
+"""Offline extraction: a folder of clips -> one shard per clip (a renderer's motion + Wav2Lip audio features).
 
 Each job (torchrun rank or job-array index) takes its share of the sorted clip list, decodes ahead on threads,
 batches the motion extractor across clips, writes shards atomically and appends one index line per finished clip.
@@ -20,12 +20,14 @@ from tqdm import tqdm
 
 from kdtalker.data.clip_index import IndexWriter, index_path, read_index, speaker_and_video
 from kdtalker.data.jobs import job_share
-from kdtalker.data.shards import MOTION_KEYS, Clip, read_shard, write_shard
+from kdtalker.data.layouts import motion_keys
+from kdtalker.data.shards import Clip, read_shard, write_shard
 from kdtalker.errors import KDTalkerError, OutputError
 from kdtalker.fileio import describe_os_error
 from kdtalker.media import read_video
+from kdtalker.motion_layout import MotionLayout
 
-# frames (B, 256, 256, 3) uint8 -> {key: (B, *MOTION_KEYS[key])}
+# frames (B, 256, 256, 3) uint8 -> {key: (B, *motion_keys(layout)[key])}, the renderer's motion
 MotionFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 # wav (N,) float32 16 kHz -> (Ta, 512)
 AudioFn = Callable[[np.ndarray], np.ndarray]
@@ -110,12 +112,15 @@ def find_clips(root: str | os.PathLike, extensions: tuple[str, ...] = VIDEO_EXTE
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
 
 
-def motion_from_frames(frames: np.ndarray, motion_fn: MotionFn, batch_size: int) -> dict[str, np.ndarray]:
-    """(T, 256, 256, 3) uint8 -> per-frame motion {key: (T, ...)} float32, in batches of `batch_size` frames."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in MOTION_KEYS}
+def motion_from_frames(
+    frames: np.ndarray, motion_fn: MotionFn, batch_size: int, layout: MotionLayout
+) -> dict[str, np.ndarray]:
+    """(T, 256, 256, 3) uint8 -> per-frame motion {key: (T, ...)} in `layout`, float32, `batch_size` frames a batch."""
+    keys = motion_keys(layout)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for start in range(0, len(frames), batch_size):
         info = motion_fn(frames[start : start + batch_size])
-        for key, trailing in MOTION_KEYS.items():
+        for key, trailing in keys.items():
             parts[key].append(np.asarray(info[key], np.float32).reshape(-1, *trailing))
     return {k: np.concatenate(v, 0) for k, v in parts.items()}
 
@@ -129,13 +134,15 @@ def extract_clip(
     size: int = 256,
     min_frames: int = 65,
     batch_size: int = 32,
+    *,
+    layout: MotionLayout,
 ) -> Clip:
-    """One video -> Clip; KDTalkerError (unreadable, no audio, shorter than `min_frames` aligned frames)."""
+    """One video -> Clip in `layout`; KDTalkerError (unreadable, no audio, shorter than `min_frames` aligned frames)."""
     wav = load_audio(video)  # first: a clip without a sound track fails before the slow motion pass
     aud_feat = np.asarray(audio_fn(wav), np.float32)
     frames = read_video(video, fps=fps, size=size)
     _check_length(len(frames), len(aud_feat), min_frames)
-    return Clip(motion_from_frames(frames, motion_fn, batch_size), aud_feat, fps)
+    return Clip(motion_from_frames(frames, motion_fn, batch_size, layout), aud_feat, fps, layout)
 
 
 def _check_length(frames: int, audio_frames: int, min_frames: int) -> None:
@@ -160,7 +167,7 @@ class _Job:
     sync: tuple[int, float] | None = None
     num_frames: int = 0
     done: int = 0  # frames through the motion extractor
-    parts: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in MOTION_KEYS})
+    parts: dict[str, list[np.ndarray]] = field(default_factory=dict)  # motion key -> per-batch pieces
 
 
 def _decode(job: _Job, load_audio: LoadAudioFn, fps: float, size: int) -> _Job:
@@ -200,8 +207,9 @@ class _FrameBatcher:
     """Runs the motion extractor on full batches of `batch_size` frames drawn from consecutive clips (short clips
     share a batch); hands clips back, in order, once all their frames are through."""
 
-    def __init__(self, motion_fn: MotionFn, batch_size: int) -> None:
+    def __init__(self, motion_fn: MotionFn, batch_size: int, layout: MotionLayout) -> None:
         self.motion_fn, self.batch_size = motion_fn, batch_size
+        self.keys = motion_keys(layout)
         self.jobs: deque[_Job] = deque()
         self.queued = 0  # frames waiting
 
@@ -234,8 +242,10 @@ class _FrameBatcher:
         info = self.motion_fn(batch)
         at = 0
         for job, _, n in pieces:
-            for key, trailing in MOTION_KEYS.items():
-                job.parts[key].append(np.asarray(info[key][at : at + n], np.float32).reshape(n, *trailing))
+            for key, trailing in self.keys.items():
+                job.parts.setdefault(key, []).append(
+                    np.asarray(info[key][at : at + n], np.float32).reshape(n, *trailing)
+                )
             job.done += n
             at += n
         self.queued -= count
@@ -263,9 +273,12 @@ def extract_folder(
     shard: int = 0,
     num_shards: int = 1,
     decode_workers: int = 0,
+    *,
+    layout: MotionLayout,
 ) -> ExtractionReport:
     """This job's share of the clips under `video_dir` -> `out_dir/<relative path>.npz` + index lines; resumable.
 
+    `motion_fn` gives the motion of `layout` (LivePortrait's or Face-vid2vid's); each shard records the layout.
     Clips recorded in the index (any job's) with their shard of the recorded size are skipped; `sync_fn` (None:
     no SyncNet weights) scores each clip's audio-visual offset and confidence for data.select.
     """
@@ -275,6 +288,12 @@ def extract_folder(
         raise KDTalkerError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {video_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     index = read_index(out_dir)
+    other = next((r for r in index.values() if r.get("layout", "liveportrait") != layout.name), None)
+    if other is not None:  # shards of two renderers in one folder could not be normalised or trained together
+        raise OutputError(
+            f"out={out_dir} holds {other.get('layout', 'liveportrait')} shards ({other['clip']}, ...); extract "
+            f"{layout.name} motion into a folder of its own"
+        )
     report = ExtractionReport()
     todo = []
     for video in job_share(clips, shard, num_shards, group=lambda path: path.parent):
@@ -289,7 +308,7 @@ def extract_folder(
         todo.append(_Job(video, name))
 
     bar = tqdm(total=len(todo), desc=f"extract {shard + 1}/{num_shards}" if num_shards > 1 else "extract", unit="clip")
-    batcher = _FrameBatcher(motion_fn, batch_size)
+    batcher = _FrameBatcher(motion_fn, batch_size, layout)
 
     def skip(job: _Job, reason: str, what: str = "") -> None:
         report.skipped[job.name] = reason
@@ -300,7 +319,7 @@ def extract_folder(
         motion = {k: np.concatenate(v, 0) for k, v in job.parts.items()}
         target = out_dir / f"{job.name}.npz"
         try:
-            _write(target, Clip(motion, job.aud_feat, fps))
+            _write(target, Clip(motion, job.aud_feat, fps, layout))
         except OutputError:
             raise
         except KDTalkerError as exc:  # the clip's own values (NaN motion, ...) are unusable
@@ -309,6 +328,7 @@ def extract_folder(
         writer.append(
             {
                 "clip": job.name,
+                "layout": layout.name,
                 "speaker": speaker,
                 "video": video,
                 "frames": job.num_frames,

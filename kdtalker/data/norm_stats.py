@@ -1,4 +1,8 @@
-"""Normalisation statistics over a set of shards, in the official norm.npz layout (float32, zero std -> 1)."""
+"""Normalisation statistics over a set of shards, in the official norm.npz layout (float32, zero std -> 1).
+
+The shards' own motion layout gives the entries: LivePortrait's the official ones, Face-vid2vid's {yaw, pitch, roll,
+t, exp (45), kp (45)}; shards of two layouts are refused.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,11 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from kdtalker.data.shards import read_shard
-from kdtalker.diffusion.motion import MOTION_LAYOUT, MotionNorm
+from kdtalker.data.shards import check_layout, read_shard
+from kdtalker.diffusion.motion import MotionNorm
 from kdtalker.errors import KDTalkerError, OutputError
-
-# norm.npz key prefix -> the shard array it is computed from, flattened per frame
-_SOURCES = {"yaw": "yaw", "pitch": "pitch", "roll": "roll", "scale": "scale", "t": "t", "exp": "exp", "kp": "kp"}
+from kdtalker.motion_layout import MotionLayout
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 
 class _RunningMoments:
@@ -43,16 +46,26 @@ class _RunningMoments:
 
 
 def compute_norm_stats(paths: Iterable[str | os.PathLike]) -> dict[str, np.ndarray]:
-    """Shards -> {yaw,pitch,roll,scale (1,), t (3,), exp,kp (63,)}_{mean,std} float32 over all their frames."""
-    moments = {k: _RunningMoments() for k in _SOURCES}
+    """Shards -> {<part>, kp}_{mean,std} float32 over all their frames (LivePortrait: yaw,pitch,roll,scale (1,),
+    t (3,), exp,kp (63,)); the first shard's layout is every shard's (KDTalkerError naming one that differs)."""
+    return _stats(paths)[0]
+
+
+def _stats(paths: Iterable[str | os.PathLike]) -> tuple[dict[str, np.ndarray], MotionLayout]:
     paths = [Path(p) for p in paths]
     if not paths:
         raise KDTalkerError("no shards given to compute normalisation statistics from")
+    layout = None
+    moments: dict[str, _RunningMoments] = {}
     for path in tqdm(paths, desc="norm stats", unit="clip"):
         clip = read_shard(path)
-        for key, source in _SOURCES.items():
-            arr = clip.motion[source]
-            moments[key].update(arr.reshape(arr.shape[0], -1))
+        if layout is None:
+            layout = clip.layout
+            moments = {name: _RunningMoments() for name in (*(n for n, _ in layout.parts), "kp")}
+        check_layout(clip, layout, path, f"{paths[0]} (the first shard) holds")
+        for key, m in moments.items():
+            arr = clip.motion[key]
+            m.update(arr.reshape(arr.shape[0], -1))
     stats: dict[str, np.ndarray] = {}
     for key, m in moments.items():
         std64 = m.std()
@@ -63,29 +76,31 @@ def compute_norm_stats(paths: Iterable[str | os.PathLike]) -> dict[str, np.ndarr
         std[std == 0] = 1.0
         stats[f"{key}_mean"] = m.mean.astype(np.float32)
         stats[f"{key}_std"] = std
-    return stats
+    return stats, layout
 
 
-def motion_norm_from_stats(stats: dict[str, np.ndarray]):
-    """compute_norm_stats output -> MotionNorm; c_lip/c_eye (unused by the model) get identity statistics."""
-    names = [name for name, _, _ in MOTION_LAYOUT]
-    extra = {  # the official file carries LivePortrait lip/eye ratio stats the diffusion model never reads
-        "c_lip_mean": np.zeros(1, np.float32),
-        "c_lip_std": np.ones(1, np.float32),
-        "c_eye_mean": np.zeros(2, np.float32),
-        "c_eye_std": np.ones(2, np.float32),
-    }
+def motion_norm_from_stats(stats: dict[str, np.ndarray], layout: MotionLayout) -> MotionNorm:
+    """compute_norm_stats output for `layout` -> MotionNorm; LivePortrait's gets identity c_lip/c_eye statistics."""
+    extra = {}
+    if layout == LIVEPORTRAIT_LAYOUT:
+        extra = {  # the official file carries LivePortrait lip/eye ratio stats the diffusion model never reads
+            "c_lip_mean": np.zeros(1, np.float32),
+            "c_lip_std": np.ones(1, np.float32),
+            "c_eye_mean": np.zeros(2, np.float32),
+            "c_eye_std": np.ones(2, np.float32),
+        }
     return MotionNorm(
-        mean=np.concatenate([stats[f"{n}_mean"] for n in names]),
-        std=np.concatenate([stats[f"{n}_std"] for n in names]),
+        mean=np.concatenate([stats[f"{n}_mean"] for n, _ in layout.parts]),
+        std=np.concatenate([stats[f"{n}_std"] for n, _ in layout.parts]),
         kp_mean=stats["kp_mean"],
         kp_std=stats["kp_std"],
         extra=extra,
+        parts=layout.parts,
     )
 
 
 def write_norm(paths: Iterable[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Shards -> norm.npz at `out` (official keys and shapes), written atomically with MotionNorm.save.
+    """Shards -> norm.npz at `out` (official keys and shapes; the shards' layout's parts), written atomically.
 
     `out` must be neither a shard nor among them (it would be read as one next time): OutputError, before any work.
     """
@@ -95,5 +110,5 @@ def write_norm(paths: Iterable[str | os.PathLike], out: str | os.PathLike) -> Pa
             f"out={out} is in the shard folder {out.parent}: it would replace or join the shards read; "
             "write it next to that folder"
         )
-    motion_norm_from_stats(compute_norm_stats(paths)).save(out)
+    motion_norm_from_stats(*_stats(paths)).save(out)
     return Path(out)

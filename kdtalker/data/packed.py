@@ -12,6 +12,7 @@ Folder layout (written by `pack_shards`, scripts/pack.py):
 | ``pack.json`` | format, clip and frame counts, source shard folder; written last (no pack.json: unfinished) |
 
 Clip i is rows start[i] .. start[i] + length[i] of each file, in shard-name order; sync_* are NaN where not scored.
+LivePortrait motion only: Face-vid2vid shards (51-d) are refused with one error and train from their folder.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def is_packed(folder: str | os.PathLike) -> bool:
 def _aligned_rows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shard -> raw (N, 70) motion, (N, 63) kp, (N, 512) audio over the official aligned length N."""
     clip = read_shard(path)
+    if clip.layout.name != "liveportrait":
+        raise KDTalkerError(
+            f"shard {path} holds {clip.layout.name} motion ({clip.layout.dim}-d); a pack holds LivePortrait motion "
+            f"only: train {clip.layout.name} shards from their folder (data.train_dir=<the shard folder>)"
+        )
     n = clip.num_aligned
     f = {k: v[:n] for k, v in clip.motion.items()}
     motion = pack_motion(scale=f["scale"], yaw=f["yaw"], pitch=f["pitch"], roll=f["roll"], t=f["t"], exp=f["exp"])

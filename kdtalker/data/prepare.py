@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtalker.data.clip_index import read_index
+from kdtalker.data.layouts import layout_named
 from kdtalker.data.norm_stats import write_norm
 from kdtalker.data.packed import PackedClips, is_packed
 from kdtalker.data.select import select_clips
@@ -33,7 +34,8 @@ class DataFiles:
 
 
 def prepare_data(cfg, build: bool = True) -> DataFiles:
-    """cfg: train_dir, val_dir, norm, optional synthetic {seed, num_train, num_val, min_frames, max_frames} + root.
+    """cfg: train_dir, val_dir, norm, layout, lip_keypoints, optional synthetic {seed, num_train, num_val, min_frames,
+    max_frames, eye_keypoints} + root.
 
     With `synthetic` set (and build=True) the shards are generated (deterministic in the seed, reused when
     present). When `norm` is the generated `root/norm.npz` it is computed from the train shards; any other norm
@@ -96,7 +98,14 @@ def _build_synthetic(cfg, synth, train_dir: Path, val_dir: Path, norm: Path) -> 
             f"{generated} exists and was not made by the synthetic data generator; choose a new data.root "
             "(or name your statistics as input with data.norm=FILE)"
         )
-    common = dict(seed=int(synth.seed), min_frames=int(synth.min_frames), max_frames=int(synth.max_frames))
+    common = dict(
+        seed=int(synth.seed),
+        min_frames=int(synth.min_frames),
+        max_frames=int(synth.max_frames),
+        layout=layout_named(cfg.layout, "data.layout"),
+        lips=tuple(int(k) for k in cfg.lip_keypoints),
+        eyes=tuple(int(k) for k in synth.eye_keypoints),
+    )
     made = generate_synthetic(train_dir, int(synth.num_train), first_index=0, what="data.train_dir", **common)
     generate_synthetic(val_dir, int(synth.num_val), first_index=int(synth.num_train), what="data.val_dir", **common)
     if not reads_generated:

@@ -2,13 +2,16 @@
 
 Each clip has a hidden "mouth opening" signal m(t) (smoothed, rectified noise at a syllable-like rate)
 and an unrelated distractor d(t). The audio features carry both: aud = g·m(t)·u + d(t)·v + noise, with
-u, v fixed random 512-d directions. The exp offsets of the LivePortrait mouth keypoints
-(6, 12, 14, 17, 19, 20) move along a fixed pattern with amplitude m(t); the eye keypoints (11, 13, 15, 16, 18)
-along another with a blink signal b(t) (short bumps at random times, independent of the audio); the head pose
-is a resting orientation plus smooth turns and nods of about the same spread (so that following it is visible
-within a clip); every other channel (translation, scale, other keypoints) drifts as an independent random walk.
-A model that uses the audio can predict the lips frame by frame; nothing in the audio predicts the pose or the
-eyes, which a driving motion signal (the clip's own motion, in multi-signal training) carries.
+u, v fixed random 512-d directions. The exp offsets of the mouth keypoints (LivePortrait's 6, 12, 14, 17, 19, 20:
+data.lip_keypoints) move along a fixed pattern with amplitude m(t); the eye keypoints (11, 13, 15, 16, 18:
+data.synthetic.eye_keypoints) along another with a blink signal b(t) (short bumps at random times, independent of
+the audio); the head pose is a resting orientation plus smooth turns and nods of about the same spread (so that
+following it is visible within a clip); every other channel (translation, scale, other keypoints) drifts as an
+independent random walk. A model that uses the audio can predict the lips frame by frame; nothing in the audio
+predicts the pose or the eyes, which a driving motion signal (the clip's own motion, in multi-signal training) carries.
+
+The clips are in a renderer's motion layout: LivePortrait's (21 keypoints, a scale) or Face-vid2vid's (15 keypoints,
+no scale; its keypoints have no names, so the "lips" and "eyes" are the keypoints the config picks).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from kdtalker.data.shards import AUDIO_DIM, Clip, write_shard
-from kdtalker.diffusion.motion import EYE_KEYPOINTS, LIP_KEYPOINTS
-from kdtalker.errors import OutputError
+from kdtalker.errors import ConfigError, OutputError
 from kdtalker.fileio import PART_SUFFIX, atomic_path
+from kdtalker.motion_layout import MotionLayout
 
 META_FILE = "synthetic.json"  # the parameters of the shards in a generated folder
 SHARD_NAME = re.compile(r"synth_\d{4,}\.npz")
@@ -51,17 +54,32 @@ def blinks(rng: np.random.Generator, frames: int, fps: float = 25.0, rate: float
     return np.clip(np.exp(-0.5 * ((t - times[None, :]) / width) ** 2).sum(1), 0.0, 1.0)
 
 
-def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25.0) -> Clip:
-    """Clip `index` of the synthetic dataset `seed` (deterministic): lips follow the audio, pose drifts, eyes blink."""
+def synthetic_clip(
+    index: int,
+    seed: int,
+    frames: int,
+    layout: MotionLayout,
+    lips: tuple[int, ...],
+    eyes: tuple[int, ...],
+    fps: float = 25.0,
+) -> Clip:
+    """Clip `index` of the synthetic dataset `seed` in `layout` (deterministic): the `lips` keypoints follow the
+    audio, the pose drifts, the `eyes` keypoints blink."""
+    kps, lips, eyes = layout.num_kp, list(lips), list(eyes)
+    if not lips or set(lips) & set(eyes) or not all(0 <= k < kps for k in lips + eyes):
+        raise ConfigError(
+            f"synthetic data: lip keypoints {lips} and eye keypoints {eyes} must be disjoint, the lips non-empty, "
+            f"each among the {layout.name} layout's {kps} keypoints (data.lip_keypoints, data.synthetic.eye_keypoints)"
+        )
     shared = np.random.default_rng([seed, 0x5EED])  # dataset-wide constants
     u = shared.normal(size=AUDIO_DIM)
     u /= np.linalg.norm(u) / np.sqrt(AUDIO_DIM)
     v = shared.normal(size=AUDIO_DIM)
     v /= np.linalg.norm(v) / np.sqrt(AUDIO_DIM)
-    lip_pattern = shared.normal(size=(len(LIP_KEYPOINTS), 3))
+    lip_pattern = shared.normal(size=(len(lips), 3))
     lip_pattern /= np.abs(lip_pattern).max()
-    kp_mean = shared.uniform(-0.6, 0.6, (21, 3))
-    exp_mean = shared.normal(0.0, 0.01, (21, 3))
+    kp_mean = shared.uniform(-0.6, 0.6, (kps, 3))
+    exp_mean = shared.normal(0.0, 0.01, (kps, 3))
 
     rng = np.random.default_rng([seed, index])
     mouth = np.maximum(_smooth(rng.normal(size=(frames, 1)), 0.6) * 1.5, 0.0)[:, 0]  # (T,) >= 0
@@ -69,24 +87,24 @@ def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25
     gain = rng.uniform(0.8, 1.2)
     aud_feat = gain * mouth[:, None] * u + distractor[:, None] * v + rng.normal(0.0, 0.3, (frames, AUDIO_DIM))
 
-    exp = exp_mean + rng.normal(0.0, 0.002, (21, 3)) + _random_walk(rng, frames, 63, 0.001).reshape(frames, 21, 3)
+    exp = (
+        exp_mean + rng.normal(0.0, 0.002, (kps, 3)) + _random_walk(rng, frames, 3 * kps, 0.001).reshape(frames, kps, 3)
+    )
     lip_amp = 0.03 * rng.uniform(0.8, 1.2)
-    exp[:, list(LIP_KEYPOINTS), :] = exp_mean[list(LIP_KEYPOINTS)] + lip_amp * mouth[:, None, None] * lip_pattern
+    exp[:, lips, :] = exp_mean[lips] + lip_amp * mouth[:, None, None] * lip_pattern
     # Blinks come from a stream of their own, so the draws above (and the clips of version 1) are unchanged.
     eye_rng = np.random.default_rng([seed, index, 0xE7E])
-    eye_pattern = shared.normal(size=(len(EYE_KEYPOINTS), 3))
-    eye_pattern /= np.abs(eye_pattern).max()
-    exp[:, list(EYE_KEYPOINTS), :] = (
-        exp_mean[list(EYE_KEYPOINTS)] + 0.03 * blinks(eye_rng, frames, fps)[:, None, None] * eye_pattern
-    )
+    eye_pattern = shared.normal(size=(len(eyes), 3))
+    eye_pattern /= np.abs(eye_pattern).max() if eyes else 1.0
+    exp[:, eyes, :] = exp_mean[eyes] + 0.03 * blinks(eye_rng, frames, fps)[:, None, None] * eye_pattern
 
     # head motion (yaw, pitch, roll degrees): a resting orientation plus turns and nods of about the same spread
     turns = _smooth(rng.normal(size=(frames, 3)), 6.0)
     pose = rng.normal(0.0, [8.0, 5.0, 3.0]) + turns / (turns.std(0) + 1e-8) * [8.0, 5.0, 3.0]
     t = np.concatenate([_random_walk(rng, frames, 2, 0.002) + rng.normal(0.0, 0.02, 2), np.zeros((frames, 1))], 1)
-    scale = 1.5 + rng.normal(0.0, 0.05) + _random_walk(rng, frames, 1, 0.001)
-    kp = np.broadcast_to(kp_mean + rng.normal(0.0, 0.02, (21, 3)), (frames, 21, 3)) + rng.normal(
-        0.0, 1e-3, (frames, 21, 3)
+    scale = 1.5 + rng.normal(0.0, 0.05) + _random_walk(rng, frames, 1, 0.001)  # drawn in every layout: same streams
+    kp = np.broadcast_to(kp_mean + rng.normal(0.0, 0.02, (kps, 3)), (frames, kps, 3)) + rng.normal(
+        0.0, 1e-3, (frames, kps, 3)
     )
 
     motion = {
@@ -98,7 +116,9 @@ def synthetic_clip(index: int, seed: int = 0, frames: int = 160, fps: float = 25
         "exp": exp,
         "kp": kp,
     }
-    return Clip({k: np.asarray(a, np.float32) for k, a in motion.items()}, aud_feat.astype(np.float32), fps)
+    keep = (*(name for name, _ in layout.parts), "kp")
+    motion = {k: np.asarray(motion[k], np.float32) for k in keep}
+    return Clip(motion, aud_feat.astype(np.float32), fps, layout)
 
 
 def _foreign_entries(folder: Path) -> list[str]:
@@ -120,8 +140,12 @@ def generate_synthetic(
     max_frames: int = 200,
     first_index: int = 0,
     what: str = "the synthetic data folder",
+    *,
+    layout: MotionLayout,
+    lips: tuple[int, ...],
+    eyes: tuple[int, ...],
 ) -> list[Path]:
-    """Write clips first_index.. first_index+num_clips-1 as `root/synth_XXXX.npz`; reuses matching shards.
+    """Write clips first_index.. first_index+num_clips-1 in `layout` as `root/synth_XXXX.npz`; reuses matching shards.
 
     `root` is the generator's own folder: new, or holding only what an earlier call made (OutputError otherwise,
     naming it as `what`), so that no file of the user's is deleted or mixed with generated shards.
@@ -143,6 +167,9 @@ def generate_synthetic(
         "max_frames": max_frames,
         "first_index": first_index,
         "version": 3,
+        "layout": layout.name,
+        "lips": [int(k) for k in lips],
+        "eyes": [int(k) for k in eyes],
     }
     meta = root / META_FILE
     if not meta.exists() or json.loads(meta.read_text()) != params:
@@ -156,6 +183,6 @@ def generate_synthetic(
     for index in range(first_index, first_index + num_clips):
         path = root / f"synth_{index:04d}.npz"
         if not path.exists():
-            write_shard(path, synthetic_clip(index, seed, int(lengths[index])))
+            write_shard(path, synthetic_clip(index, seed, int(lengths[index]), layout, lips, eyes))
         paths.append(path)
     return paths

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from kdtalker.diffusion.denoiser import Denoiser
 from kdtalker.diffusion.mask_drop import MaskDrop
-from kdtalker.diffusion.motion import EXPRESSION, POSE
+from kdtalker.diffusion.motion import EXPRESSION, MOTION_DIM, POSE
 from kdtalker.diffusion.schedulers import NoiseSchedule
 
 
@@ -56,8 +56,9 @@ def diffusion_loss(
     audio_noise: torch.Tensor | None = None,
     mask_drop: MaskDrop | None = None,
     signals: tuple[torch.Tensor, torch.Tensor] | None = None,
+    split: tuple[slice, slice] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """x0 (B, N, 70), ref (B, 70), ori (B, 70), audio (B, N, 512) -> dict(loss, loss_pose, loss_exp).
+    """x0 (B, N, D), ref (B, D), ori (B, D), audio (B, N, 512) -> dict(loss, loss_pose, loss_exp); D = 70 officially.
 
     Draws (in the official order) epsilon, t ~ U{0..T-1}, then one coin per batch: with probability
     `audio_noise_prob` (0.7 in official training, 0 for validation) the context is augmented. `noise`,
@@ -67,6 +68,9 @@ def diffusion_loss(
     A multi-signal model is driven by the window's own motion x0 as its driving motion: `mask_drop` draws per
     sample (after the draws above, so a plain model's streams are unchanged) which signals it keeps; `signals` =
     (audio kept (B,), regions (B, R)) gives them instead. A dropped audio is zero context, after augmentation.
+
+    `split` = the (pose, expression) channels of the two logged terms in the motion's layout (a renderer's
+    `layout.span("yaw", "t"), layout.slice("exp")`); None: the official 70-d layout's.
     """
     b = x0.shape[0]
     if noise is None:
@@ -86,8 +90,18 @@ def diffusion_loss(
         keep_audio, regions = (s.to(x0) for s in signals)
         context = context * keep_audio[:, None, None]
         eps = model(x_t, timesteps, context, ref, ori, driving=x0, regions=regions)
+    pose, expression = split_channels(split, x0.shape[-1])
     return {
         "loss": F.mse_loss(eps, noise),
-        "loss_pose": F.mse_loss(eps[..., POSE], noise[..., POSE]),
-        "loss_exp": F.mse_loss(eps[..., EXPRESSION], noise[..., EXPRESSION]),
+        "loss_pose": F.mse_loss(eps[..., pose], noise[..., pose]),
+        "loss_exp": F.mse_loss(eps[..., expression], noise[..., expression]),
     }
+
+
+def split_channels(split: tuple[slice, slice] | None, dim: int) -> tuple[slice, slice]:
+    """The (pose, expression) channels of the logged loss terms; ValueError when None is given for a non-official D."""
+    if split is not None:
+        return split
+    if dim != MOTION_DIM:  # the official channel split would cut another layout's vector in the wrong places
+        raise ValueError(f"a {dim}-d motion needs its layout's (pose, expression) split for the logged loss terms")
+    return POSE, EXPRESSION

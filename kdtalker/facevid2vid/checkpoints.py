@@ -109,3 +109,20 @@ def load_networks(
         part: _load(builders[part], part, states, name, {**common, **dict(configs[part])}, device, dtype)
         for part in parts
     }
+
+
+def renderer_states(
+    weights: str | os.PathLike, head_pose_weights: str | os.PathLike | None
+) -> dict[str, Mapping[str, Any]]:
+    """The renderer's weight file -> {part: state dict}, the head-pose/expression estimator from `head_pose_weights`
+    when given (some SadTalker releases keep it only in the .pth.tar)."""
+    states = dict(read_states(weights))
+    if head_pose_weights is not None:
+        head = read_states(head_pose_weights)
+        if "he_estimator" not in head:
+            raise CheckpointError(
+                f"{WHAT}: head_pose_weights {head_pose_weights} holds no head-pose/expression "
+                "estimator (`he_estimator.*` keys / `he_estimator` entry); name the file that has it, or null"
+            )
+        states["he_estimator"] = head["he_estimator"]
+    return states

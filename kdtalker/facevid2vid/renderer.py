@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from kdtalker.device import resolve_device, resolve_dtype
-from kdtalker.errors import CheckpointError, ConfigError
-from kdtalker.facevid2vid.checkpoints import load_networks, read_states
+from kdtalker.errors import ConfigError
+from kdtalker.facevid2vid.checkpoints import load_networks, renderer_states
 from kdtalker.facevid2vid.generator import OcclusionAwareSPADEGenerator
 from kdtalker.facevid2vid.head_expression import HeadExpressionEstimator
 from kdtalker.facevid2vid.keypoint_detector import KeypointDetector
@@ -27,6 +27,19 @@ from kdtalker.renderer.layers import fold_all_batchnorms
 from kdtalker.renderer.renderer import Source, image_tensor
 from kdtalker.renderer.spade import SPADEResnetBlock
 from kdtalker.renderer.warping import UpBlock3d
+
+
+@torch.inference_mode()
+def keypoint_info(
+    kp_detector: KeypointDetector, he_estimator: HeadExpressionEstimator, image: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """(B, 3, H, W) in [0, 1] on the networks' device/dtype -> dict(kp canonical (B, 15, 3), yaw, pitch, roll (B, 1)
+    degrees, t (B, 3), exp (B, 15, 3)) in float32: a source's (and, in extraction, every frame's) motion."""
+    out = {k: v.float() for k, v in he_estimator(image).items()}
+    b = image.shape[0]
+    info = {name: headpose_to_degrees(out[name])[:, None] for name in ("yaw", "pitch", "roll")}
+    info.update(t=out["t"], exp=out["exp"].reshape(b, -1, 3), kp=kp_detector(image).float())
+    return info
 
 
 class FaceVid2VidRenderer(nn.Module):
@@ -79,15 +92,7 @@ class FaceVid2VidRenderer(nn.Module):
         """Load SadTalker's safetensors or the re-implementation's .pth.tar (head pose from `head_pose_weights`
         when given: some SadTalker releases keep the estimator only in the .pth.tar)."""
         device, dtype = resolve_device(device), resolve_dtype(dtype)
-        states = dict(read_states(weights))
-        if head_pose_weights is not None:
-            head = read_states(head_pose_weights)
-            if "he_estimator" not in head:
-                raise CheckpointError(
-                    f"Face-vid2vid weights: head_pose_weights {head_pose_weights} holds no head-pose/expression "
-                    "estimator (`he_estimator.*` keys / `he_estimator` entry); name the file that has it, or null"
-                )
-            states["he_estimator"] = head["he_estimator"]
+        states = renderer_states(weights, head_pose_weights)
         # a Mapping of states: load_networks names the part a file lacks
         nets = load_networks(states, configs, ("kp_detector", "he_estimator", "generator"), device, torch.float32)
         renderer = cls(
@@ -112,12 +117,7 @@ class FaceVid2VidRenderer(nn.Module):
     def keypoint_info(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) in [0, 1] -> dict(kp canonical (B, 15, 3), yaw, pitch, roll (B, 1) degrees, t (B, 3),
         exp (B, 15, 3)); keypoint math in float32."""
-        image = image.to(self.device, self.dtype)
-        out = {k: v.float() for k, v in self.he_estimator(image).items()}
-        b = image.shape[0]
-        info = {name: headpose_to_degrees(out[name])[:, None] for name in ("yaw", "pitch", "roll")}
-        info.update(t=out["t"], exp=out["exp"].reshape(b, -1, 3), kp=self.kp_detector(image).float())
-        return info
+        return keypoint_info(self.kp_detector, self.he_estimator, image.to(self.device, self.dtype))
 
     def motion(self, info: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """keypoint_info dict -> motion vectors (B, 51) in the layout's order."""

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdtalker.diffusion.denoiser import Denoiser
-from kdtalker.diffusion.loss import augmented_context
-from kdtalker.diffusion.motion import EXPRESSION, POSE
+from kdtalker.diffusion.loss import augmented_context, split_channels
 from kdtalker.diffusion.schedulers import gaussian_like
 from kdtalker.errors import ConfigError
 from kdtalker.generators.gan import TemporalDiscriminator, discriminator_loss, generator_adversarial_loss
@@ -84,9 +83,10 @@ class GeneratorObjective(nn.Module):
         *,
         audio_noise_prob: float = 0.0,
         generator: torch.Generator | None = None,
+        split: tuple[slice, slice] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """x0 (B, N, 70), ref/ori (B, 70), audio (B, N, 512) -> dict(loss, loss_pose, loss_exp, [kl], [adversarial],
-        fake (B, N, 70): the generated window, for the discriminator's step)."""
+        """x0 (B, N, D), ref/ori (B, D), audio (B, N, 512) -> dict(loss, loss_pose, loss_exp, [kl], [adversarial],
+        fake (B, N, D): the generated window, for the discriminator's step); `split` as diffusion_loss's."""
         context = augmented_context(model, audio, audio_noise_prob, generator)
         out: dict[str, torch.Tensor] = {}
         if self.encoder is not None:
@@ -98,8 +98,9 @@ class GeneratorObjective(nn.Module):
         t = torch.full((x0.shape[0],), self.timestep, dtype=torch.long, device=x0.device)
         fake = model(z, t, context, ref, ori)
         w = self.weights
-        out["loss_pose"] = F.mse_loss(fake[..., POSE], x0[..., POSE])
-        out["loss_exp"] = F.mse_loss(fake[..., EXPRESSION], x0[..., EXPRESSION])
+        pose, expression = split_channels(split, x0.shape[-1])
+        out["loss_pose"] = F.mse_loss(fake[..., pose], x0[..., pose])
+        out["loss_exp"] = F.mse_loss(fake[..., expression], x0[..., expression])
         reconstruction = F.mse_loss(fake, x0)
         loss = w["reconstruction"] * reconstruction
         if "kl" in out:

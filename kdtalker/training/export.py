@@ -28,6 +28,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from kdtalker.data.layouts import layout_named
 from kdtalker.data.prepare import prepare_data
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict, official_layout, write_checkpoint
 from kdtalker.diffusion.motion import MotionNorm
@@ -132,7 +133,8 @@ def run_norm(run_cfg: DictConfig, source: str = RUN_CONFIG_FILE) -> Path:
             f"the run's norm statistics (data config of {source}; paths are relative to the folder train.py ran in): "
             f"{exc}"
         ) from None
-    MotionNorm.load(norm)  # CheckpointError naming the file when it is not a norm.npz
+    # CheckpointError naming the file when it is not a norm.npz of the run's layout (older runs: LivePortrait's)
+    MotionNorm.load(norm, layout_named(data.get("layout", "liveportrait"), f"{source}: data.layout"))
     return norm
 
 

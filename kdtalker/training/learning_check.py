@@ -1,6 +1,7 @@
 """Learning checks: a small denoiser trained on synthetic data must follow held-out signals, not another clip's.
 
-check=lips: the audio-driven model's sampled lips follow the held-out audio.
+check=lips: the audio-driven model's sampled lips follow the held-out audio (check=facevid2vid: the same in
+Face-vid2vid's 51-d layout, its synthetic "lip" keypoints those data.lip_keypoints picks).
 check=multisignal: the multi-signal model's lips follow the audio and its head pose (yaw, pitch, roll) the driving
 motion, with both signals, either alone, and (as the control) with both taken from other clips.
 """
@@ -16,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdtalker.data.dataset import MotionWindows, NormalisedClip
+from kdtalker.data.layouts import layout_named
 from kdtalker.data.prepare import prepare_data
 from kdtalker.diffusion.motion import ANGLES, LIP_KEYPOINTS, MotionNorm, expression_channels
 from kdtalker.diffusion.multisignal import SIGNAL_REGIONS, region_mask
@@ -91,13 +93,15 @@ def learning_check(cfg: DictConfig) -> LearningCheck:
         raise ConfigError(f"check.kind={kind!r} is not one of {KINDS}")
     result = train(cfg)
     files = prepare_data(cfg.data, build=False)
-    val = MotionWindows(files.val, MotionNorm.load(files.norm), int(cfg.data.window), 1, int(cfg.seed), train=False)
+    layout = layout_named(cfg.data.layout, "data.layout")
+    norm = MotionNorm.load(files.norm, layout)
+    val = MotionWindows(files.val, norm, int(cfg.data.window), 1, int(cfg.seed), train=False)
     clips = val.clips[: int(cfg.check.clips)]
     device = next(result.model.parameters()).device
     scheduler = instantiate(cfg.diffusion)
     args = (int(cfg.check.frames), int(cfg.check.steps), device)
     if kind == "lips":
-        lips = expression_channels(tuple(cfg.data.lip_keypoints))
+        lips = layout.expression_channels(tuple(cfg.data.lip_keypoints))
         values = sampled_lip_correlation(result.model, scheduler, clips, lips, *args, seed=int(cfg.seed))
     else:
         if "motion" not in result.model.signals:

@@ -19,16 +19,18 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from kdtalker.data.dataset import MotionWindows
+from kdtalker.data.layouts import layout_named
 from kdtalker.data.prepare import prepare_data
 from kdtalker.diffusion.checkpoint import kdtalker_state_dict
 from kdtalker.diffusion.loss import diffusion_loss
 from kdtalker.diffusion.mask_drop import MaskDrop
-from kdtalker.diffusion.motion import MotionNorm, expression_channels
+from kdtalker.diffusion.motion import MotionNorm
 from kdtalker.diffusion.schedulers import OneStepSampler
 from kdtalker.distributed import DistInfo, cleanup_distributed, setup_distributed
 from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError
 from kdtalker.fileio import atomic_path
 from kdtalker.generators import GeneratorObjective
+from kdtalker.motion_layout import MotionLayout
 from kdtalker.training.checkpoint import (
     checkpoint_path,
     checkpoints_newest_first,
@@ -145,6 +147,7 @@ class _Data:
     sampler: ResumableSampler
     local_batch: int  # windows per process and step
     steps_per_epoch: int
+    layout: MotionLayout  # the shards' motion layout (data.layout): the model's motion_dim, the logged loss split
 
 
 @dataclass
@@ -192,6 +195,12 @@ def _set_up(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.devic
 
     # Model, optimiser, schedule, EMA.
     model = instantiate(cfg.model).to(device)
+    layout = data.layout
+    if getattr(model, "motion_dim", layout.dim) != layout.dim:
+        raise ConfigError(
+            f"model.motion_dim={model.motion_dim} but data.layout={layout.name} has {layout.dim} channels; "
+            f"set model.motion_dim={layout.dim} (experiment=table5_facevid2vid does for Face-vid2vid)"
+        )
     window = int(cfg.data.window)
     if getattr(model, "window", window) != window:
         raise ConfigError(f"data.window={window} but model.window={model.window}; they must match")
@@ -200,6 +209,10 @@ def _set_up(cfg: DictConfig, tc: DictConfig, info: DistInfo, device: torch.devic
         load_model_state(model, ckpt, str(tc.init_from))
     # a multi-signal model learns its single-signal and unconditional modes from mask-drop
     mask_drop = MaskDrop(**tc.mask_drop) if "motion" in getattr(model, "signals", ()) else None
+    if mask_drop is not None and layout.name != "liveportrait":
+        raise ConfigError(
+            f"the multi-signal model drives LivePortrait's keypoint regions; data.layout={layout.name} has none"
+        )
     scheduler = instantiate(cfg.diffusion)
     objective, disc_optimizer = _generator_objective(cfg, model, scheduler, info, device)
     optimizer = build_optimizer(
@@ -272,7 +285,8 @@ def _training_data(cfg: DictConfig, tc: DictConfig, info: DistInfo, seed: int) -
     if info.is_main:
         for line in files.notes:  # how many clips data.select kept
             tqdm.write(line)
-    norm = MotionNorm.load(files.norm)
+    layout = layout_named(cfg.data.layout, "data.layout")
+    norm = MotionNorm.load(files.norm, layout)
     window = int(cfg.data.window)
     train_set = MotionWindows(files.train, norm, window, int(cfg.data.samples_per_clip), seed, train=True)
     val_set = MotionWindows(files.val, norm, window, 1, seed, train=False) if files.val else None
@@ -287,7 +301,7 @@ def _training_data(cfg: DictConfig, tc: DictConfig, info: DistInfo, seed: int) -
             f"{len(train_set)} training windows per epoch are fewer than train.batch_size={tc.batch_size}; "
             "add clips, raise data.samples_per_clip or lower the batch size"
         )
-    return _Data(train_set, val_set, sampler, local_batch, steps_per_epoch)
+    return _Data(train_set, val_set, sampler, local_batch, steps_per_epoch, layout)
 
 
 def _resume(run: _Run, path: Path, ckpt: dict[str, Any]) -> None:
@@ -373,7 +387,16 @@ def _step(run: _Run, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor |
     """One optimisation step on a batch -> its values on the device (loss terms, grad_norm) and the lr it used."""
     tc, objective = run.tc, run.objective
     with _autocast(run.device, run.amp_dtype):
-        out = _loss(run.net, run.scheduler, objective, batch, float(tc.audio_noise_prob), run.generator, run.mask_drop)
+        out = _loss(
+            run.net,
+            run.scheduler,
+            objective,
+            batch,
+            float(tc.audio_noise_prob),
+            run.generator,
+            run.mask_drop,
+            _split(run.data.layout),
+        )
     fake = out.pop("fake", None)
     loss = out["loss"]
     run.optimizer.zero_grad(set_to_none=True)
@@ -469,11 +492,11 @@ def _validate(run: _Run) -> dict[str, float]:
     val_set = run.data.val_set
     metrics: dict[str, float] = {}
     if run.info.is_main and val_set is not None:
-        lips = expression_channels(tuple(run.cfg.data.lip_keypoints))
+        lips = run.data.layout.expression_channels(tuple(run.cfg.data.lip_keypoints))
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _autocast(device, run.amp_dtype):
             losses = validation_loss(
                 model,
-                lambda b, g: _loss(model, run.scheduler, run.objective, b, 0.0, g, None),
+                lambda b, g: _loss(model, run.scheduler, run.objective, b, 0.0, g, None, _split(run.data.layout)),
                 val_set,
                 int(tc.val_batch_size),
                 device,
@@ -508,14 +531,21 @@ def _loss(
     audio_noise_prob: float,
     generator: torch.Generator,
     mask_drop: MaskDrop | None,
+    split: tuple[slice, slice],
 ) -> dict[str, torch.Tensor]:
-    """The training loss of one batch: the diffusion loss, or a Table 4 generator's objective."""
+    """The training loss of one batch: the diffusion loss, or a Table 4 generator's objective (`split`: the layout's
+    pose and expression channels, for the logged terms)."""
     args = (batch["x0"], batch["ref"], batch["ori"], batch["audio"])
     if objective is not None:
-        return objective.loss(net, *args, audio_noise_prob=audio_noise_prob, generator=generator)
+        return objective.loss(net, *args, audio_noise_prob=audio_noise_prob, generator=generator, split=split)
     return diffusion_loss(
-        net, scheduler, *args, audio_noise_prob=audio_noise_prob, generator=generator, mask_drop=mask_drop
+        net, scheduler, *args, audio_noise_prob=audio_noise_prob, generator=generator, mask_drop=mask_drop, split=split
     )
+
+
+def _split(layout: MotionLayout) -> tuple[slice, slice]:
+    """The layout's head pose (angles and translation) and expression channels."""
+    return layout.span("yaw", "t"), layout.slice("exp")
 
 
 def _generator_objective(

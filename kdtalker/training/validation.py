@@ -58,10 +58,10 @@ def sample_clip(
     driving: np.ndarray | None = None,
     regions: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Sample `frames` normalised motion frames (frames, 70) after frame 0 of `clip`, by `audio` (frames, 512)
-    and/or (a multi-signal model) the normalised `driving` motion (frames, 70) through `regions` (R,)."""
+    """Sample `frames` normalised motion frames (frames, D) after frame 0 of `clip`, by `audio` (frames, 512)
+    and/or (a multi-signal model) the normalised `driving` motion (frames, D) through `regions` (R,)."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    ori = np.concatenate([np.zeros(7, np.float32), clip.kp[0]])
+    ori = clip.canonical(0)
     out = sample_motion(
         model,
         scheduler,
