@@ -59,6 +59,8 @@ class RecordingRenderer:
             "kp": 0.1 * torch.randn(1, 21, 3, generator=g),
         }
 
+    frame_scale = 2  # 512 px frames from the 256 px crop, as LivePortrait's
+
     def encode_source(self, rgb):
         assert rgb.shape == (256, 256, 3)
         info = {k: v.clone() for k, v in self.info.items()}
