@@ -110,12 +110,14 @@ def test_inference_writes_a_facevid2vid_video(facevid2vid_checkpoints, tmp_path)
         f"output={output}",
         "steps=2",
         "device=cpu",
+        "paste_back=true",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     info = probe_video(output)
-    # 2 frames of the renderer's own 256 px (LivePortrait's are 512), with the speech as sound
-    assert (info["frames"], info["width"], info["height"]) == (2, 256, 256)
+    # 2 frames, the renderer's 256 px frames pasted back into the 512 x 512 portrait, with the speech as sound (the
+    # 256 px frames themselves: tests/test_eval_e2e.py::test_table5_rows_run_each_renderer)
+    assert (info["frames"], info["width"], info["height"]) == (2, 512, 512)
     assert (info["video_codec"], info["audio_codec"]) == ("h264", "aac")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 

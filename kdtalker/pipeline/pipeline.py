@@ -7,9 +7,10 @@
                                  -> driving keypoints (absolute | relative) [-> stitching]        compose.py
                                  -> render in batches -> [paste back] -> ffmpeg (H.264 + AAC)     frames.py, video.py
 
-Memory is flat in the audio length: only the (T, 70) motion and the (T, 21, 3) keypoints exist for the whole
-clip; frames are rendered `batch_size` at a time and handed to ffmpeg as they come. The per-run inputs are one
-`Request` (request.py), checked before any work; dubbing a source video is dubbing.py.
+Memory is flat in the audio length: only the (T, 70) motion and the (T, 21, 3) keypoints (Face-vid2vid: (T, 51) and
+(T, 15, 3), and 256 px frames; `layout`) exist for the whole clip; frames are rendered `batch_size` at a time and
+handed to ffmpeg as they come. The per-run inputs are one `Request` (request.py), checked before any work; dubbing a
+source video is dubbing.py.
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ class TalkingHeadPipeline:
         )
 
     def motion(self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, **controls: Any) -> torch.Tensor:
-        """Portrait + speech -> the motion `generate` renders, (T, 70) float32 raw [scale, yaw, pitch, roll, t(3),
-        exp(63)] after smoothing and the controls, without rendering (what a live session gives, `live`)."""
+        """Portrait + speech -> the motion `generate` renders, (T, dim) float32 raw in the renderer's layout
+        (LivePortrait (T, 70) [scale, yaw, pitch, roll, t(3), exp(63)]; Face-vid2vid (T, 51)) after smoothing and the
+        controls, without rendering (what a live session gives, `live`)."""
         ctl = self.controls.updated(controls, self.device)
         request = Request(ctl, source_image, driven_audio, streamed=True).validate().check_layout(self.layout)
         self._begin_run()
