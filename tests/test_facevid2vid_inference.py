@@ -167,3 +167,14 @@ def test_hub_names_where_the_facevid2vid_weights_come_from(facevid2vid_checkpoin
     assert fetch_missing(facevid2vid_checkpoints, layout=FACEVID2VID_LAYOUT, renderer_weights=weights) == []
     with pytest.raises(CheckpointError, match="OpenTalker/SadTalker.*not on the KDTalker Hub"):
         fetch_missing(tmp_path, layout=FACEVID2VID_LAYOUT, renderer_weights=tmp_path / FACEVID2VID_WEIGHTS)
+
+
+def test_a_facevid2vid_pipeline_refuses_live_sessions(facevid2vid_checkpoints):
+    from kdtalker.pipeline import TalkingHeadPipeline
+
+    cfg = inference_config(*RENDERER_OVERRIDES, checkpoint_dir=str(facevid2vid_checkpoints), device="cpu")
+    pipe = TalkingHeadPipeline.from_config(cfg)
+    assert pipe.layout == FACEVID2VID_LAYOUT and pipe.models is None
+    with pytest.raises(ConfigError, match="a live session composes LivePortrait's motion; renderer=facevid2vid"):
+        pipe.live(EXAMPLE)
+    assert pipe.models is None  # refused before any model was loaded
