@@ -19,16 +19,22 @@ INPUTS = ("source_image", "driven_audio", "motion_file", "driving_video", "pose_
 def main(cfg) -> None:
     """Build the pipeline from the config and write the video."""
     from kdtalker.pipeline import TalkingHeadPipeline
-    from kdtalker.pipeline.build import controls_from_config
+    from kdtalker.pipeline.build import controls_from_config, renderer_layout
     from kdtalker.pipeline.hub import fetch_missing
     from kdtalker.pipeline.request import Request
 
     # the whole run's inputs are checked before any weight is read or downloaded
     controls = controls_from_config(cfg)
     inputs = {key: cfg[key] for key in INPUTS}
-    Request(controls, **inputs, output=cfg.output, save_motion=cfg.save_motion).validate()
+    layout = renderer_layout(cfg.renderer)
+    Request(controls, **inputs, output=cfg.output, save_motion=cfg.save_motion).validate().check_layout(layout)
     fetch_missing(
-        cfg.checkpoint_dir, download=cfg.download, norm_copy=SHIPPED_NORM, crop_models=controls.crop.uses_crop_models
+        cfg.checkpoint_dir,
+        download=cfg.download,
+        norm_copy=SHIPPED_NORM,
+        crop_models=controls.crop.uses_crop_models,
+        layout=layout,
+        renderer_weights=cfg.renderer.get("weights"),
     )
     pipeline = TalkingHeadPipeline.from_config(cfg)
     output = pipeline.generate(output=cfg.output, save_motion=cfg.save_motion, **inputs)

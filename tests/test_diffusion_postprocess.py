@@ -11,6 +11,7 @@ from kdtalker.diffusion.smoothing import kalman_smooth, smooth_motion
 from kdtalker.errors import ConfigError
 from kdtalker.pipeline.compose import driving_keypoints
 from kdtalker.renderer.keypoints import transform_keypoints
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 OFFICIAL = (0.05, 0.001)  # the official pykalman settings (transition, observation covariance): inference.yaml's kalman
 
@@ -101,7 +102,7 @@ def test_streaming_smoother_equals_the_whole_clip_smoother(strength):
 
     rs = np.random.RandomState(int(strength * 10))
     motion = (0.1 * rs.standard_normal((263, 70)).cumsum(0)).astype(np.float32)
-    smoother = StreamingSmoother(0.05, 0.001 * strength, enabled=strength > 0)
+    smoother = StreamingSmoother(0.05, 0.001 * strength, enabled=strength > 0, layout=LIVEPORTRAIT_LAYOUT)
     pieces, start = [], 0
     for size in (1, 64, 3, 64, 0, 100, 31):
         pieces.append(smoother.push(motion[start : start + size]))

@@ -27,6 +27,7 @@ from kdtalker.config import CONFIG_DIR
 from kdtalker.eval.fid import FIDInceptionV3
 from kdtalker.eval.hopenet import Hopenet
 from kdtalker.eval.protocol import run_evaluation
+from kdtalker.media import video_size
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.video import VideoWriter
 
@@ -185,3 +186,45 @@ def test_protocol_generates_scores_caches_and_prints_tables(setup, tmp_path, cap
     # second run: everything from the cache, nothing generated
     made.clear()
     assert run_evaluation(cfg, factory) == text and made == []
+
+
+def test_table5_rows_run_each_renderer(setup, tmp_path, tmp_path_factory):
+    """Table 5 as configured: the F.V. row through the real pipeline with renderer=facevid2vid (its checkpoint folder
+    and renderer file replaced by the tiny Face-vid2vid fixture folder), the L.P. row (Table 1's) by the stand-in."""
+    from test_facevid2vid_inference import RENDERER_OVERRIDES, write_facevid2vid_checkpoints
+
+    from kdtalker.eval.protocol import build_pipeline
+    from kdtalker.pipeline.weights import FACEVID2VID_WEIGHTS
+
+    folder = write_facevid2vid_checkpoints(tmp_path_factory.mktemp("table5_facevid2vid"))
+    fixture = {"checkpoint_dir": str(folder), "renderer.weights": str(folder / FACEVID2VID_WEIGHTS)}
+    built = []
+
+    def factory(overrides):
+        built.append(list(overrides))
+        if "renderer=facevid2vid" not in overrides:
+            return _StandInPipeline(overrides)
+        # the row's own overrides, with the configured folders pointed at the fixture's
+        row = [f"{k}={fixture[k]}" if k in fixture else f"{k}={v}" for k, v in (o.split("=", 1) for o in overrides)]
+        return build_pipeline([*row, *RENDERER_OVERRIDES[1:], "steps=2", "device=cpu"])
+
+    cfg = OmegaConf.load(CONFIG_DIR / "evaluate.yaml")
+    cfg.merge_with_dotlist(_overrides(setup, tmp_path / "out") + ["seconds=0.12", "max_videos=1", "metrics=[cpbd,fps]"])
+    cfg.tables = [t for t in cfg.tables if t.name == "table5"]
+    text = run_evaluation(cfg, factory)
+    assert built == [
+        [
+            "renderer=facevid2vid",
+            "checkpoint_dir=checkpoints/table5_facevid2vid",
+            "renderer.weights=checkpoints/facevid2vid/SadTalker_V0.0.2_256.safetensors",
+        ],
+        [],
+    ]
+    assert "**Table 5: ablation of face render**" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| F.V.", "| L.P. (Ours)"))]
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    # LSE-C/D, diversity, FID and CSIM not requested; CPBD and FPS scored for both renderers
+    assert len(rows) == 2 and all(c.count("-") == 5 and c[5] != "-" and c[7] != "-" for c in cells), rows
+    clip = tmp_path / "out" / "generated" / "table5_facevid2vid" / "clip0.mp4"
+    assert video_size(clip) == (256, 256)  # Face-vid2vid's own 256 px frames
+    assert json.loads(clip.with_suffix(".fps.json").read_text())["frames"] == 3

@@ -83,12 +83,3 @@ def test_head_pose_from_a_second_file(facevid2vid_files, facevid2vid_states, tmp
     with pytest.raises(Exception) as caught:
         instantiate(renderer_config(facevid2vid_files["safetensors"], head_pose_weights=str(other)), _convert_="all")
     assert isinstance(caught.value.__cause__, CheckpointError) and "head_pose_weights" in str(caught.value.__cause__)
-
-
-def test_inference_refuses_it_until_the_pipeline_composes_its_motion():
-    from kdtalker.errors import ConfigError
-    from kdtalker.pipeline.build import inference_config, pipeline_arguments
-
-    assert pipeline_arguments(inference_config("renderer=liveportrait"))[0]["renderer_factory"] is not None
-    with pytest.raises(ConfigError, match="renderer=facevid2vid is not wired into inference yet.*51-d motion"):
-        pipeline_arguments(inference_config("renderer=facevid2vid"))

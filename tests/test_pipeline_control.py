@@ -22,6 +22,7 @@ from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.motion import motions_of, source_motion
 from kdtalker.pipeline.request import Request
 from kdtalker.renderer.keypoints import rotation_angles, rotation_matrix
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 
 class KeypointRenderer(RecordingRenderer):
@@ -68,7 +69,7 @@ def video_motion(pipe, path, frames: int):
     renderer = pipe.models.renderer
     decoded = read_video(path, fps=25)
     crops = [pipe.crop(f).image for f in decoded]
-    raw = motions_of(renderer.keypoint_info(torch.cat([renderer.prepare_image(c) for c in crops])))
+    raw = motions_of(renderer.keypoint_info(torch.cat([renderer.prepare_image(c) for c in crops])), LIVEPORTRAIT_LAYOUT)
     return raw[torch.from_numpy(ping_pong(len(raw), frames))]
 
 
@@ -79,7 +80,7 @@ def saved(tmp_path):
 
 def source_raw(pipe):
     renderer = pipe.models.renderer
-    return source_motion(renderer.encode_source(pipe.crop(load_image(EXAMPLE)).image).info)
+    return source_motion(renderer.encode_source(pipe.crop(load_image(EXAMPLE)).image).info, LIVEPORTRAIT_LAYOUT)
 
 
 def lip_columns(points):
@@ -235,7 +236,9 @@ def test_dubbing_a_source_video(controlled, tmp_path):
     motion = saved(tmp_path)
     renderer = controlled.models.renderer
     crops = [controlled.crop(f).image for f in read_video(video, fps=25)]
-    own = torch.stack([source_motion(renderer.encode_source(c).info) for c in crops])  # each frame's own motion
+    own = torch.stack(
+        [source_motion(renderer.encode_source(c).info, LIVEPORTRAIT_LAYOUT) for c in crops]
+    )  # each frame's own motion
     own = own[torch.from_numpy(ping_pong(len(own), 25))]
     lips = lip_columns(LIPS)
     others = [c for c in range(70) if c not in lips]

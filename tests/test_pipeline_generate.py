@@ -35,6 +35,7 @@ from kdtalker.pipeline.face_onnx import InsightFaceCrop
 from kdtalker.pipeline.models import Models
 from kdtalker.pipeline.motion import source_motion
 from kdtalker.renderer import AppearanceFeatureExtractor, MotionExtractor, Source, SPADEDecoder, WarpingNetwork
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "astronaut.png"
@@ -58,6 +59,8 @@ class RecordingRenderer:
             "scale": torch.tensor([[1.5]]),
             "kp": 0.1 * torch.randn(1, 21, 3, generator=g),
         }
+
+    frame_scale = 2  # 512 px frames from the 256 px crop, as LivePortrait's
 
     def encode_source(self, rgb):
         assert rgb.shape == (256, 256, 3)
@@ -134,7 +137,7 @@ def test_paste_back_gives_the_source_size(pipeline, tmp_path):
 def test_sampling_controls(pipeline):
     features = torch.randn(40, 512, generator=torch.Generator().manual_seed(1))
     info = pipeline.models.renderer.info
-    raw = source_motion(info)
+    raw = source_motion(info, LIVEPORTRAIT_LAYOUT)
     ctl = pipeline.controls
     base = pipeline.motion_maker.sample(info, features, ctl)
     assert base.shape == (40, 70) and base.dtype == torch.float32
@@ -423,7 +426,7 @@ def test_stream_gives_the_frames_generate_writes(pipeline, tmp_path, monkeypatch
     ].float()
     want = raw.numpy() if ctl.smoothing == 0 else smooth_motion(raw.numpy(), 0.05, 0.001 * ctl.smoothing)
     want = torch.from_numpy(want)
-    src = source_motion(info)
+    src = source_motion(info, LIVEPORTRAIT_LAYOUT)
     if ctl.head_motion_scale != 1:
         want[:, POSE] = src[POSE] + ctl.head_motion_scale * (want[:, POSE] - src[POSE])
     torch.testing.assert_close(torch.cat(pieces), want, rtol=0, atol=0)
@@ -432,7 +435,7 @@ def test_stream_gives_the_frames_generate_writes(pipeline, tmp_path, monkeypatch
 def _windows(pipeline, info, features, ctl):
     models = pipeline.models
     norm = models.norm
-    raw = source_motion(info)
+    raw = source_motion(info, LIVEPORTRAIT_LAYOUT)
     ori = norm.canonical_token(info["kp"].reshape(63).float())
     generator = torch.Generator().manual_seed(int(ctl.seed))
     return motion_windows(

@@ -15,6 +15,7 @@ from kdtalker.media import probe_video
 from kdtalker.pipeline.build import default_controls
 from kdtalker.pipeline.keyframes import LOOP, Keyframe, keyframes_of
 from kdtalker.pipeline.motion import source_motion
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 
 def test_generate_passes_hop_to_the_sampler(pipeline, tmp_path, monkeypatch):  # noqa: F811
@@ -59,7 +60,7 @@ def test_a_bad_hop_is_one_config_error(pipeline, tmp_path, bad):  # noqa: F811
 def test_loop_keyframes_hold_the_source_pose_at_both_ends(pipeline):  # noqa: F811
     features = torch.randn(70, 512, generator=torch.Generator().manual_seed(2))
     info, ctl = pipeline.models.renderer.info, pipeline.controls
-    raw = source_motion(info)
+    raw = source_motion(info, LIVEPORTRAIT_LAYOUT)
     free = pipeline.motion_maker.sample(info, features, ctl)
     for hop in (64, 16):
         for smoothing in (1.0, 0.0):

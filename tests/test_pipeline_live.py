@@ -32,6 +32,7 @@ from kdtalker.media import probe_video
 from kdtalker.pipeline import TalkingHeadPipeline
 from kdtalker.pipeline.live_run import pcm_chunks
 from kdtalker.pipeline.models import Models
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,7 +138,9 @@ def test_frames_come_a_hop_and_the_lags_after_their_audio(pipeline):  # noqa: F8
     _linear_audio(pipeline)  # when frames come does not depend on the features' values
     session = pipeline.live(EXAMPLE, render=False)
     wav = np.random.RandomState(0).uniform(-0.3, 0.3, 640 * 84).astype(np.float32)
-    lag = StreamingSmoother(0.05, 0.001, enabled=True).lag  # the official Kalman settings (inference.yaml)
+    lag = StreamingSmoother(
+        0.05, 0.001, enabled=True, layout=LIVEPORTRAIT_LAYOUT
+    ).lag  # the official Kalman settings (inference.yaml)
     assert lag == 11
     worst = 0
     for i in range(84):  # the first window, and two more

@@ -33,6 +33,7 @@ from kdtalker.pipeline.silence import (
     pause_weights,
     quiet_lips,
 )
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 OTHER = [c for c in range(70) if c not in LIP_CHANNELS]
 
@@ -188,7 +189,7 @@ def test_generate_eases_the_lips_in_pauses_and_keeps_the_rest(pipeline, tmp_path
     )
     assert probe_video(out)["frames"] == 75
     a, b = np.load(plain)["motion"], np.load(quiet)["motion"]
-    source = source_motion(pipeline.models.renderer.info).numpy()
+    source = source_motion(pipeline.models.renderer.info, LIVEPORTRAIT_LAYOUT).numpy()
     wav, _ = read_speech(audio, 25)
     w = pause_weights(speech_frames(wav, 25, "webrtc", 0.5, 2), 5, 5)  # the YAML's 0.2 s and 0.2 s at 25 fps
     assert (w == 0).sum() >= 15 and (w[30:52] < 1).all()  # the 1.2 s pause (frames 25..54) is found

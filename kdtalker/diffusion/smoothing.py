@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdtalker.diffusion.motion import EXPRESSION, MOTION_DIM, POSE
+from kdtalker.diffusion.motion import EXPRESSION, POSE
+from kdtalker.motion_layout import MotionLayout
 
 SMOOTHED_CHANNELS = slice(POSE.start, EXPRESSION.stop)  # pose and expression; the scale is left as sampled
 
@@ -71,15 +72,17 @@ def _smoothing_lag(transition_cov: float, observation_cov: float, tolerance: flo
 
 
 class StreamingSmoother:
-    """`smooth_motion` over a clip that arrives in pieces: push (n, 70) rows, get the rows that are final.
+    """`smooth_motion` over a clip that arrives in pieces: push (n, dim) rows of `layout`, get the rows that are final.
 
     A fixed-lag RTS smoother: row t is given out once row t + lag has arrived, where `lag` is chosen so that later
     rows change it by less than 1e-18 of their size (far below float32), so the output equals `smooth_motion` of
     the whole clip. With the official settings the lag is 11 frames. strength 0 = no smoothing.
     """
 
-    def __init__(self, transition_cov: float, observation_cov: float, enabled: bool):
+    def __init__(self, transition_cov: float, observation_cov: float, enabled: bool, layout: MotionLayout):
         self.q, self.r, self.enabled = float(transition_cov), float(observation_cov), enabled
+        # the renderer's smoothed parts (LivePortrait: all but the scale, as the official code)
+        self.channels, self.dim = layout.channels(layout.smoothed), layout.dim
         self.lag = _smoothing_lag(self.q, self.r) if enabled else 0
         # Rows from _first on (absolute index _first + position): the rows not given out yet, plus the last one given
         # out (the forward filter continues from it), so memory stays bounded by the lag however long the clip.
@@ -97,11 +100,11 @@ class StreamingSmoother:
         return len(self._raw)
 
     def push(self, motion: np.ndarray) -> np.ndarray:
-        """Denormalised motion rows (n, 70) -> the (m, 70) float32 rows that no later row can change (m may be 0)."""
+        """Denormalised motion rows (n, dim) -> the (m, dim) float32 rows that no later row can change (m may be 0)."""
         for row in np.asarray(motion, dtype=np.float32):
             self._raw.append(row)
             if self.enabled:
-                self._filter(row[SMOOTHED_CHANNELS].astype(np.float64))
+                self._filter(row[self.channels].astype(np.float64))
         return self._emit(self._first + len(self._raw) - self.lag)
 
     def finish(self) -> np.ndarray:
@@ -122,7 +125,7 @@ class StreamingSmoother:
     def _emit(self, stop: int) -> np.ndarray:
         start = self._emitted
         if stop <= start:
-            return np.empty((0, MOTION_DIM), np.float32)
+            return np.empty((0, self.dim), np.float32)
         base = self._first  # list position p holds row base + p
         out = np.stack(self._raw[start - base : stop - base])
         if self.enabled:
@@ -135,7 +138,7 @@ class StreamingSmoother:
                 smooth[t - start] = self._filt_mean[t - base] + back_gain * (
                     smooth[t + 1 - start] - self._pred_mean[t + 1 - base]
                 )
-            out[:, SMOOTHED_CHANNELS] = smooth[: stop - start]
+            out[:, self.channels] = smooth[: stop - start]
         self._emitted = stop
         # forget the rows given out, but the last one: the forward filter of the next row starts from it
         drop = max(0, stop - 1 - base)

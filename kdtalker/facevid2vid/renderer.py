@@ -46,6 +46,7 @@ class FaceVid2VidRenderer(nn.Module):
     """Keypoint detector, head-pose/expression estimator and generator behind the renderer API (inference_mode)."""
 
     layout = FACEVID2VID_LAYOUT
+    frame_scale = 1  # frames at the source crop's size (256 px for the released weights)
 
     def __init__(
         self,

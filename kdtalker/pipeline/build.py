@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kdtalker.config import compose_config, config_error, typed_config
 from kdtalker.diffusion import Guidance
 from kdtalker.errors import ConfigError, KDTalkerError
+from kdtalker.motion_layout import MotionLayout
 from kdtalker.pipeline.config import InferenceConfig
 from kdtalker.pipeline.control import Control
 from kdtalker.pipeline.controls import Controls
@@ -67,12 +68,15 @@ def pipeline_arguments(cfg: Any) -> tuple[dict[str, Any], str | None]:
     """Inference config -> TalkingHeadPipeline's keyword arguments, and a note when model.yaml changed the config.
 
     renderer and audio: their `_target_` with all their keys (built when the models load, on the pipeline's
-    device); model: its `_target_` class loaded from KDTalker.pth with the other keys; diffusion: the sampler.
+    device); model: its `_target_` class loaded from KDTalker.pth with the other keys; diffusion: the sampler;
+    layout: the renderer's motion layout, whose size the model's motion_dim must be.
     """
     cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
     cfg, note = _with_exported_model(cfg)
     model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     model_class = _built(model_kwargs.pop("_target_"), "model", get_class)
+    layout = renderer_layout(cfg.renderer)
+    check_motion_dim(model_kwargs.get("motion_dim"), layout, cfg.checkpoint_dir)
     arguments = dict(
         checkpoint_dir=cfg.checkpoint_dir,
         device=cfg.device,
@@ -83,7 +87,8 @@ def pipeline_arguments(cfg: Any) -> tuple[dict[str, Any], str | None]:
         scheduler=_built(cfg.diffusion, "diffusion"),
         model_class=model_class,
         model_kwargs=model_kwargs,
-        renderer_factory=_built(_composable_renderer(cfg.renderer), "renderer", partial=True),
+        renderer_factory=_built(cfg.renderer, "renderer", partial=True),
+        layout=layout,
         audio_factory=_built(cfg.audio, "audio", partial=True),
         overlap=cfg.overlap,
         live_controls=OmegaConf.to_container(cfg.live, resolve=True),
@@ -91,21 +96,24 @@ def pipeline_arguments(cfg: Any) -> tuple[dict[str, Any], str | None]:
     return arguments, note
 
 
-def _composable_renderer(node: Any) -> Any:
-    """The renderer group, when the pipeline can compose its motion: the pipeline composes LivePortrait's (T, 70)
-    motion; a renderer whose class names another layout (Face-vid2vid, Table 5) is refused with one ConfigError."""
+def renderer_layout(node: Any) -> MotionLayout:
+    """The motion layout of the renderer group's class (its `layout`; LivePortrait's for a renderer without one)."""
     try:
         factory = get_method(str(node.get("_target_")))
     except Exception:  # noqa: BLE001 - a wrong target is reported by _built, with the group's name
-        return node
-    layout = getattr(getattr(factory, "__self__", factory), "layout", None)
-    if layout is not None and layout != LIVEPORTRAIT_LAYOUT:
-        raise ConfigError(
-            f"renderer={layout.name} is not wired into inference yet: the pipeline composes LivePortrait's "
-            f"{LIVEPORTRAIT_LAYOUT.dim}-d motion and this renderer takes {layout.dim}-d motion; use "
-            "renderer=liveportrait (the Face-vid2vid renderer itself: README, 'Face-vid2vid renderer')"
-        )
-    return node
+        return LIVEPORTRAIT_LAYOUT
+    return getattr(getattr(factory, "__self__", factory), "layout", None) or LIVEPORTRAIT_LAYOUT
+
+
+def check_motion_dim(motion_dim: Any, layout: MotionLayout, checkpoint_dir: Any) -> None:
+    """ConfigError unless the model's motion_dim is the renderer layout's size (the denoiser predicts its motion)."""
+    if motion_dim == layout.dim:
+        return
+    raise ConfigError(
+        f"model.motion_dim={motion_dim} does not fit renderer={layout.name}, whose motion is {layout.dim}-d: use the "
+        f"checkpoint_dir of a model trained for this renderer (its {MODEL_CONFIG_FILE} says motion_dim: {layout.dim}; "
+        f"{checkpoint_dir} has none that does) or the other renderer"
+    )
 
 
 def _built(node: Any, group: str, build: Callable[..., Any] = instantiate, partial: bool = False) -> Any:

@@ -3,18 +3,22 @@
 x_d = s (x_c R + delta) + t with t_z = 0 (LivePortrait's transform), x_c the source's canonical keypoints.
 absolute (official default): s = source scale (the predicted scale is ignored), R, delta, t = predicted frame.
 relative: R = R_i R_0^T R_src, delta = delta_src + (delta_i - delta_0), s = s_src s_i / s_0, t = t_src + (t_i - t_0).
+Another renderer (Face-vid2vid, Table 5) composes its own layout's motion (`renderer_keypoints`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from kdtalker.diffusion.motion import unpack_motion
 from kdtalker.errors import ConfigError
+from kdtalker.motion_layout import MotionLayout
 from kdtalker.renderer.keypoints import pose_keypoints, rotation_matrix
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 MODES = ("absolute", "relative")
 
@@ -56,3 +60,23 @@ def driving_keypoints(
         scale = (src["scale"].to(device, torch.float32).reshape(1) * (d["scale"] / d0["scale"])).reshape(num, 1, 1)
         t = src["t"].to(device, torch.float32).reshape(1, 3) + (t - d0["t"])
     return pose_keypoints(kp_c, rot, exp, scale, t)
+
+
+def renderer_keypoints(
+    renderer: Any,
+    layout: MotionLayout,
+    source_info: Mapping[str, torch.Tensor],
+    motion: torch.Tensor,
+    mode: str,
+    first: torch.Tensor | None,
+) -> torch.Tensor:
+    """Raw motion (T, dim) of the renderer's layout -> its driving keypoints (T, num_kp, 3) float32.
+
+    LivePortrait: `driving_keypoints` above (absolute | relative). Another renderer composes its own motion around the
+    source's canonical keypoints (Face-vid2vid: R kp_c + t + exp), absolute only: request.py refuses the rest.
+    """
+    if layout == LIVEPORTRAIT_LAYOUT:
+        return driving_keypoints(source_info, motion, mode=mode, first=first)
+    if mode != "absolute":
+        raise ConfigError(f"motion_mode={mode} composes LivePortrait's motion; renderer={layout.name} takes absolute")
+    return renderer.driving_keypoints(source_info["kp"], motion)

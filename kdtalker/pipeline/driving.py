@@ -13,6 +13,7 @@ from kdtalker.media import iter_video
 from kdtalker.pipeline.control import fill_missing
 from kdtalker.pipeline.face import FaceCrop
 from kdtalker.pipeline.motion import motions_of
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 EXTRACT_BATCH = 16  # crops per motion-extractor batch
 
@@ -32,7 +33,8 @@ def driving_motion(
     def flush() -> None:
         if crops:
             images = torch.cat([renderer.prepare_image(c) for c in crops])
-            rows.append(motions_of(renderer.keypoint_info(images)))  # stays on the renderer's device
+            # LivePortrait's motion: a driving video is refused for other renderers (request.py)
+            rows.append(motions_of(renderer.keypoint_info(images), LIVEPORTRAIT_LAYOUT))  # on the renderer's device
             crops.clear()
 
     for frames in iter_video(path, fps=fps):

@@ -42,7 +42,7 @@ def prepare_dub(request: Request, load: Callable[[], Models], crop: Crop, timing
             source = models.renderer.encode_source(face.image)
         with timings.stage("audio"):
             features = models.audio(wav, ctl.fps)
-    width, height = output_size(first_frame, ctl.paste_back)
+    width, height = output_size(first_frame, ctl.paste_back, 512)  # dubbing: LivePortrait only (request.py)
     return Job(request, source, features, num_frames, None, width, height)
 
 
@@ -69,7 +69,7 @@ def dubbed_frames(
                     except ImageError as exc:
                         raise ImageError(f"frame {index} of source_video {path}: {exc}") from None
                     source = models.renderer.encode_source(face.image)
-                own = source_motion(source.info)
+                own = source_motion(source.info, motion.layout)
                 dubbed = own.clone()
                 dubbed[lips] = own[lips] + (row[lips].to(own) - sampled_0[0, lips].to(own))
                 with timings.stage("sampling"):

@@ -32,6 +32,7 @@ from kdtalker.errors import ConfigError, ImageError
 
 CROP_SIZE = 256
 ALIGN_SIZE = 512  # the official `xsize`: only decides when a big image is downscaled before cropping
+MATRIX_SIZE = 512  # FaceCrop.matrix maps a pixel of a frame of this size (LivePortrait's rendered frames)
 DETECT_MAX_SIDE = 2048  # larger images are searched on a downscaled copy (dlib's pyramid grows with the area)
 
 
@@ -45,6 +46,13 @@ class FaceCrop:
     landmarks: np.ndarray  # (N, 2) float64 in original-image pixels (68 for dlib, 106 for the ONNX path)
     face_box: tuple[float, float, float, float]
     num_faces: int
+
+    def frame_matrix(self, frame_size: int) -> np.ndarray:
+        """(2, 3) map from a pixel of a frame_size^2 rendered frame (Face-vid2vid: 256) to the original image."""
+        if frame_size == MATRIX_SIZE:
+            return self.matrix
+        s = MATRIX_SIZE / frame_size  # pixel centres: u_512 = (u + 0.5) s - 0.5
+        return self.matrix @ np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
 
     @property
     def box(self) -> tuple[float, float, float, float]:

@@ -62,9 +62,10 @@ def finish_batch(rendered: Rendered, width: int, height: int, checkpoint_dir: Pa
     return frames
 
 
-def output_size(image: np.ndarray, paste_back: bool) -> tuple[int, int]:
-    """(width, height) of the video: the full image's (even, for yuv420p) with paste_back, else the 512x512 crop."""
-    return (image.shape[1] // 2 * 2, image.shape[0] // 2 * 2) if paste_back else (512, 512)
+def output_size(image: np.ndarray, paste_back: bool, frame_size: int) -> tuple[int, int]:
+    """(width, height) of the video: the full image's (even, for yuv420p) with paste_back, else the rendered frame's
+    (frame_size: 512 for LivePortrait, 256 for Face-vid2vid)."""
+    return (image.shape[1] // 2 * 2, image.shape[0] // 2 * 2) if paste_back else (frame_size, frame_size)
 
 
 def frame_flags(frames: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,16 @@ from typing import Callable
 
 from kdtalker.errors import CheckpointError, ConfigError
 from kdtalker.fileio import atomic_path, copy_atomic
-from kdtalker.pipeline.weights import CROP_FILES, NORM_FILE, README, WEIGHT_FILES
+from kdtalker.motion_layout import MotionLayout
+from kdtalker.pipeline.weights import (
+    CROP_FILES,
+    NORM_FILE,
+    README,
+    WEIGHT_FILES,
+    check_renderer_file,
+    required_files,
+)
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 LIVEPORTRAIT_REPO = "KwaiVGI/LivePortrait"
 KDTALKER_REPO = "ChaolongYang/KDTalker"
@@ -80,15 +89,23 @@ def fetch_missing(
     endpoint: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     report: Callable[[str], None] = print,
+    layout: MotionLayout = LIVEPORTRAIT_LAYOUT,
+    renderer_weights: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Put every official file missing under `root` in place (Hub download; norm.npz from `norm_copy`) -> paths written.
 
     download="never" changes nothing (the folder check then lists what is missing). A failed download raises one
     CheckpointError listing every file still missing with its address; the folder never holds a partial file.
+    layout: the renderer's; another than LivePortrait's needs no LivePortrait file, and its own weight file
+    (`renderer_weights`, Face-vid2vid's) is not on the Hub: when absent, one CheckpointError says where to get it.
     """
     check_download_mode(download)
     root = Path(root)
-    wanted = hub_files(crop_models)
+    needed = {spec.relpath for spec in required_files(layout)} | set(CROP_FILES.values())
+    wanted = {rel: file for rel, file in hub_files(crop_models).items() if rel in needed}
+    if layout != LIVEPORTRAIT_LAYOUT:
+        check_renderer_file(renderer_weights, layout)
+        norm_copy = None  # the repository's norm.npz holds LivePortrait's 70-d statistics
     missing = [rel for rel in wanted if not (root / rel).is_file()]
     norm_missing = not (root / NORM_FILE).is_file()
     if download == "never" or not (missing or norm_missing):

@@ -7,9 +7,10 @@
                                  -> driving keypoints (absolute | relative) [-> stitching]        compose.py
                                  -> render in batches -> [paste back] -> ffmpeg (H.264 + AAC)     frames.py, video.py
 
-Memory is flat in the audio length: only the (T, 70) motion and the (T, 21, 3) keypoints exist for the whole
-clip; frames are rendered `batch_size` at a time and handed to ffmpeg as they come. The per-run inputs are one
-`Request` (request.py), checked before any work; dubbing a source video is dubbing.py.
+Memory is flat in the audio length: only the (T, 70) motion and the (T, 21, 3) keypoints (Face-vid2vid: (T, 51) and
+(T, 15, 3), and 256 px frames; `layout`) exist for the whole clip; frames are rendered `batch_size` at a time and
+handed to ffmpeg as they come. The per-run inputs are one `Request` (request.py), checked before any work; dubbing a
+source video is dubbing.py.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from kdtalker.diffusion import MotionNorm
 from kdtalker.diffusion.guidance import check_signals
 from kdtalker.diffusion.live import LiveSampler
 from kdtalker.diffusion.sampling import check_hop
-from kdtalker.errors import KDTalkerError
+from kdtalker.errors import ConfigError, KDTalkerError
 from kdtalker.fileio import atomic_path
+from kdtalker.motion_layout import MotionLayout
 from kdtalker.pipeline.build import inference_config, pipeline_arguments
-from kdtalker.pipeline.compose import driving_keypoints
+from kdtalker.pipeline.compose import renderer_keypoints
 from kdtalker.pipeline.control import load_pose_file, ping_pong, relative_video_motion
 from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.driving import driving_motion
@@ -53,7 +55,8 @@ from kdtalker.pipeline.progress import RenderingProgress
 from kdtalker.pipeline.request import Request
 from kdtalker.pipeline.timings import Timings
 from kdtalker.pipeline.video import VideoWriter
-from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir
+from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, check_renderer_file
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 
 class TalkingHeadPipeline:
@@ -75,6 +78,7 @@ class TalkingHeadPipeline:
         model_class: type,
         model_kwargs: Mapping[str, Any],
         renderer_factory: Callable[..., Any],
+        layout: MotionLayout,
         audio_factory: Callable[..., Any],
         overlap: bool | None,
         live_controls: Mapping[str, Any],
@@ -91,12 +95,14 @@ class TalkingHeadPipeline:
         self.model_class = model_class
         self.model_kwargs = dict(model_kwargs)
         self.renderer_factory = renderer_factory  # the renderer group's _target_, called with the device and dtype
+        self.layout = layout  # the renderer's motion: what the model samples, smoothing and composition read
         self.audio_factory = audio_factory  # the audio group's _target_, called with the device
         # sample window k+1 while window k renders: on by default where the two run side by side (a GPU)
         self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
         self.live_controls = dict(live_controls)  # the controls a live session takes instead (the `live` node)
         # Fail before any work when a weight file is missing, truncated or the wrong one.
-        self.weight_files = check_checkpoint_dir(self.checkpoint_dir)
+        self.weight_files = check_checkpoint_dir(self.checkpoint_dir, layout)
+        check_renderer_file(getattr(renderer_factory, "keywords", {}).get("weights"), layout)
         self.controls.crop.check()
         self.models: Models | None = None
         self.timings = Timings()
@@ -132,7 +138,7 @@ class TalkingHeadPipeline:
             audio=self.audio_factory(device=self.device),
             denoiser=self.model_class.from_pretrained(root / "KDTalker.pth", self.device, **self.model_kwargs),
             scheduler=self.scheduler,
-            norm=MotionNorm.load(root / NORM_FILE),
+            norm=MotionNorm.load(root / NORM_FILE, None if self.layout == LIVEPORTRAIT_LAYOUT else self.layout),
         )
         check_sampler(self.models.denoiser, self.models.scheduler, root / "KDTalker.pth")
         self.timings.load = time.perf_counter() - start
@@ -142,14 +148,20 @@ class TalkingHeadPipeline:
     def motion_maker(self) -> MotionMaker:
         """Motion making on the loaded models (sample, pieces, controlled)."""
         return MotionMaker(
-            self.load(), self.kalman_transition_cov, self.kalman_observation_cov, self.timings, self.checkpoint_dir
+            self.load(),
+            self.kalman_transition_cov,
+            self.kalman_observation_cov,
+            self.timings,
+            self.checkpoint_dir,
+            self.layout,
         )
 
     def motion(self, source_image: str | os.PathLike, driven_audio: str | os.PathLike, **controls: Any) -> torch.Tensor:
-        """Portrait + speech -> the motion `generate` renders, (T, 70) float32 raw [scale, yaw, pitch, roll, t(3),
-        exp(63)] after smoothing and the controls, without rendering (what a live session gives, `live`)."""
+        """Portrait + speech -> the motion `generate` renders, (T, dim) float32 raw in the renderer's layout
+        (LivePortrait (T, 70) [scale, yaw, pitch, roll, t(3), exp(63)]; Face-vid2vid (T, 51)) after smoothing and the
+        controls, without rendering (what a live session gives, `live`)."""
         ctl = self.controls.updated(controls, self.device)
-        request = Request(ctl, source_image, driven_audio, streamed=True).validate()
+        request = Request(ctl, source_image, driven_audio, streamed=True).validate().check_layout(self.layout)
         self._begin_run()
         with self._memory_errors(ctl):
             job = self._prepare(request)
@@ -161,6 +173,11 @@ class TalkingHeadPipeline:
         """A live session on this portrait: push 16 kHz speech as it is spoken, get motion (and frames with
         `render`) a fraction of a second later (live.py). Controls as `generate` takes them; the `live` node of
         the config (hop 8) replaces the run's defaults, a keyword here replaces both."""
+        if self.layout != LIVEPORTRAIT_LAYOUT:
+            raise ConfigError(
+                f"a live session composes LivePortrait's motion; renderer={self.layout.name} renders offline runs "
+                "(generate, inference.py)"
+            )
         ctl = check_live_controls(self.controls.updated({**self.live_controls, **controls}, self.device))
         self._begin_run()
         with self.timings.stage("crop"):
@@ -172,13 +189,13 @@ class TalkingHeadPipeline:
         with torch.inference_mode(), self.timings.stage("crop"):
             source = models.renderer.encode_source(face.image)
         info, norm = source.info, models.norm
-        raw = source_motion(info)
+        raw = source_motion(info, self.layout)
         denoiser = models.denoiser
         sampler = LiveSampler(
             denoiser,
             models.scheduler,
             norm.normalize(raw),
-            norm.canonical_token(info["kp"].reshape(63).float().to(raw.device)),
+            norm.canonical_token(info["kp"].reshape(self.layout.kp_dim).float().to(raw.device)),
             steps=ctl.steps,
             hop=ctl.hop,
             generator=torch.Generator(device=denoiser.device).manual_seed(int(ctl.seed)),
@@ -192,7 +209,7 @@ class TalkingHeadPipeline:
             source=source,
             raw_source=raw,
             renderer=models.renderer if render else None,
-            size=output_size(image, ctl.paste_back),
+            size=output_size(image, ctl.paste_back, 512),  # live: LivePortrait only (refused above otherwise)
             paste=PasteBack(image, face.matrix) if ctl.paste_back and render else None,
             checkpoint_dir=self.checkpoint_dir,
             timings=self.timings,
@@ -220,7 +237,7 @@ class TalkingHeadPipeline:
         """
         ctl = self.controls.updated(controls, self.device)
         inputs = (source_image, driven_audio, motion_file, driving_video, pose_file, source_video)
-        request = Request(ctl, *inputs, output=output, save_motion=save_motion).validate()
+        request = Request(ctl, *inputs, output=output, save_motion=save_motion).validate().check_layout(self.layout)
         output = Path(output)
         job, batches = self._start(request)
         with atomic_path(output) as tmp:
@@ -261,7 +278,7 @@ class TalkingHeadPipeline:
         """
         ctl = self.controls.updated(controls, self.device)
         inputs = (source_image, driven_audio, motion_file, driving_video, pose_file, source_video)
-        request = Request(ctl, *inputs, streamed=True).validate()
+        request = Request(ctl, *inputs, streamed=True).validate().check_layout(self.layout)
         job, batches = self._start(request)
         for frames in batches:
             yield from frames
@@ -326,7 +343,7 @@ class TalkingHeadPipeline:
         with torch.inference_mode():
             with self.timings.stage("crop"):
                 source = models.renderer.encode_source(face.image)
-            raw_source = source_motion(source.info)
+            raw_source = source_motion(source.info, self.layout)
             video = None
             if request.driving_video is not None:
                 with self.timings.stage("crop"):
@@ -342,8 +359,9 @@ class TalkingHeadPipeline:
             if given is None and ctl.control.uses("audio") and ctl.uses_audio:
                 with self.timings.stage("audio"):
                     features = models.audio(wav, ctl.fps)
-        paste = PasteBack(image, face.matrix) if ctl.paste_back else None
-        width, height = output_size(image, ctl.paste_back)
+        frame_size = face.image.shape[0] * models.renderer.frame_scale  # the renderer's frames: 512 or 256 px
+        paste = PasteBack(image, face.frame_matrix(frame_size), frame_size) if ctl.paste_back else None
+        width, height = output_size(image, ctl.paste_back, frame_size)
         return Job(
             request,
             source,
@@ -394,7 +412,7 @@ class TalkingHeadPipeline:
                 if motion is not None:
                     frame_0 = motion[:1] if frame_0 is None else frame_0
                     with self.timings.stage("sampling"):
-                        x_d = driving_keypoints(source.info, motion, mode=ctl.motion_mode, first=frame_0)
+                        x_d = renderer_keypoints(renderer, self.layout, source.info, motion, ctl.motion_mode, frame_0)
                         if not torch.isfinite(x_d).all():
                             raise broken_motion("driving keypoints", self.checkpoint_dir)
                     pending.append(x_d)

@@ -12,6 +12,7 @@ from kdtalker.diffusion.guidance import check_signals
 from kdtalker.diffusion.sampling import check_hop
 from kdtalker.errors import ConfigError, VideoError
 from kdtalker.fileio import check_not_input, check_output_path
+from kdtalker.motion_layout import MotionLayout
 from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.motion_file import npz_path
 
@@ -111,6 +112,41 @@ class Request:
             )
         if (control.pose == "file") != (self.pose_file is not None):
             raise ConfigError("control.pose=file and pose_file=PATH go together")
+
+    def check_layout(self, layout: MotionLayout) -> "Request":
+        """ConfigError for a control the renderer's motion layout has no meaning for; returns self.
+
+        The LivePortrait layout takes every control. Another renderer (Face-vid2vid, Table 5) has no scale, no
+        stitching MLPs and no named keypoint groups, and the controls below compose LivePortrait's 70-d motion: such
+        a run samples from the audio and renders in absolute mode."""
+        if layout.name == "liveportrait":
+            return self
+        ctl, name = self.controls, f"renderer={layout.name}"
+        grouped = [
+            f"control.{r}={getattr(ctl.control, r)}" for r in ("lips", "eyes") if r not in layout.keypoint_regions
+        ]
+        ungrouped = [g for g in grouped if not g.endswith("=audio")]
+        refused = [
+            (ctl.stitching, "stitching=true: stitching is LivePortrait's MLP; set stitching=false"),
+            (bool(ungrouped), f"{', '.join(ungrouped)}: its {layout.num_kp} keypoints have no lip or eye group"),
+            (
+                not ctl.control.is_audio_only,
+                "control.*: region control mixes LivePortrait's motion; leave control as is",
+            ),
+            (ctl.signals != "audio", f"signals={ctl.signals}: the multi-signal model is LivePortrait's"),
+            (ctl.motion_mode != "absolute", f"motion_mode={ctl.motion_mode}: only absolute motion"),
+            (ctl.silence.enabled, f"silence.detector={ctl.silence.detector}: it has no lip keypoints to ease"),
+            (bool(ctl.keyframes), "keyframes: they hold LivePortrait's pose channels; keyframes=null"),
+            (self.driving_video is not None, "driving_video: a driving video gives LivePortrait's motion"),
+            (self.pose_file is not None, "pose_file: a pose file gives LivePortrait's pose"),
+            (self.source_video is not None, "source_video: dubbing moves LivePortrait's lip keypoints"),
+            (self.motion_file is not None, "motion_file: motion files hold LivePortrait's 70-d motion"),
+            (self.save_motion is not None, "save_motion: motion files hold LivePortrait's 70-d motion"),
+        ]
+        for bad, why in refused:
+            if bad:
+                raise ConfigError(f"{name} does not take {why}")
+        return self
 
     def check_model(self, denoiser: Denoiser, weights: Path) -> None:
         """ConfigError unless the loaded `denoiser` (from `weights`) takes this run's signals, guidance and hop."""

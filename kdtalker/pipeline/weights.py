@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 from kdtalker.diffusion.motion import MotionNorm
 from kdtalker.errors import CheckpointError
+from kdtalker.motion_layout import MotionLayout
+from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 from kdtalker.safeload import load_untrusted, refuse_hostile
 
 README = "checkpoints/README.md"
@@ -91,6 +93,20 @@ WEIGHT_FILES: tuple[WeightFile, ...] = (
     WeightFile("KDTalker.pth", "KDTalker diffusion model", _KD, _starts("point_model.model.", "model")),
 )
 NORM_FILE = "norm.npz"
+# Face-vid2vid (Table 5): the renderer's own file, read by its loader (renderer.weights); not on the Hugging Face Hub
+FACEVID2VID_WEIGHTS = "facevid2vid/SadTalker_V0.0.2_256.safetensors"
+FACEVID2VID_SOURCE = (
+    "the v0.0.2-rc release of OpenTalker/SadTalker on GitHub "
+    "(https://github.com/OpenTalker/SadTalker/releases/tag/v0.0.2-rc; not on the KDTalker Hub)"
+)
+
+
+def required_files(layout: MotionLayout) -> tuple[WeightFile, ...]:
+    """The files of WEIGHT_FILES a run with this renderer layout reads (another renderer: no LivePortrait files)."""
+    if layout == LIVEPORTRAIT_LAYOUT:
+        return WEIGHT_FILES
+    return tuple(spec for spec in WEIGHT_FILES if not spec.relpath.startswith("liveportrait/"))
+
 
 # Optional: LivePortrait's face crop (insightface detector + 106 landmarks). LivePortrait's own landmark.onnx
 # (203 points) only feeds its eye/lip retargeting, which KDTalker does not use, so it is not needed.
@@ -141,37 +157,53 @@ def check_weight_file(root: Path, spec: WeightFile) -> Path:
     return path
 
 
-def check_norm_file(path: Path) -> Path:
-    """Check the official normalisation statistics norm.npz (entries, sizes, finite positive stds) -> its path."""
+def check_norm_file(path: Path, layout: MotionLayout = LIVEPORTRAIT_LAYOUT) -> Path:
+    """Check the normalisation statistics norm.npz of the layout (entries, sizes, finite positive stds) -> its path."""
     where = f"put the official norm.npz (shipped in this repository as checkpoints/norm.npz) at {path}; see {README}"
+    if layout != LIVEPORTRAIT_LAYOUT:
+        where = f"put the {layout.name} model's norm.npz (scripts/compute_norm.py renderer={layout.name}) at {path}"
     if not path.is_file():
         raise CheckpointError(f"missing {path}: {where}")
     try:
-        MotionNorm.load(path)
+        MotionNorm.load(path, None if layout == LIVEPORTRAIT_LAYOUT else layout)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}: {where}") from None
     return path
 
 
-def check_checkpoint_dir(root: str | os.PathLike) -> dict[str, Path]:
-    """Check every required file under `root` -> {relative path: absolute path}; CheckpointError listing every missing
-    file, or naming the first bad one."""
+def check_checkpoint_dir(root: str | os.PathLike, layout: MotionLayout = LIVEPORTRAIT_LAYOUT) -> dict[str, Path]:
+    """Check every file a run with the renderer `layout` reads under `root` (another renderer's own file: its loader)
+    -> {relative path: absolute path}; CheckpointError listing every missing file, or naming the first bad one."""
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(
             f"checkpoint folder {root} does not exist; create it and put the official weights in it (see {README}), "
             "or pass checkpoint_dir=PATH"
         )
-    missing = missing_weight_files(root)
+    missing = missing_weight_files(root, layout)
     if len(missing) > 1:  # all of them at once: a fresh clone would otherwise take one run per file
         raise CheckpointError(
             f"{len(missing)} weight files are missing in {root}; put each where shown (see {README}; with internet: "
             f"download=auto fetches them on first use, or python scripts/download_weights.py dir={root}):",
             details=tuple(f"{root / relpath}: {what}" for relpath, what in missing),
         )
-    found = {spec.relpath: check_weight_file(root, spec) for spec in WEIGHT_FILES}
-    found[NORM_FILE] = check_norm_file(root / NORM_FILE)
+    found = {spec.relpath: check_weight_file(root, spec) for spec in required_files(layout)}
+    found[NORM_FILE] = check_norm_file(root / NORM_FILE, layout)
     return found
+
+
+def check_renderer_file(path: str | os.PathLike | None, layout: MotionLayout) -> None:
+    """CheckpointError when the weight file a renderer config names (Face-vid2vid's `weights`) is absent or empty,
+    saying where to get it; None (LivePortrait: its files are in WEIGHT_FILES) checks nothing."""
+    if path is None or layout == LIVEPORTRAIT_LAYOUT:
+        return
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise CheckpointError(
+            f"{'missing' if not path.is_file() else 'empty'} {layout.name} renderer weights {path}: download "
+            f"{Path(FACEVID2VID_WEIGHTS).name} from {FACEVID2VID_SOURCE} and put it there "
+            f"(or set renderer.weights=PATH); see {README}"
+        )
 
 
 def crop_model_files(root: str | os.PathLike) -> dict[str, Path]:
@@ -188,10 +220,12 @@ def crop_model_files(root: str | os.PathLike) -> dict[str, Path]:
     return paths
 
 
-def missing_weight_files(root: str | os.PathLike) -> list[tuple[str, str]]:
+def missing_weight_files(root: str | os.PathLike, layout: MotionLayout = LIVEPORTRAIT_LAYOUT) -> list[tuple[str, str]]:
     """The required files absent under `root` -> [(relative path, 'what it is, from where')] (no file is read)."""
     root = Path(root)
-    missing = [(s.relpath, f"{s.what}, from {s.source}") for s in WEIGHT_FILES if not (root / s.relpath).is_file()]
+    files = required_files(layout)
+    missing = [(s.relpath, f"{s.what}, from {s.source}") for s in files if not (root / s.relpath).is_file()]
     if not (root / NORM_FILE).is_file():
-        missing.append((NORM_FILE, "normalisation statistics of KDTalker.pth (shipped in this repository)"))
+        made = "shipped in this repository" if layout == LIVEPORTRAIT_LAYOUT else "made by scripts/compute_norm.py"
+        missing.append((NORM_FILE, f"normalisation statistics of KDTalker.pth ({made})"))
     return missing

@@ -203,6 +203,11 @@ class LivePortraitRenderer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.decoder.fc.weight.dtype
 
+    @property
+    def frame_scale(self) -> int:
+        """Rendered frame size over the source crop's: the SPADE decoder's upscale (2: 256 px crop -> 512 px frames)."""
+        return self.decoder.upscale
+
     def prepare_image(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 RGB (H, W, 3) (the 256x256 crop) -> (1, 3, H, W) in [0, 1] on the renderer's device/dtype."""
         return image_tensor(rgb, self.device, self.dtype)

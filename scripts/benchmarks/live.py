@@ -142,7 +142,9 @@ def run(args: argparse.Namespace) -> None:
                 results[hop].append(_one(pipe, args, hop, _speech(args.audio, frames), Path(tmp)))
     mel = lookahead_samples(0, 25.0) / 16000
     smoothing = pipe.controls.smoothing  # the smoother's lag, with the config's Kalman settings
-    smoother = StreamingSmoother(pipe.kalman_transition_cov, pipe.kalman_observation_cov * smoothing, smoothing > 0)
+    smoother = StreamingSmoother(
+        pipe.kalman_transition_cov, pipe.kalman_observation_cov * smoothing, smoothing > 0, pipe.layout
+    )
     lag = smoother.lag / 25.0
     batch = pipe.controls.updated({}, pipe.device).batch_size
     print(
