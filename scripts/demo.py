@@ -36,7 +36,7 @@ def main(cfg) -> None:
     with gradio_cache():  # before Gradio is imported: it takes its folder from the environment then
         from kdtalker.demo.app import Demo, build_app, serve
 
-        demo = Demo(cfg)
+        demo = Demo.from_config(cfg)
         try:
             if demo.problem is not None:
                 print(f"note: {' '.join(demo.problem.replace('**', '').split())}", flush=True)

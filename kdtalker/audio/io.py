@@ -112,6 +112,11 @@ class StreamingResampler:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        """Whether close() has handed out the tail."""
+        return self._closed
+
+    @property
     def samples_in(self) -> int:
         """Samples pushed so far (at `rate`)."""
         return self._in
