@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from test_inference_e2e import short_speech
 from test_pipeline_checkpoints import make_fake_checkpoints
@@ -348,3 +349,24 @@ def test_the_cli_help_shows_the_live_keys_first(capsys):
     keys = [line.split()[0].split("=")[0] for line in lines[settings + 1 : settings + 5]]
     assert keys == ["wav", "stdin_format", "out", "render"], lines
     assert any(line.split()[0] == "live.hop=8" for line in lines if line.strip()), lines
+
+
+@pytest.mark.parametrize("detector, mode", [("webrtc", "absolute"), ("silero", "relative")])
+def test_silence_in_a_live_session_is_the_offline_silence(pipeline, tmp_path, detector, mode):  # noqa: F811
+    """silence.detector on: the live session's lips ease in the pauses as offline, in random chunkings (the VAD and
+    the pause weights are exact for any chunking; the motion as in the test above)."""
+    _linear_audio(pipeline)  # the features' values do not matter here, and the real-size encoder is slow
+    wav = load_audio(speech(tmp_path / "a.wav", 1.5))
+    pause = np.zeros(int(0.8 * 16000), np.float32)  # 20 frames of silence between two stretches of speech
+    audio = tmp_path / "pause.wav"
+    sf.write(audio, np.concatenate([wav, pause, wav[:12000]]), 16000)
+    wav = load_audio(audio)
+    controls = {"hop": 8, "motion_mode": mode, "silence": {"detector": detector, "neutral": "closed"}}
+    want = pipeline.motion(EXAMPLE, audio, **controls)
+    plain = pipeline.motion(EXAMPLE, audio, hop=8, motion_mode=mode)
+    eased = (want != plain).any(dim=1).numpy()
+    assert eased[40:55].all() and not eased[:30].any()  # the pause is eased, the speech before it untouched
+    session = pipeline.live(EXAMPLE, render=False, **controls)
+    pieces = _push_in_chunks(session, wav, np.random.RandomState(0), sizes=(0, 1, 7, 640, 3001, 9000))
+    torch.testing.assert_close(torch.cat([p.motion for p in pieces]), want, rtol=0, atol=1e-9)
+    assert session.closed
