@@ -21,6 +21,18 @@ from kdtalker.pipeline import TalkingHeadPipeline
 from kdtalker.pipeline.models import Models
 
 
+def doubles_models(checkpoint_dir: Path) -> Models:
+    """The doubles of test_pipeline_generate.py's `pipeline` fixture (the norm statistics of `checkpoint_dir`)."""
+    torch.manual_seed(0)
+    return Models(
+        renderer=RecordingRenderer(),
+        audio=RandomSpeechFeatures(),
+        denoiser=Denoiser(width=64, depth=1, heads=2, head_dim=32, time_dim=32).eval(),
+        scheduler=DDIMScheduler(),
+        norm=MotionNorm.load(checkpoint_dir / "norm.npz"),
+    )
+
+
 def main(checkpoint_dir: Path, port: int) -> None:
     """Serve the page with the doubles pipeline until interrupted."""
     cfg = compose_config(
@@ -29,14 +41,7 @@ def main(checkpoint_dir: Path, port: int) -> None:
         DemoConfig,
     )
     pipe = TalkingHeadPipeline.from_config(cfg)
-    torch.manual_seed(0)
-    pipe.models = Models(
-        renderer=RecordingRenderer(),
-        audio=RandomSpeechFeatures(),
-        denoiser=Denoiser(width=64, depth=1, heads=2, head_dim=32, time_dim=32).eval(),
-        scheduler=DDIMScheduler(),
-        norm=MotionNorm.load(checkpoint_dir / "norm.npz"),
-    )
+    pipe.models = doubles_models(checkpoint_dir)
     with gradio_cache():
         from kdtalker.demo.app import Demo, build_app, serve
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import io
+import signal
 import subprocess
 import sys
 import threading
@@ -370,3 +371,35 @@ def test_silence_in_a_live_session_is_the_offline_silence(pipeline, tmp_path, de
     pieces = _push_in_chunks(session, wav, np.random.RandomState(0), sizes=(0, 1, 7, 640, 3001, 9000))
     torch.testing.assert_close(torch.cat([p.motion for p in pieces]), want, rtol=0, atol=1e-9)
     assert session.closed
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_session_ends_the_cli_cleanly(signum, code, tmp_path):
+    """scripts/live.py reading PCM from a stdin that is still open, stopped by a signal: one line, 128 + signal, and
+    the partial video is removed (nothing at out=, its private folder gone; README "Live": out= is written whole)."""
+    import os
+    import time
+
+    root = make_fake_checkpoints(tmp_path / "ckpt")  # norm.npz and files that pass the checks; the models: doubles
+    private = tmp_path / "tmp"
+    private.mkdir()
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore", TMPDIR=str(private))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
+    out = tmp_path / "o.mp4"
+    cmd = [sys.executable, str(REPO / "tests" / "live_cli_doubles.py"), f"source_image={EXAMPLE}", "download=never"]
+    cmd += [f"checkpoint_dir={root}", "device=cpu", "steps=2", f"out={out}", "stdin_format=f32le"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    wav = load_audio(speech(tmp_path / "a.wav", 1.5)).astype("<f4").tobytes()
+    proc.stdin.write(wav)  # 1.5 s: the session has made and written frames, and waits for more speech
+    proc.stdin.flush()
+    deadline = time.monotonic() + 120
+    while not list(private.glob("kdtalker_live_*/speech.wav")) or not list(private.glob("kdtalker_video_*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1].decode()[-2000:]
+        time.sleep(0.1)
+    time.sleep(1.5)  # the session runs (the video writer and the speech file are open), pushing what was sent
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr.decode()[-2000:]
+    assert stderr.decode() == "error: interrupted\n" and stdout == b""
+    assert not out.exists() and list(private.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "tmp"]
