@@ -1,12 +1,15 @@
 """The demo's Live tab: a browser microphone streamed into a live session (kdtalker.pipeline.live), frames back.
 
-Gradio calls `chunk` every `live.stream_every` seconds with what the microphone recorded since the last call (int16
-at the browser's rate). Gradio keeps only the newest chunk of a running event (a call still busy when the next
-chunk comes would lose the one between), so the call only converts, resamples (StreamingResampler: the pieces are
-the whole recording's 16 kHz samples) and queues; one worker thread per browser session pushes the queue into the
-session, which samples and renders. Each call answers with the newest frame and the lag; `stop` (the recording
-stopped) closes the session, waits for its tail and reports the count. A closed tab drops the session (Gradio's
-State delete callback): the worker stops at its next chunk and everything it held goes with it.
+Gradio calls `Demo.live_chunk` (app.py) every `limits.live_stream_every` seconds with the wav of what the
+microphone recorded since (Chromium hands over 0.1 s pieces, at its own rate). A stream event's calls run one at a
+time and the browser holds its chunks back while a call runs (a new chunk replaces a pending one on the server), so
+the call only reads, resamples (StreamingResampler: the pieces are the whole recording's 16 kHz samples) and
+queues; one worker thread per browser session pushes the queue into its live session, which samples and renders.
+Chunks still held back in the browser at Stop are not sent (README "Live"). Each call answers with the newest frame
+and the lag; `stop` (the recording stopped) closes the session, waits for its tail and reports the count. A closed
+tab drops the session (Gradio's State delete callback): the worker stops at its next chunk, and everything it held
+goes with it. The queue holds what rendering has not caught up with (on a CPU, most of the speech; at most
+`limits.live_seconds` of 16 kHz float32, 38 MB for 600 s).
 
 Lag on the page: the seconds between the newest frame's audio arriving at the server and the frame being ready
 (the look-ahead of the mel window, the rest of the hop, the smoother's lag and the sampling and rendering behind
@@ -37,7 +40,7 @@ def browser_samples(path: str | Path) -> tuple[int, np.ndarray]:
     """A microphone chunk as Gradio saves it (a wav) -> (rate, (N,) float32 mono): the channels' mean, as load_audio.
 
     Read with soundfile here, not Gradio's numpy conversion (pydub, which starts ffprobe for every chunk): a call
-    that takes longer than the chunk interval makes Gradio drop the chunks between (module doc)."""
+    slower than the chunk interval holds the browser's chunks back (module doc)."""
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as exc:
