@@ -8,6 +8,7 @@ missing weight file, an upload that is not an image or audio at all) is raised a
 the command line prints; a failed request leaves no result behind, and everything the server keeps (uploads,
 results, Gradio's copies) lives in temporary folders removed when it stops (Gradio's: cache.py). Without the
 weights the page still starts, says which files are missing and where they go, and its Generate button is off.
+The Live tab streams the browser's microphone into a live session per browser session (live.py).
 """
 
 from __future__ import annotations
