@@ -8,8 +8,10 @@ from typing import Mapping
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.errors import ConfigError, ImageError
 from kdtalker.renderer import checkpoints as ckpt
@@ -25,6 +27,11 @@ from kdtalker.renderer.stitching import apply_stitching, retarget_eye, retarget_
 from kdtalker.renderer.warping import UpBlock3d, WarpingNetwork
 
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+
+
+def packaged_graph_opset() -> int:
+    """The ONNX opset of the renderer's graphs, as the packaged renderer/liveportrait.yaml states it."""
+    return int(OmegaConf.load(CONFIG_DIR / "renderer" / "liveportrait.yaml").graph_opset)
 
 
 def _use_channels_last(memory_format: str, device: torch.device) -> bool:
@@ -80,6 +87,8 @@ class LivePortraitRenderer(nn.Module):
         grid_sample: str = "auto",
         backend: str = "torch",
         graph: str | os.PathLike | None = None,
+        graph_opset: int | None = None,
+        graph_cache: str | os.PathLike | None = None,
     ):
         super().__init__()
         self.appearance = appearance
@@ -106,6 +115,10 @@ class LivePortraitRenderer(nn.Module):
             raise ConfigError(f"renderer.backend={backend!r} is not one of {BACKENDS}")
         self.backend = backend
         self.graph = graph
+        # None: the packaged config's opset (renderer/liveportrait.yaml, its one source)
+        self.graph_opset = int(graph_opset if graph_opset is not None else packaged_graph_opset())
+        self.graph_cache = graph_cache  # None: export in every process
+        self.graph_settings = {"fold_batchnorm": fold_batchnorm, "fuse_ops": fuse_ops, "grid_sample": grid_sample}
         self.channels_last = False
         self._settle()
         # backend=inductor is compile_modules under its backend name (torch.compile's default CPU/GPU compiler)
@@ -165,6 +178,8 @@ class LivePortraitRenderer(nn.Module):
         grid_sample: str = "auto",
         backend: str = "torch",
         graph: str | os.PathLike | None = None,
+        graph_opset: int | None = None,
+        graph_cache: str | os.PathLike | None = None,
     ) -> "LivePortraitRenderer":
         """Load the official files under `liveportrait_dir` (base_models/*.pth, retargeting_models/*.pth)."""
         device, dtype = resolve_device(device), resolve_dtype(dtype)
@@ -192,6 +207,8 @@ class LivePortraitRenderer(nn.Module):
             grid_sample=grid_sample,
             backend=backend,
             graph=graph,
+            graph_opset=graph_opset,
+            graph_cache=graph_cache,
         )
         return renderer.to(dtype=dtype)
 
@@ -308,12 +325,23 @@ class LivePortraitRenderer(nn.Module):
         return self.decoder(channels_last_like(warped) if self.channels_last else warped)
 
     def _graph_warp_decode(self, source: Source, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-        """`_warp_decode` as an exported graph in onnxruntime or OpenVINO (`graph`, or exported on the first call)."""
+        """`_warp_decode` as an exported graph in onnxruntime or OpenVINO (`graph`, or the graph cache's, or exported
+        on the first call)."""
         if self._graph is None:
             if self.graph is not None:
                 self._graph = GraphWarpDecode.load(self.backend, self.graph)
             else:
-                self._graph = GraphWarpDecode.build(self, self.backend, source.f_s, source.compressed, x_s, x_d)
+                self._graph = GraphWarpDecode.build(
+                    self,
+                    self.backend,
+                    self.graph_opset,
+                    self.graph_cache,
+                    self.graph_settings,
+                    source.f_s,
+                    source.compressed,
+                    x_s,
+                    x_d,
+                )
         return self._graph(source.f_s, source.compressed, x_s, x_d)
 
     def _compiled_warp_decode(self, source: Source, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
