@@ -196,3 +196,14 @@ def test_export_script_errors_are_one_line(tmp_path):
     result = run_script("scripts/export_renderer.py", f"out={out}", f"checkpoint_dir={tmp_path / 'none'}")
     assert result.returncode == 1 and "liveportrait" in one_error_line(result)
     assert not out.exists()
+
+
+def test_auto_backend_is_openvino_for_a_cached_float32_cpu_renderer(monkeypatch, tmp_path):
+    """backend=auto: openvino on the CPU in float32 with a graph cache (or graph), torch otherwise or without it."""
+    assert small_renderer(backend="auto").backend == "torch"  # no cache: every process would export
+    renderer = small_renderer(backend="auto", graph_cache=tmp_path)
+    assert renderer.backend == "openvino"
+    assert renderer.to(torch.bfloat16).backend == "torch"  # follows the dtype, no error
+    assert renderer.to(torch.float32).backend == "openvino"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if the package were not installed
+    assert small_renderer(backend="auto", graph_cache=tmp_path).backend == "torch"

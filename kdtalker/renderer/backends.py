@@ -1,7 +1,9 @@
 """Where warping + decoder run: PyTorch (eager or inductor) or the exported graph in onnxruntime / OpenVINO.
 
 `renderer.backend`:
-- torch: the modules, eager (the default);
+- auto: openvino for a float32 CPU renderer with a graph cache (or a given graph) when OpenVINO is installed,
+  torch otherwise (resolved again when the renderer moves to another device or dtype);
+- torch: the modules, eager;
 - inductor: the modules through torch.compile (the same as compile=true);
 - onnxruntime / openvino: the ONNX graph of export.py, exported from the loaded weights on the first render (one
   trace, seconds to a minute at full size; kept in the graph cache, graph_cache.py, so the next process loads it)
@@ -14,6 +16,7 @@ Source-only work (the extractors, the source compression) stays in PyTorch: it r
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Mapping
@@ -26,9 +29,18 @@ from kdtalker.fileio import temp_dir
 from kdtalker.renderer.export import WARP_DECODE_INPUTS, export_warp_decode
 from kdtalker.renderer.graph_cache import GRAPH_NAME, cached_graph, graph_key
 
-BACKENDS = ("torch", "inductor", "onnxruntime", "openvino")
+BACKENDS = ("auto", "torch", "inductor", "onnxruntime", "openvino")
 GRAPH_BACKENDS = ("onnxruntime", "openvino")
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, cached: bool) -> str:
+    """auto -> openvino for a float32 CPU renderer whose graph is cached or given (`cached`) when OpenVINO is
+    installed (README "Renderer backends": x2 the torch backend there), torch otherwise; other names as they are."""
+    if backend != "auto":
+        return backend
+    fits = device.type == "cpu" and dtype == torch.float32 and cached
+    return "openvino" if fits and importlib.util.find_spec(_PACKAGES["openvino"]) is not None else "torch"
 
 
 def check_graph_backend(backend: str, device: torch.device, dtype: torch.dtype) -> None:

@@ -16,7 +16,13 @@ from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.errors import ConfigError, ImageError
 from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
-from kdtalker.renderer.backends import BACKENDS, GRAPH_BACKENDS, GraphWarpDecode, check_graph_backend
+from kdtalker.renderer.backends import (
+    BACKENDS,
+    GRAPH_BACKENDS,
+    GraphWarpDecode,
+    check_graph_backend,
+    resolve_backend,
+)
 from kdtalker.renderer.grid_sample import GRID_SAMPLE_MODES
 from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
 from kdtalker.renderer.layers import channels_last_like, fold_all_batchnorms, to_channels_last, to_contiguous
@@ -113,6 +119,7 @@ class LivePortraitRenderer(nn.Module):
             module.grid_sample = grid_sample  # resolved per call on the volume's device: .to("mps") needs no rebuild
         if backend not in BACKENDS:
             raise ConfigError(f"renderer.backend={backend!r} is not one of {BACKENDS}")
+        self.backend_setting = backend  # auto is resolved on the device and dtype, in _settle
         self.backend = backend
         self.graph = graph
         # None: the packaged config's opset (renderer/liveportrait.yaml, its one source)
@@ -148,6 +155,8 @@ class LivePortraitRenderer(nn.Module):
             convert(self.warping)
             convert(self.decoder)
             self.channels_last = want
+        cached = self.graph is not None or self.graph_cache is not None
+        self.backend = resolve_backend(self.backend_setting, self.device, self.dtype, cached)
         if self.backend in GRAPH_BACKENDS:
             check_graph_backend(self.backend, self.device, self.dtype)
         self.prepare()
