@@ -205,5 +205,6 @@ def test_auto_backend_is_openvino_for_a_cached_float32_cpu_renderer(monkeypatch,
     assert renderer.backend == "openvino"
     assert renderer.to(torch.bfloat16).backend == "torch"  # follows the dtype, no error
     assert renderer.to(torch.float32).backend == "openvino"
+    assert small_renderer(backend="auto", graph_cache=tmp_path, compile_modules=True).backend == "torch"
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if the package were not installed
     assert small_renderer(backend="auto", graph_cache=tmp_path).backend == "torch"

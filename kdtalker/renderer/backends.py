@@ -1,8 +1,8 @@
 """Where warping + decoder run: PyTorch (eager or inductor) or the exported graph in onnxruntime / OpenVINO.
 
 `renderer.backend`:
-- auto: openvino for a float32 CPU renderer with a graph cache (or a given graph) when OpenVINO is installed,
-  torch otherwise (resolved again when the renderer moves to another device or dtype);
+- auto: openvino for a float32 CPU renderer with a graph cache (or a given graph) when OpenVINO is installed and
+  compile=false, torch otherwise (resolved again when the renderer moves to another device or dtype);
 - torch: the modules, eager;
 - inductor: the modules through torch.compile (the same as compile=true);
 - onnxruntime / openvino: the ONNX graph of export.py, exported from the loaded weights on the first render (one
@@ -36,7 +36,7 @@ _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, cached: bool) -> str:
     """auto -> openvino for a float32 CPU renderer whose graph is cached or given (`cached`) when OpenVINO is
-    installed (README "Renderer backends": x2 the torch backend there), torch otherwise; other names as they are."""
+    installed (README "Renderer backends": x1.7-2.1 the torch backend there), else torch; other names unchanged."""
     if backend != "auto":
         return backend
     fits = device.type == "cpu" and dtype == torch.float32 and cached

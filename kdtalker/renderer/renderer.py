@@ -127,9 +127,9 @@ class LivePortraitRenderer(nn.Module):
         self.graph_cache = graph_cache  # None: export in every process
         self.graph_settings = {"fold_batchnorm": fold_batchnorm, "fuse_ops": fuse_ops, "grid_sample": grid_sample}
         self.channels_last = False
-        self._settle()
         # backend=inductor is compile_modules under its backend name (torch.compile's default CPU/GPU compiler)
         self.compile_modules = compile_modules or backend == "inductor"
+        self._settle()
         self._compiled: dict = {}  # (device, dtype, batch) -> the compiled warp+decode of that static shape
         self._graph: GraphWarpDecode | None = None  # backend onnxruntime / openvino: built on the first render
 
@@ -155,7 +155,8 @@ class LivePortraitRenderer(nn.Module):
             convert(self.warping)
             convert(self.decoder)
             self.channels_last = want
-        cached = self.graph is not None or self.graph_cache is not None
+        # compile=true asks for the compiled PyTorch modules: auto then stays torch
+        cached = (self.graph is not None or self.graph_cache is not None) and not self.compile_modules
         self.backend = resolve_backend(self.backend_setting, self.device, self.dtype, cached)
         if self.backend in GRAPH_BACKENDS:
             check_graph_backend(self.backend, self.device, self.dtype)
