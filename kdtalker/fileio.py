@@ -114,14 +114,18 @@ def _part_pid(name: str) -> int | None:
 
 
 def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary siblings in `folder` left by runs that no longer exist -> the removed paths."""
+    """Delete the temporary siblings (files, or folders being built) in `folder` left by runs that no longer
+    exist -> the removed paths."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in Path(folder).iterdir():
             pid = _part_pid(entry.name)
             if pid is not None and not _pid_alive(pid):
                 with contextlib.suppress(OSError):
-                    entry.unlink()
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
                     removed.append(entry)
     return removed
 

@@ -1,4 +1,4 @@
-"""The renderer as ONNX graphs: `python scripts/export_renderer.py out=DIR [batch=N] [opset=17]`.
+"""The renderer as ONNX graphs: `python scripts/export_renderer.py out=DIR [batch=N] [opset=N]`.
 
 Writes DIR/warp_decode.onnx (warping + SPADE decoder), DIR/appearance.onnx, DIR/motion.onnx and DIR/export.json
 (opset, batch, inputs and outputs) from the official LivePortrait weights in checkpoint_dir/liveportrait; batch=null

@@ -4,7 +4,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # No test reaches the real Hugging Face Hub (download=auto would on an incomplete folder); tests/test_pipeline_hub.py
 # lifts this for its local fake Hub only. Set before huggingface_hub is imported: it reads the variable then.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import atexit
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from reference import ReferenceSet  # noqa: E402
+
+# Caches under XDG_CACHE_HOME (the renderer's graph cache, renderer.graph_cache) go to a private folder of this run,
+# never into ~/.cache; subprocesses inherit it.
+_CACHE_HOME = tempfile.mkdtemp(prefix="kdtalker_tests_cache_")
+os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
+atexit.register(shutil.rmtree, _CACHE_HOME, True)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N: N workers share the cores; one torch thread each avoids oversubscription

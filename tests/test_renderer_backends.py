@@ -12,8 +12,9 @@ import torch
 from test_renderer_batch import small_renderer
 
 from kdtalker.errors import CheckpointError, ConfigError
-from kdtalker.renderer.backends import GRAPH_BACKENDS, GRAPH_OPSET, GraphWarpDecode
+from kdtalker.renderer.backends import GRAPH_BACKENDS, GraphWarpDecode
 from kdtalker.renderer.export import MOTION_OUTPUTS, WARP_DECODE_INPUTS, export_renderer, verify_warp_decode
+from kdtalker.renderer.renderer import packaged_graph_opset
 from kdtalker.renderer.spade import SPADEResnetBlock, SpectralNormConv2d
 from kdtalker.renderer.warping import UpBlock3d
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # float32 graphs against the eager modules: the same products in another order (the graph runs upsample-then-conv,
 # the eager renderer polyphase convs; runtimes fuse and reorder). Largest difference seen: 9e-6 (frames in [0, 1]).
 FRAME_ATOL = 3e-5
+OPSET = packaged_graph_opset()  # renderer.graph_opset of the packaged config
 SIZE = 64  # small_renderer: 64x64 source -> (4, 16, 16, 16) volume -> 128x128 frames
 
 
@@ -39,7 +41,7 @@ def case():
 def exported(case, tmp_path_factory):
     """export_renderer with a dynamic batch axis, once for the module."""
     out = tmp_path_factory.mktemp("exported")
-    manifest = export_renderer(case[0], out, GRAPH_OPSET, None, SIZE)
+    manifest = export_renderer(case[0], out, OPSET, None, SIZE)
     return out, manifest
 
 
@@ -81,7 +83,7 @@ def test_export_script_verifies_its_graph(case, exported):
 def test_export_writes_the_graphs_and_their_manifest(exported):
     out, manifest = exported
     assert json.loads((out / "export.json").read_text()) == manifest
-    assert manifest["opset"] == GRAPH_OPSET and manifest["batch"] == "dynamic" and manifest["image_size"] == SIZE
+    assert manifest["opset"] == OPSET and manifest["batch"] == "dynamic" and manifest["image_size"] == SIZE
     names = sorted(p.name for p in out.iterdir())
     assert names == ["appearance.onnx", "export.json", "motion.onnx", "warp_decode.onnx"]
     inputs = _session(out / "warp_decode.onnx").get_inputs()
@@ -115,7 +117,7 @@ def test_exported_extractors_round_trip_in_onnxruntime(case, exported):
 def test_static_batch_export(case, tmp_path):
     """batch=N: every graph has the static batch N (no symbolic axis left) and still computes the same."""
     renderer, _, source, x_d, want = case
-    manifest = export_renderer(renderer, tmp_path, GRAPH_OPSET, 2, SIZE)
+    manifest = export_renderer(renderer, tmp_path, OPSET, 2, SIZE)
     assert manifest["batch"] == 2
     session = _session(tmp_path / "warp_decode.onnx")
     assert session.get_inputs()[3].shape == [2, 21, 3] and session.get_outputs()[0].shape == [2, 3, 128, 128]
@@ -187,3 +189,15 @@ def test_export_script_errors_are_one_line(tmp_path):
     result = run_script("scripts/export_renderer.py", f"out={out}", f"checkpoint_dir={tmp_path / 'none'}")
     assert result.returncode == 1 and "liveportrait" in one_error_line(result)
     assert not out.exists()
+
+
+def test_auto_backend_is_openvino_for_a_cached_float32_cpu_renderer(monkeypatch, tmp_path):
+    """backend=auto: openvino on the CPU in float32 with a graph cache (or graph), torch otherwise or without it."""
+    assert small_renderer(backend="auto").backend == "torch"  # no cache: every process would export
+    renderer = small_renderer(backend="auto", graph_cache=tmp_path)
+    assert renderer.backend == "openvino"
+    assert renderer.to(torch.bfloat16).backend == "torch"  # follows the dtype, no error
+    assert renderer.to(torch.float32).backend == "openvino"
+    assert small_renderer(backend="auto", graph_cache=tmp_path, compile_modules=True).backend == "torch"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if the package were not installed
+    assert small_renderer(backend="auto", graph_cache=tmp_path).backend == "torch"

@@ -1,10 +1,13 @@
 """Where warping + decoder run: PyTorch (eager or inductor) or the exported graph in onnxruntime / OpenVINO.
 
 `renderer.backend`:
-- torch: the modules, eager (the default);
+- auto: openvino for a float32 CPU renderer with a graph cache (or a given graph) when OpenVINO is installed and
+  compile=false, torch otherwise (resolved again when the renderer moves to another device or dtype);
+- torch: the modules, eager;
 - inductor: the modules through torch.compile (the same as compile=true);
 - onnxruntime / openvino: the ONNX graph of export.py, exported from the loaded weights on the first render (one
-  trace, seconds to a minute at full size) and run on the CPU in float32. OpenVINO is told to keep float32: on a
+  trace, seconds to a minute at full size; kept in the graph cache, graph_cache.py, so the next process loads it)
+  and run on the CPU in float32. OpenVINO is told to keep float32: on a
   CPU with AMX or AVX512-BF16 its default would compute in bfloat16.
 
 Source-only work (the extractors, the source compression) stays in PyTorch: it runs once per clip.
@@ -13,7 +16,10 @@ Source-only work (the extractors, the source compression) stays in PyTorch: it r
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -21,12 +27,20 @@ import torch
 from kdtalker.errors import CheckpointError, ConfigError
 from kdtalker.fileio import temp_dir
 from kdtalker.renderer.export import WARP_DECODE_INPUTS, export_warp_decode
+from kdtalker.renderer.graph_cache import GRAPH_NAME, cached_graph, graph_key
 
-BACKENDS = ("torch", "inductor", "onnxruntime", "openvino")
+BACKENDS = ("auto", "torch", "inductor", "onnxruntime", "openvino")
 GRAPH_BACKENDS = ("onnxruntime", "openvino")
-# the ONNX opset the backends' graphs are exported with (scripts/export_renderer.py takes its own from its config)
-GRAPH_OPSET = 17
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, cached: bool) -> str:
+    """auto -> openvino for a float32 CPU renderer whose graph is cached or given (`cached`) when OpenVINO is
+    installed (README "Renderer backends": x1.7-2.1 the torch backend there), else torch; other names unchanged."""
+    if backend != "auto":
+        return backend
+    fits = device.type == "cpu" and dtype == torch.float32 and cached
+    return "openvino" if fits and importlib.util.find_spec(_PACKAGES["openvino"]) is not None else "torch"
 
 
 def check_graph_backend(backend: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -72,19 +86,33 @@ class GraphWarpDecode:
         cls,
         renderer: torch.nn.Module,
         backend: str,
+        opset: int,
+        cache: str | os.PathLike | None,
+        settings: Mapping[str, object],
         f_s: torch.Tensor,
         compressed: torch.Tensor,
         x_s: torch.Tensor,
         x_d: torch.Tensor,
     ) -> "GraphWarpDecode":
-        """Export the renderer's warping + decoder (dynamic batch, traced on these inputs) and load it in `backend`."""
+        """The renderer's warping + decoder (dynamic batch, traced on these inputs) loaded in `backend`: from the
+        graph cache folder `cache` (None: no cache), exported on a miss; `settings` are the renderer's graph-affecting
+        settings, part of the cache key."""
         _import(backend)
         renderer.prepare()
+        example = (f_s.float().contiguous(), compressed.float().contiguous(), x_s.float(), x_d.float())
+
+        def export(path: Path) -> None:
+            export_warp_decode(renderer.warping, renderer.decoder, example, path, opset, dynamic_batch=True)
+
+        threads = torch.get_num_threads()
+        if cache is not None:
+            key = graph_key((renderer.warping, renderer.decoder), example[:3] + (x_d[:1],), opset, settings)
+            path = cached_graph(cache, key, export)
+            if path is not None:
+                return cls(backend, path, threads)
         with temp_dir("kdtalker_graph_") as folder:
-            path = folder / "warp_decode.onnx"
-            example = (f_s.float().contiguous(), compressed.float().contiguous(), x_s.float(), x_d.float())
-            export_warp_decode(renderer.warping, renderer.decoder, example, path, GRAPH_OPSET, dynamic_batch=True)
-            return cls(backend, path, torch.get_num_threads())
+            export(folder / GRAPH_NAME)
+            return cls(backend, folder / GRAPH_NAME, threads)
 
     @classmethod
     def load(cls, backend: str, path: str | Path) -> "GraphWarpDecode":

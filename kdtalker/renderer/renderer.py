@@ -8,13 +8,21 @@ from typing import Mapping
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
+from kdtalker.config import CONFIG_DIR
 from kdtalker.device import resolve_device, resolve_dtype
 from kdtalker.errors import ConfigError, ImageError
 from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.appearance import AppearanceFeatureExtractor
-from kdtalker.renderer.backends import BACKENDS, GRAPH_BACKENDS, GraphWarpDecode, check_graph_backend
+from kdtalker.renderer.backends import (
+    BACKENDS,
+    GRAPH_BACKENDS,
+    GraphWarpDecode,
+    check_graph_backend,
+    resolve_backend,
+)
 from kdtalker.renderer.grid_sample import GRID_SAMPLE_MODES
 from kdtalker.renderer.keypoints import headpose_to_degrees, transform_keypoints
 from kdtalker.renderer.layers import channels_last_like, fold_all_batchnorms, to_channels_last, to_contiguous
@@ -25,6 +33,11 @@ from kdtalker.renderer.stitching import apply_stitching, retarget_eye, retarget_
 from kdtalker.renderer.warping import UpBlock3d, WarpingNetwork
 
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+
+
+def packaged_graph_opset() -> int:
+    """The ONNX opset of the renderer's graphs, as the packaged renderer/liveportrait.yaml states it."""
+    return int(OmegaConf.load(CONFIG_DIR / "renderer" / "liveportrait.yaml").graph_opset)
 
 
 def _use_channels_last(memory_format: str, device: torch.device) -> bool:
@@ -78,8 +91,10 @@ class LivePortraitRenderer(nn.Module):
         memory_format: str = "auto",
         compile_modules: bool = False,
         grid_sample: str = "auto",
-        backend: str = "torch",
+        backend: str = "auto",
         graph: str | os.PathLike | None = None,
+        graph_opset: int | None = None,
+        graph_cache: str | os.PathLike | None = None,
     ):
         super().__init__()
         self.appearance = appearance
@@ -104,12 +119,17 @@ class LivePortraitRenderer(nn.Module):
             module.grid_sample = grid_sample  # resolved per call on the volume's device: .to("mps") needs no rebuild
         if backend not in BACKENDS:
             raise ConfigError(f"renderer.backend={backend!r} is not one of {BACKENDS}")
+        self.backend_setting = backend  # auto is resolved on the device and dtype, in _settle
         self.backend = backend
         self.graph = graph
+        # None: the packaged config's opset (renderer/liveportrait.yaml, its one source)
+        self.graph_opset = int(graph_opset if graph_opset is not None else packaged_graph_opset())
+        self.graph_cache = graph_cache  # None: export in every process
+        self.graph_settings = {"fold_batchnorm": fold_batchnorm, "fuse_ops": fuse_ops, "grid_sample": grid_sample}
         self.channels_last = False
-        self._settle()
         # backend=inductor is compile_modules under its backend name (torch.compile's default CPU/GPU compiler)
         self.compile_modules = compile_modules or backend == "inductor"
+        self._settle()
         self._compiled: dict = {}  # (device, dtype, batch) -> the compiled warp+decode of that static shape
         self._graph: GraphWarpDecode | None = None  # backend onnxruntime / openvino: built on the first render
 
@@ -135,6 +155,9 @@ class LivePortraitRenderer(nn.Module):
             convert(self.warping)
             convert(self.decoder)
             self.channels_last = want
+        # compile=true asks for the compiled PyTorch modules: auto then stays torch
+        cached = (self.graph is not None or self.graph_cache is not None) and not self.compile_modules
+        self.backend = resolve_backend(self.backend_setting, self.device, self.dtype, cached)
         if self.backend in GRAPH_BACKENDS:
             check_graph_backend(self.backend, self.device, self.dtype)
         self.prepare()
@@ -163,8 +186,10 @@ class LivePortraitRenderer(nn.Module):
         memory_format: str = "auto",
         compile_modules: bool = False,
         grid_sample: str = "auto",
-        backend: str = "torch",
+        backend: str = "auto",
         graph: str | os.PathLike | None = None,
+        graph_opset: int | None = None,
+        graph_cache: str | os.PathLike | None = None,
     ) -> "LivePortraitRenderer":
         """Load the official files under `liveportrait_dir` (base_models/*.pth, retargeting_models/*.pth)."""
         device, dtype = resolve_device(device), resolve_dtype(dtype)
@@ -192,6 +217,8 @@ class LivePortraitRenderer(nn.Module):
             grid_sample=grid_sample,
             backend=backend,
             graph=graph,
+            graph_opset=graph_opset,
+            graph_cache=graph_cache,
         )
         return renderer.to(dtype=dtype)
 
@@ -313,12 +340,23 @@ class LivePortraitRenderer(nn.Module):
         return self.decoder(channels_last_like(warped) if self.channels_last else warped)
 
     def _graph_warp_decode(self, source: Source, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-        """`_warp_decode` as an exported graph in onnxruntime or OpenVINO (`graph`, or exported on the first call)."""
+        """`_warp_decode` as an exported graph in onnxruntime or OpenVINO (`graph`, or the graph cache's, or exported
+        on the first call)."""
         if self._graph is None:
             if self.graph is not None:
                 self._graph = GraphWarpDecode.load(self.backend, self.graph)
             else:
-                self._graph = GraphWarpDecode.build(self, self.backend, source.f_s, source.compressed, x_s, x_d)
+                self._graph = GraphWarpDecode.build(
+                    self,
+                    self.backend,
+                    self.graph_opset,
+                    self.graph_cache,
+                    self.graph_settings,
+                    source.f_s,
+                    source.compressed,
+                    x_s,
+                    x_d,
+                )
         return self._graph(source.f_s, source.compressed, x_s, x_d)
 
     def _compiled_warp_decode(self, source: Source, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:

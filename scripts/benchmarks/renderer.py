@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,6 +33,7 @@ from kdtalker.renderer import (
     SPADEDecoder,
     WarpingNetwork,
 )
+from kdtalker.renderer import checkpoints as ckpt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +53,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="compare renderer backends (float32, CPU): torch inductor onnxruntime openvino",
     )
+    parser.add_argument(
+        "--graph-cache", default=None, help="--backend: the graph cache folder (renderer.graph_cache); default none"
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="int8 graphs (onnxruntime quantize_static) vs float32 and official"
+    )
+    parser.add_argument("--calibration-frames", type=int, default=4, help="--int8: driving poses calibrated on")
+    parser.add_argument("--small", action="store_true", help="small widths and a 64 px source: a smoke run only")
+    parser.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="load these weights (DIR/liveportrait/base_models, e.g. the fixture or official ones) instead of random",
+    )
     parser.add_argument("--json", default=None, help="also append the figures to this JSON-lines file")
+
+
+def _modules(small: bool, checkpoint_dir: str | None) -> tuple[list, int]:
+    """[F, M, W, G] with random weights (full-size official configs, or small widths) or the weights in
+    checkpoint_dir/liveportrait, and the source's side."""
+    if checkpoint_dir is not None:
+        files = ckpt.liveportrait_files(Path(checkpoint_dir) / "liveportrait")
+        cpu, full = torch.device("cpu"), torch.float32
+        loaders = {
+            "appearance_feature_extractor": ckpt.load_appearance_feature_extractor,
+            "motion_extractor": ckpt.load_motion_extractor,
+            "warping_module": ckpt.load_warping_module,
+            "spade_generator": ckpt.load_spade_generator,
+        }
+        return [load(files[name], cpu, full, None) for name, load in loaders.items()], 256
+    if not small:
+        return [AppearanceFeatureExtractor(), MotionExtractor(), WarpingNetwork(), SPADEDecoder()], 256
+    motion = {"block_expansion": 8, "max_features": 32, "num_blocks": 2, "reshape_depth": 16, "compress": 2}
+    return [
+        AppearanceFeatureExtractor(block_expansion=8, max_features=64, reshape_channel=4, num_resblocks=1),
+        MotionExtractor(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)),
+        WarpingNetwork(block_expansion=8, max_features=64, reshape_channel=4, dense_motion_params=motion),
+        SPADEDecoder(max_features=32, block_expansion=8),
+    ], 64
 
 
 def _sync(device: torch.device) -> None:
@@ -80,17 +119,28 @@ def run(args: argparse.Namespace) -> None:
     batch_sizes = args.batch_sizes or ([1, 8, 32] if device.type == "cuda" else [1, 4])
     dtypes = args.dtypes or (["float32", "float16", "bfloat16"] if device.type == "cuda" else ["float32", "bfloat16"])
     torch.manual_seed(0)
-    modules = [AppearanceFeatureExtractor(), MotionExtractor(), WarpingNetwork(), SPADEDecoder()]
+    modules, image_size = _modules(args.small, args.checkpoint_dir)
     reference = LivePortraitRenderer(
         *copy.deepcopy(modules), fold_batchnorm=False, fuse_ops=False, memory_format="contiguous"
     ).to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_name()}"
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    print(f"renderer benchmark on {where}{threads}; weights random, full-size official configs", flush=True)
-    if args.backend:
-        return _run_backends(args, modules, reference, batch_sizes, where)
+    if args.checkpoint_dir:
+        weights = f"weights of {args.checkpoint_dir}, full-size official configs"
+    else:
+        sizes = "small widths (a smoke run: the figures mean nothing)" if args.small else "full-size official configs"
+        weights = f"weights random, {sizes}"
+    print(f"renderer benchmark on {where}{threads}; {weights}", flush=True)
+    if args.int8:
+        from benchmarks.renderer_int8 import run_int8
 
-    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+        if device.type != "cpu":
+            raise ConfigError("--int8 measures CPU runtimes: use --device cpu")
+        return run_int8(args, modules, reference, batch_sizes, image_size)
+    if args.backend:
+        return _run_backends(args, modules, reference, batch_sizes, where, image_size)
+
+    image = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     ref_source = reference.encode_source(image)
     gen = torch.Generator().manual_seed(1)
     drive = ref_source.x_s.cpu() + 0.02 * torch.randn(max(batch_sizes), 21, 3, generator=gen)
@@ -167,17 +217,21 @@ def _print_stage_errors(float32_side: tuple, ours: LivePortraitRenderer, source,
     print(f"    error vs float32: decoded frames  {_error(got_g, want_g)}", flush=True)
 
 
-def _run_backends(args: argparse.Namespace, modules: list, reference, batch_sizes: list[int], where: str) -> None:
+def _run_backends(
+    args: argparse.Namespace, modules: list, reference, batch_sizes: list[int], where: str, image_size: int
+) -> None:
     """The official modules against each renderer backend, float32, rounds alternating over all of them."""
     if reference.device.type != "cpu":
         raise ConfigError("--backend compares CPU backends: use --device cpu")
-    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    image = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     ref_source = reference.encode_source(image)
     gen = torch.Generator().manual_seed(1)
     drive = ref_source.x_s + 0.02 * torch.randn(max(batch_sizes), 21, 3, generator=gen)
     sides = {}
     for name in args.backend:
-        renderer = LivePortraitRenderer(*copy.deepcopy(modules), memory_format=args.memory_format, backend=name)
+        renderer = LivePortraitRenderer(
+            *copy.deepcopy(modules), memory_format=args.memory_format, backend=name, graph_cache=args.graph_cache
+        )
         sides[name] = (renderer, renderer.encode_source(image))
     for batch in batch_sizes:
         x_d = drive[:batch]

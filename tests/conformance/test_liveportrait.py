@@ -14,8 +14,9 @@ import torch
 
 from kdtalker.renderer import LivePortraitRenderer, headpose_to_degrees, rotation_matrix, transform_keypoints
 from kdtalker.renderer import checkpoints as ckpt
-from kdtalker.renderer.backends import GRAPH_BACKENDS, GRAPH_OPSET
+from kdtalker.renderer.backends import GRAPH_BACKENDS
 from kdtalker.renderer.export import export_warp_decode
+from kdtalker.renderer.renderer import packaged_graph_opset
 from kdtalker.renderer.stitching import apply_stitching, ratio_input, retarget_eye, retarget_lip, stitching_input
 
 
@@ -226,7 +227,7 @@ def warp_decode_graph(liveportrait_ref, renderer, tmp_path_factory):
     source = renderer.encode_source(image)
     path = tmp_path_factory.mktemp("graph") / "warp_decode.onnx"
     example = (source.f_s, source.compressed, source.x_s, source.x_s.clone())
-    export_warp_decode(renderer.warping, renderer.decoder, example, path, GRAPH_OPSET, dynamic_batch=True)
+    export_warp_decode(renderer.warping, renderer.decoder, example, path, packaged_graph_opset(), dynamic_batch=True)
     return path
 
 
