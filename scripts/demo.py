@@ -2,7 +2,8 @@
 
     python scripts/demo.py [checkpoint_dir=checkpoints] [server.port=7860] [server.share=false] [device=cuda ...]
 
-Then open http://127.0.0.1:7860. Settings: kdtalker/configs/demo.yaml (the inference config + server and input limits).
+Then open http://127.0.0.1:7860 (tab Live: the microphone streamed into a live session).
+Settings: kdtalker/configs/demo.yaml (the inference config + server and input limits).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main(cfg) -> None:
     with gradio_cache():  # before Gradio is imported: it takes its folder from the environment then
         from kdtalker.demo.app import Demo, build_app, serve
 
-        demo = Demo(cfg)
+        demo = Demo.from_config(cfg)
         try:
             if demo.problem is not None:
                 print(f"note: {' '.join(demo.problem.replace('**', '').split())}", flush=True)

@@ -5,6 +5,8 @@
     python scripts/live.py source_image=face.png wav=speech.wav render=false motion_out=motion.npz realtime=false
 
 Settings: kdtalker/configs/live.yaml (the inference config, its `live` node, and the keys above); --help lists them.
+Ctrl-C or SIGTERM (e.g. to end an endless stdin stream) stops it with `error: interrupted` and exit 130 / 143; out=
+and motion_out= are written whole at the end, so a stopped run leaves neither (nor its temporary files).
 """
 
 from __future__ import annotations

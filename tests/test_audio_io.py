@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from kdtalker.audio import load_audio, wav2lip_mel
-from kdtalker.audio.io import _decode_ffmpeg, _decode_soundfile
+from kdtalker.audio.io import StreamingResampler, _decode_ffmpeg, _decode_soundfile, resample
 from kdtalker.errors import AudioError
 
 TONE_HZ = 440.0
@@ -217,3 +217,34 @@ def test_non_finite_samples(tmp_path):
     with pytest.raises(AudioError, match="NaN") as err:
         load_audio(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("rate", [48000, 44100, 16000, 8000])
+def test_streaming_resampler_is_whole_signal_resampling_for_any_chunking(rate):
+    """Browser audio in random pieces (1 sample to 0.3 s) -> bit for bit `resample` of the whole, length included."""
+    rng = np.random.default_rng(rate)
+    x = (0.3 * rng.standard_normal(rate + 777)).astype(np.float32)
+    want = resample(x, rate, 16000)
+    for trial in range(3):
+        stream, got, i = StreamingResampler(rate, 16000), [], 0
+        while i < len(x):
+            n = int(rng.choice([0, 1, 7, 480, 1024, int(0.3 * rate)]))
+            got.append(stream.push(x[i : i + n]))
+            i += n
+        got.append(stream.close())
+        np.testing.assert_array_equal(np.concatenate(got), want)
+        assert stream.samples_in == len(x)
+
+
+def test_streaming_resampler_refuses_bad_input_with_one_line():
+    with pytest.raises(AudioError, match="sample rate must be"):
+        StreamingResampler(0, 16000)
+    stream = StreamingResampler(48000, 16000)
+    with pytest.raises(AudioError, match="NaN"):
+        stream.push(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(AudioError, match=r"\(N,\) float mono"):
+        stream.push(np.zeros((4, 2), np.float32))
+    assert stream.samples_in == 0  # a refused chunk changes nothing
+    stream.close()
+    with pytest.raises(AudioError, match="after close"):
+        stream.push(np.zeros(3, np.float32))

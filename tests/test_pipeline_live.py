@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import io
+import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from test_inference_e2e import short_speech
 from test_pipeline_checkpoints import make_fake_checkpoints
@@ -351,3 +353,56 @@ def test_the_cli_help_shows_the_live_keys_first(capsys):
     keys = [line.split()[0].split("=")[0] for line in lines[settings + 1 : settings + 5]]
     assert keys == ["wav", "stdin_format", "out", "render"], lines
     assert any(line.split()[0] == "live.hop=8" for line in lines if line.strip()), lines
+
+
+@pytest.mark.parametrize("detector, mode", [("webrtc", "absolute"), ("silero", "relative")])
+def test_silence_in_a_live_session_is_the_offline_silence(pipeline, tmp_path, detector, mode):  # noqa: F811
+    """silence.detector on: the live session's lips ease in the pauses as offline, in random chunkings (the VAD and
+    the pause weights are exact for any chunking; the motion as in the test above)."""
+    _linear_audio(pipeline)  # the features' values do not matter here, and the real-size encoder is slow
+    wav = load_audio(speech(tmp_path / "a.wav", 1.5))
+    pause = np.zeros(int(0.8 * 16000), np.float32)  # 20 frames of silence between two stretches of speech
+    audio = tmp_path / "pause.wav"
+    sf.write(audio, np.concatenate([wav, pause, wav[:12000]]), 16000)
+    wav = load_audio(audio)
+    controls = {"hop": 8, "motion_mode": mode, "silence": {"detector": detector, "neutral": "closed"}}
+    want = pipeline.motion(EXAMPLE, audio, **controls)
+    plain = pipeline.motion(EXAMPLE, audio, hop=8, motion_mode=mode)
+    eased = (want != plain).any(dim=1).numpy()
+    assert eased[40:55].all() and not eased[:30].any()  # the pause is eased, the speech before it untouched
+    session = pipeline.live(EXAMPLE, render=False, **controls)
+    pieces = _push_in_chunks(session, wav, np.random.RandomState(0), sizes=(0, 1, 7, 640, 3001, 9000))
+    torch.testing.assert_close(torch.cat([p.motion for p in pieces]), want, rtol=0, atol=1e-9)
+    assert session.closed
+
+
+def test_sigterm_mid_session_ends_the_cli_cleanly(tmp_path):
+    """scripts/live.py reading PCM from a stdin that is still open, stopped by SIGTERM: one line, exit 143, and the
+    partial video is removed (nothing at out=, its private folder gone; README "Live": out= is written whole).
+    SIGINT takes the same path (kdtalker.cli; exit 130: tests/test_inference_e2e.py)."""
+    import os
+    import time
+
+    root = make_fake_checkpoints(tmp_path / "ckpt")  # norm.npz and files that pass the checks; the models: doubles
+    private = tmp_path / "tmp"
+    private.mkdir()
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore", TMPDIR=str(private))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
+    out = tmp_path / "o.mp4"
+    cmd = [sys.executable, str(REPO / "tests" / "live_cli_doubles.py"), f"source_image={EXAMPLE}", "download=never"]
+    cmd += [f"checkpoint_dir={root}", "device=cpu", "steps=2", f"out={out}", "stdin_format=f32le"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    wav = load_audio(speech(tmp_path / "a.wav", 1.5)).astype("<f4").tobytes()
+    proc.stdin.write(wav)  # 1.5 s: the session has made and written frames, and waits for more speech
+    proc.stdin.flush()
+    deadline = time.monotonic() + 120
+    while not list(private.glob("kdtalker_live_*/speech.wav")) or not list(private.glob("kdtalker_video_*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1].decode()[-2000:]
+        time.sleep(0.1)
+    time.sleep(1.5)  # the session runs (the video writer and the speech file are open), pushing what was sent
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr.decode()[-2000:]
+    assert stderr.decode() == "error: interrupted\n" and stdout == b""
+    assert not out.exists() and list(private.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt", "tmp"]

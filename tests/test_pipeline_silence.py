@@ -27,6 +27,7 @@ from kdtalker.pipeline.motion import source_motion
 from kdtalker.pipeline.silence import (
     LIP_CHANNELS,
     Silence,
+    StreamingPauseWeights,
     lip_open_direction,
     mouth_opening,
     neutral_lips,
@@ -247,3 +248,34 @@ def test_inference_overrides_turn_silence_on(fixture_checkpoints, tmp_path):
     # the same overrides in process (what inference.py composes): a wrong value is one ConfigError before any work
     with pytest.raises(ConfigError, match=r"^silence.detector='loud' is not one of"):
         TalkingHeadPipeline.from_pretrained(fixture_checkpoints, "silence.detector=loud", device="cpu")
+
+
+@pytest.mark.parametrize("min_pause, ramp, reference", [(5, 5, False), (1, 3, True), (8, 2, False), (0, 0, False)])
+def test_streaming_pause_weights_are_the_whole_clips_for_any_chunking(min_pause, ramp, reference):
+    """Flags in random pieces -> exactly pause_weights of the whole clip, each weight `lookahead` frames late."""
+    rng = np.random.default_rng(min_pause * 10 + ramp)
+    for trial in range(20):
+        runs = rng.integers(1, 15, size=12)  # alternating speech / pause runs, either first
+        flags = np.concatenate([np.full(n, (k + trial) % 2 == 0) for k, n in enumerate(runs)])
+        want_flags = flags.copy()
+        if reference:
+            want_flags[0] = True
+        want = pause_weights(want_flags, min_pause, ramp)
+        stream, got, i = StreamingPauseWeights(min_pause, ramp, reference), [], 0
+        while i < len(flags):
+            n = min(int(rng.integers(0, 9)), len(flags) - i)
+            got.append(stream.push(flags[i : i + n]))
+            i += n
+            assert stream.frames_out == max(0, i - stream.lookahead)  # each weight once its look-ahead came
+        got.append(stream.close())
+        np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+def test_streaming_pause_weights_hold_a_bounded_buffer_in_an_endless_pause():
+    stream = StreamingPauseWeights(5, 5, False)
+    flags = np.concatenate([np.ones(3, bool), np.zeros(25 * 400, bool), np.ones(4, bool)])  # 400 s of silence
+    got = [stream.push(flags[:3])]
+    for i in range(3, len(flags), 25):
+        got.append(stream.push(flags[i : i + 25]))
+        assert stream.buffered <= 2 * (stream.lookahead + stream.min_pause + 1)
+    np.testing.assert_array_equal(np.concatenate([*got, stream.close()]), pause_weights(flags, 5, 5))

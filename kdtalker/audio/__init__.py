@@ -2,7 +2,7 @@
 
 from kdtalker.audio.encoder import AudioEncoder, audio_features, audio_windows, encode_windows
 from kdtalker.audio.features import SpeechFeatures
-from kdtalker.audio.io import SAMPLE_RATE, load_audio, resample
+from kdtalker.audio.io import SAMPLE_RATE, StreamingResampler, load_audio, resample
 from kdtalker.audio.mel import mel_amplitude, mel_basis, torch_wav2lip_mel, wav2lip_mel
 from kdtalker.audio.streaming import (
     StreamChunk,
@@ -20,6 +20,7 @@ __all__ = [
     "SpeechFeatures",
     "StreamChunk",
     "StreamingMelWindows",
+    "StreamingResampler",
     "StreamingSpeechFeatures",
     "audio_features",
     "audio_windows",

@@ -4,6 +4,9 @@ Decoding: soundfile (libsndfile: wav, flac, ogg, mp3 where built in) exactly as 
 libsndfile cannot open (m4a/aac, video soundtracks, ...) is decoded to float32 PCM by the ffmpeg binary
 shipped with imageio-ffmpeg. Then: float32 mean of the channels, libsoxr "HQ" resampling only when the
 file rate differs, and the length forced to ceil(N * sr_out / sr_in) as librosa.resample does.
+
+`StreamingResampler` is the same resampling for audio that arrives in pieces (a browser's microphone): libsoxr's
+own stream keeps the filter's state between pieces, so the pieces together are `resample` of the whole, bit for bit.
 """
 
 from __future__ import annotations
@@ -93,6 +96,57 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.
     if out.shape[-1] < size:
         out = np.pad(out, (0, size - out.shape[-1]))
     return np.ascontiguousarray(out[:size], dtype=np.float32)
+
+
+class StreamingResampler:
+    """Mono float32 audio at `rate` pushed in any chunk sizes -> the samples `resample` gives the whole at `target`."""
+
+    def __init__(self, rate: int, target: int):
+        for name, value in (("rate", rate), ("target", target)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise AudioError(f"the audio's sample {name} must be a whole number of Hz > 0, got {value!r}")
+        self.rate, self.target = int(rate), int(target)
+        # libsoxr's streaming form of soxr.resample (same filter, state kept): identical output for any chunking
+        self._stream = None if rate == target else soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+        self._in = self._out = 0
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() has handed out the tail."""
+        return self._closed
+
+    @property
+    def samples_in(self) -> int:
+        """Samples pushed so far (at `rate`)."""
+        return self._in
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """(N,) float32 at `rate`, N >= 0 -> (M,) float32 at `target`: what became final (libsoxr holds a few ms)."""
+        if self._closed:
+            raise AudioError("push() after close(): start a new resampler")
+        x = np.asarray(samples)
+        if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+            raise AudioError(f"audio chunks must be (N,) float mono samples, got {x.dtype} of shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise AudioError("the audio chunk contains NaN or infinite samples")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._in += len(x)
+        out = x.copy() if self._stream is None else self._stream.resample_chunk(x)
+        self._out += len(out)
+        return out
+
+    def close(self) -> np.ndarray:
+        """End of the audio -> the last samples, so that the total is ceil(N * target / rate) as `resample` gives."""
+        if self._closed:
+            raise AudioError("close() was already called on this resampler")
+        self._closed = True
+        empty = np.zeros(0, np.float32)
+        tail = empty if self._stream is None else self._stream.resample_chunk(empty, last=True)
+        size = int(math.ceil(self._in * self.target / self.rate)) - self._out
+        tail = np.pad(tail, (0, max(0, size - len(tail))))[: max(0, size)]
+        self._stream = None
+        return np.ascontiguousarray(tail, dtype=np.float32)
 
 
 def load_audio(

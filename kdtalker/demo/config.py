@@ -25,6 +25,9 @@ class LimitsConfig:
     audio_seconds: float = MISSING
     upload_mb: int = MISSING
     queue_size: int = MISSING
+    live_stream_every: float = MISSING
+    live_seconds: int = MISSING
+    live_finish_seconds: float = MISSING
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
     push(samples) --StreamingSpeechFeatures--> final feature rows --LiveSampler (hop H)--> normalised frames
       --denormalise, StreamingSmoother (fixed lag), head-motion scale, control mix--> motion rows (n, 70)
+      --silence on: lips eased in the pauses (StreamingVad -> StreamingPauseWeights, silence.py)--> motion rows
       --driving keypoints, render batches--> uint8 frames
 
 Each stage hands on only what no later sample can change, with the offline run's arithmetic, so the pieces of a
@@ -35,6 +36,7 @@ from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.frames import finish_batch, render_batch
 from kdtalker.pipeline.motion import MotionRows, broken_motion
 from kdtalker.pipeline.paste import PasteBack
+from kdtalker.pipeline.silence import LiveQuietLips
 from kdtalker.pipeline.timings import Timings
 from kdtalker.renderer import Source
 
@@ -71,6 +73,14 @@ def check_live_controls(ctl: Controls) -> Controls:
     return ctl
 
 
+def live_silence(ctl: Controls, raw_source: torch.Tensor) -> LiveQuietLips | None:
+    """The session's silence stage when the controls turn it on (as the offline run decides: detector set, the lips
+    following the audio), else None."""
+    if not (ctl.silence.enabled and ctl.uses_audio and ctl.control.lips == "audio"):
+        return None
+    return LiveQuietLips(ctl.silence, ctl.fps, raw_source, ctl.motion_mode == "relative")
+
+
 class LiveSession:
     """One speaker's stream: `push(samples)` -> pieces that became ready, `close()` -> the tail (`LivePiece`s).
 
@@ -93,6 +103,7 @@ class LiveSession:
         paste: PasteBack | None,
         checkpoint_dir: Path,
         timings: Timings,
+        quiet: LiveQuietLips | None,
     ):
         self.controls = controls
         self.fps = controls.fps
@@ -100,6 +111,7 @@ class LiveSession:
         self._speech, self._sampler, self._rows = speech, sampler, rows
         self._source, self._raw_source, self._renderer = source, raw_source, renderer
         self._size, self._paste, self._checkpoint_dir = size, paste, checkpoint_dir
+        self._quiet = quiet  # silence on: the lips eased in the speech's pauses (silence.py), as offline
         self._first_row: torch.Tensor | None = None  # frame 0's motion (relative mode measures from it)
         self._frames_out = 0
         self._closed = False
@@ -133,6 +145,7 @@ class LiveSession:
             "mel_frames": windows.buffered_mel_frames,
             "feature_rows": self._sampler.buffered_rows,
             "smoother_rows": self._rows.smoother.buffered_rows,
+            "silence_rows": 0 if self._quiet is None else self._quiet.buffered_rows + self._quiet.pauses.buffered,
         }
 
     def push(self, samples: np.ndarray) -> list[LivePiece]:
@@ -142,6 +155,9 @@ class LiveSession:
         with self.timings.stage("audio"):
             features = self._speech.push(samples).values  # a bad chunk: AudioError, and the session is unchanged
         try:
+            if self._quiet is not None:
+                with self.timings.stage("audio"):
+                    self._quiet.hear(samples)
             with self.timings.stage("sampling"):
                 made = self._sampler.push(features)
             return self._pieces(made, end=False)
@@ -156,6 +172,8 @@ class LiveSession:
         try:
             with self.timings.stage("audio"):
                 features = self._speech.close().values
+                if self._quiet is not None:
+                    self._quiet.hear_end()
             with self.timings.stage("sampling"):
                 made = torch.cat([self._sampler.push(features), self._sampler.close()])
             return self._pieces(made, end=True)
@@ -166,7 +184,7 @@ class LiveSession:
         """Drop every buffer and model reference now (close() does it; also after an error)."""
         self._closed = True
         self._speech = self._sampler = self._rows = self._renderer = None
-        self._source = self._paste = self._first_row = None
+        self._source = self._paste = self._first_row = self._quiet = None
 
     def __enter__(self) -> "LiveSession":
         return self
@@ -205,6 +223,8 @@ class LiveSession:
                 rows = torch.cat([rows, self._rows.finish()])
             if not ctl.control.is_audio_only and len(rows):
                 rows = mix_motion(ctl.control, self._raw_source, audio=rows)
+            if self._quiet is not None:
+                rows = self._quiet.ease(rows)
         if self._first_row is None and len(rows):
             self._first_row = rows[:1].clone()
         return rows

@@ -45,7 +45,7 @@ from kdtalker.pipeline.face import FaceCrop
 from kdtalker.pipeline.frames import Rendered, finish_batch, output_size, render_batch
 from kdtalker.pipeline.image import load_image
 from kdtalker.pipeline.job import Job, read_speech
-from kdtalker.pipeline.live import LiveSession, check_live_controls
+from kdtalker.pipeline.live import LiveSession, check_live_controls, live_silence
 from kdtalker.pipeline.models import Models, check_sampler
 from kdtalker.pipeline.motion import MotionMaker, broken_motion, source_motion
 from kdtalker.pipeline.motion_file import load_motion_file, save_motion_file
@@ -213,6 +213,7 @@ class TalkingHeadPipeline:
             paste=PasteBack(image, face.matrix) if ctl.paste_back and render else None,
             checkpoint_dir=self.checkpoint_dir,
             timings=self.timings,
+            quiet=live_silence(ctl, raw),
         )
 
     def generate(

@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from kdtalker.audio.vad import StreamingVad
 from kdtalker.diffusion.motion import EXPRESSION, REGION_CHANNELS
 from kdtalker.errors import ConfigError
 
@@ -123,6 +124,116 @@ def pause_weights(speech: np.ndarray, min_pause_frames: int, ramp_frames: int) -
             weights[t:end] = np.where(d <= ramp_frames, ramp, 0.0)
         t = end
     return weights
+
+
+class StreamingPauseWeights:
+    """Speech flags pushed in any pieces -> the lip weights `pause_weights` gives the whole clip, frame by frame.
+
+    Frame t's weight is handed out once the flags reach t + lookahead (`pause_weights`: max(min_pause - 1, ramp)
+    frames), or at close() (the clip's end). Memory stays bounded in an endless pause: what lies before the next
+    frame is kept only as far as a weight can still depend on it (the speech frame a ramp starts from, and the
+    pause's length up to min_pause), the rest as that many leading non-speech frames (the clip's start, where a
+    pause has no ramp: the same weights once the speech before is more than a ramp away)."""
+
+    def __init__(self, min_pause_frames: int, ramp_frames: int, reference_first: bool):
+        self.min_pause, self.ramp = int(min_pause_frames), int(ramp_frames)
+        self.lookahead = max(self.min_pause - 1, self.ramp)
+        self.reference_first = reference_first  # relative motion: frame 0 keeps its lips (quiet_lips)
+        self._flags = np.zeros(0, bool)  # frames _first .. _first + len - 1
+        self._first = 0
+        self._lead = 0  # non-speech frames standing in for the dropped ones before _first
+        self._next = 0  # the next frame to hand out
+
+    @property
+    def frames_out(self) -> int:
+        """Weights handed out so far."""
+        return self._next
+
+    @property
+    def buffered(self) -> int:
+        """Flags held (bounded by the look-ahead, the ramp and min_pause, whatever the stream's length)."""
+        return len(self._flags) + self._lead
+
+    def push(self, flags: np.ndarray) -> np.ndarray:
+        """(n,) bool flags of the next frames -> (m,) float64 weights of the frames that became final."""
+        flags = np.array(flags, bool)
+        if self.reference_first and self._first + len(self._flags) == 0 and len(flags):
+            flags[0] = True
+        self._flags = np.concatenate([self._flags, flags])
+        return self._emit(self._first + len(self._flags) - self.lookahead, end=False)
+
+    def close(self) -> np.ndarray:
+        """The clip's end -> (m,) float64 weights of every frame not yet handed out."""
+        return self._emit(self._first + len(self._flags), end=True)
+
+    def _emit(self, stop: int, end: bool) -> np.ndarray:
+        if stop <= self._next:
+            return np.zeros(0, np.float64)
+        known = np.concatenate([np.zeros(self._lead, bool), self._flags])
+        if not end:  # no clip end yet: speech may follow what is known (no weight below depends on it: class doc)
+            known = np.concatenate([known, [True]])
+        weights = pause_weights(known, self.min_pause, self.ramp)[self._lead :]
+        out = weights[self._next - self._first : stop - self._first]
+        self._next = stop
+        self._trim()
+        return out
+
+    def _trim(self) -> None:
+        """Drop the flags before _next that no later weight depends on (class doc)."""
+        before = self._flags[: self._next - self._first]
+        speech = np.flatnonzero(before)
+        if len(speech) and self._next - (self._first + speech[-1]) <= self.ramp:
+            keep, lead = self._first + speech[-1], 0  # the speech frame the ramp starts from
+        else:
+            paused = len(before) - (speech[-1] + 1 if len(speech) else 0) + (0 if len(speech) else self._lead)
+            keep, lead = self._next, min(paused, self.min_pause)
+        self._flags = self._flags[keep - self._first :].copy()
+        self._first, self._lead = keep, lead
+
+
+class LiveQuietLips:
+    """A live session's silence: samples -> speech flags (StreamingVad) -> lip weights (StreamingPauseWeights); the
+    session's motion rows wait here until their weights are known, then leave eased as `quiet_lips` eases them.
+
+    A row waits for the audio `lookahead` frames past it (plus the VAD's one hop, 32 ms with silero); the motion
+    rows already wait longer than that for the mel look-ahead, the hop and the smoother, so with the official
+    settings (0.2 s min_pause and ramp = 5 frames) easing adds no lag."""
+
+    def __init__(self, silence: Silence, fps: float, source: torch.Tensor, relative: bool):
+        self.vad = StreamingVad(silence.detector, silence.threshold, silence.aggressiveness, fps)
+        self.pauses = StreamingPauseWeights(round(silence.min_pause * fps), round(silence.ramp * fps), relative)
+        self.source_lips = source[LIP_CHANNELS].double()
+        self.target = neutral_lips(source, silence.neutral)
+        self.relative = relative
+        self._weights = np.zeros(0, np.float64)  # weights of rows not yet arrived
+        self._rows: torch.Tensor | None = None  # rows waiting for their weights (n, 70)
+        self._done = 0
+
+    @property
+    def buffered_rows(self) -> int:
+        """Motion rows waiting for their weights."""
+        return 0 if self._rows is None else len(self._rows)
+
+    def hear(self, samples: np.ndarray) -> None:
+        """The session's next 16 kHz samples (already checked) -> the weights they make final."""
+        self._weights = np.concatenate([self._weights, self.pauses.push(self.vad.push(samples).values)])
+
+    def hear_end(self) -> None:
+        """The end of the speech: the VAD's last hop and every remaining weight."""
+        last = self.pauses.push(self.vad.close().values)
+        self._weights = np.concatenate([self._weights, last, self.pauses.close()])
+
+    def ease(self, rows: torch.Tensor) -> torch.Tensor:
+        """The next motion rows (n, 70) -> the rows (m, 70) whose weights are known, lips eased in pauses."""
+        rows = rows if self._rows is None else torch.cat([self._rows, rows])
+        ready = min(len(rows), len(self._weights))
+        out, self._rows = rows[:ready], rows[ready:]
+        if self.relative and self._done == 0 and ready:  # as quiet_lips: the neutral measured from frame 0
+            self.target = out[0, LIP_CHANNELS].double() + (self.target - self.source_lips)
+        eased = ease_lips(out, self._weights[:ready], self.target)
+        self._weights = self._weights[ready:]
+        self._done += ready
+        return eased
 
 
 def neutral_lips(source: torch.Tensor, neutral: str) -> torch.Tensor:
