@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from test_pipeline_checkpoints import make_fake_checkpoints
+
+from kdtalker.diffusion.motion import MotionNorm
+from kdtalker.facevid2vid import FACEVID2VID_LAYOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,3 +102,11 @@ def test_facevid2vid_check_lips_follow_audio(tmp_path):
     assert corr - shuffled > 0.35, last
     shard = np.load(tmp_path / "data" / "train" / "synth_0000.npz", allow_pickle=False)
     assert str(shard["layout"]) == "facevid2vid" and shard["exp"].shape[1:] == (15, 3) and "scale" not in shard
+
+    # the run exports like any other: its 51-d statistics and model config go with it
+    base = make_fake_checkpoints(tmp_path / "base")
+    cmd = [sys.executable, str(ROOT / "scripts" / "export_checkpoint.py"), f"run={tmp_path / 'run'}", f"base={base}"]
+    out = tmp_path / "exported"
+    done = subprocess.run([*cmd, f"out={out}"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "motion_dim=51" in done.stdout and MotionNorm.load(out / "norm.npz", FACEVID2VID_LAYOUT).dim == 51

@@ -34,6 +34,7 @@ from kdtalker.diffusion.checkpoint import kdtalker_state_dict, official_layout, 
 from kdtalker.diffusion.motion import MotionNorm
 from kdtalker.errors import CheckpointError, ConfigError, KDTalkerError, OutputError
 from kdtalker.fileio import atomic_path
+from kdtalker.motion_layout import MotionLayout
 from kdtalker.training.checkpoint import CHECKPOINT_PATTERN, checkpoint_path, checkpoints_newest_first, load_checkpoint
 
 MODEL_FILE = "KDTalker.pth"
@@ -50,7 +51,8 @@ class BaseFiles:
     required: tuple[str, ...]  # paths relative to base; each must pass check_file
     optional: tuple[str, ...] = ()  # linked when present (e.g. the ONNX crop models)
     check_file: Callable[[Path, str], Any] | None = None  # (base, relpath) -> raises CheckpointError when wrong
-    check_folder: Callable[[Path], Any] | None = None  # the finished folder, before it is moved into place
+    # the finished folder and the run's motion layout (data.layout), before the folder is moved into place
+    check_folder: Callable[[Path, MotionLayout], Any] | None = None
 
 
 @dataclass
@@ -133,9 +135,13 @@ def run_norm(run_cfg: DictConfig, source: str = RUN_CONFIG_FILE) -> Path:
             f"the run's norm statistics (data config of {source}; paths are relative to the folder train.py ran in): "
             f"{exc}"
         ) from None
-    # CheckpointError naming the file when it is not a norm.npz of the run's layout (older runs: LivePortrait's)
-    MotionNorm.load(norm, layout_named(data.get("layout", "liveportrait"), f"{source}: data.layout"))
+    MotionNorm.load(norm, run_layout(run_cfg, source))  # CheckpointError naming the file: not a norm.npz of the run
     return norm
+
+
+def run_layout(run_cfg: DictConfig, source: str = RUN_CONFIG_FILE) -> MotionLayout:
+    """The motion layout the run trained in (data.layout; runs from before it had one: LivePortrait's)."""
+    return layout_named(run_cfg.data.get("layout", "liveportrait"), f"{source}: data.layout")
 
 
 def model_weights(ckpt: Any, source: str, ema: bool = False) -> dict[str, torch.Tensor]:
@@ -222,7 +228,7 @@ def export_checkpoint(
         for relpath in take:
             _place(base / relpath, folder / relpath, link, result, relpath)
         if files.check_folder is not None:
-            files.check_folder(folder)
+            files.check_folder(folder, run_layout(run_cfg, source))
     return result
 
 
