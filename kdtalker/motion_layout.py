@@ -85,3 +85,11 @@ class MotionLayout:
                 f"motion layout {self.name!r} has {self.dim} channels, got a vector of shape {tuple(motion.shape)}"
             )
         return {name: motion[..., self.slice(name)] for name, _ in self.parts}
+
+
+def layout_of_target(target: str) -> MotionLayout | None:
+    """A renderer group's `_target_` (its class, or the class's from_checkpoints) -> the class's `layout`, or None."""
+    from hydra.utils import get_method
+
+    factory = get_method(target)
+    return getattr(getattr(factory, "__self__", factory), "layout", None)

@@ -19,10 +19,12 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from reference import ReferenceSet  # noqa: E402
 
 # Caches under XDG_CACHE_HOME (the renderer's graph cache, renderer.graph_cache) go to a private folder of this run,
-# never into ~/.cache; subprocesses inherit it.
-_CACHE_HOME = tempfile.mkdtemp(prefix="kdtalker_tests_cache_")
-os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
-atexit.register(shutil.rmtree, _CACHE_HOME, True)
+# never into ~/.cache. The process that makes it removes it at exit; pytest-xdist's workers and every subprocess
+# inherit it, so the whole run exports each graph once.
+if "KDTALKER_TESTS_CACHE_HOME" not in os.environ:
+    os.environ["KDTALKER_TESTS_CACHE_HOME"] = tempfile.mkdtemp(prefix="kdtalker_tests_cache_")
+    atexit.register(shutil.rmtree, os.environ["KDTALKER_TESTS_CACHE_HOME"], True)
+os.environ["XDG_CACHE_HOME"] = os.environ["KDTALKER_TESTS_CACHE_HOME"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N: N workers share the cores; one torch thread each avoids oversubscription

@@ -7,7 +7,6 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from hydra.utils import get_method
 
 from kdtalker.audio import audio_features
 from kdtalker.data.extract import AudioFn, MotionFn
@@ -17,7 +16,7 @@ from kdtalker.facevid2vid.head_expression import HeadExpressionEstimator
 from kdtalker.facevid2vid.keypoint_detector import KeypointDetector
 from kdtalker.facevid2vid.layout import FACEVID2VID_LAYOUT
 from kdtalker.facevid2vid.renderer import keypoint_info
-from kdtalker.motion_layout import MotionLayout
+from kdtalker.motion_layout import MotionLayout, layout_of_target
 from kdtalker.renderer.checkpoints import load_motion_extractor
 from kdtalker.renderer.keypoints import headpose_to_degrees
 from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
@@ -76,8 +75,7 @@ def renderer_motion_fn(renderer: Mapping, motion_extractor: str, device: torch.d
     LivePortrait: the motion extractor file `motion_extractor`; Face-vid2vid: the keypoint detector and head-pose/
     expression estimator of `renderer.weights` (and `renderer.head_pose_weights`), its generator left unloaded.
     """
-    layout = getattr(get_method(renderer["_target_"]), "__self__", None)  # the renderer class of from_checkpoints
-    layout = getattr(layout, "layout", None)
+    layout = layout_of_target(renderer["_target_"])
     if layout == LIVEPORTRAIT_LAYOUT:
         return liveportrait_motion_fn(load_motion_extractor(motion_extractor, device)), layout
     if layout == FACEVID2VID_LAYOUT:

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from hydra.utils import get_class, get_method, instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from kdtalker.config import compose_config, config_error, typed_config
 from kdtalker.diffusion import Guidance
 from kdtalker.errors import ConfigError, KDTalkerError
-from kdtalker.motion_layout import MotionLayout
+from kdtalker.motion_layout import MotionLayout, layout_of_target
 from kdtalker.pipeline.config import InferenceConfig
 from kdtalker.pipeline.control import Control
 from kdtalker.pipeline.controls import Controls
@@ -99,10 +99,10 @@ def pipeline_arguments(cfg: Any) -> tuple[dict[str, Any], str | None]:
 def renderer_layout(node: Any) -> MotionLayout:
     """The motion layout of the renderer group's class (its `layout`; LivePortrait's for a renderer without one)."""
     try:
-        factory = get_method(str(node.get("_target_")))
+        layout = layout_of_target(str(node.get("_target_")))
     except Exception:  # noqa: BLE001 - a wrong target is reported by _built, with the group's name
         return LIVEPORTRAIT_LAYOUT
-    return getattr(getattr(factory, "__self__", factory), "layout", None) or LIVEPORTRAIT_LAYOUT
+    return layout or LIVEPORTRAIT_LAYOUT
 
 
 def check_motion_dim(motion_dim: Any, layout: MotionLayout, checkpoint_dir: Any) -> None:

@@ -161,7 +161,10 @@ def check_norm_file(path: Path, layout: MotionLayout = LIVEPORTRAIT_LAYOUT) -> P
     """Check the normalisation statistics norm.npz of the layout (entries, sizes, finite positive stds) -> its path."""
     where = f"put the official norm.npz (shipped in this repository as checkpoints/norm.npz) at {path}; see {README}"
     if layout != LIVEPORTRAIT_LAYOUT:
-        where = f"put the {layout.name} model's norm.npz (scripts/compute_norm.py renderer={layout.name}) at {path}"
+        where = (
+            f"put the {layout.name} model's norm.npz (scripts/compute_norm.py shards=DIR out=FILE on its "
+            f"{layout.name} shards) at {path}"
+        )
     if not path.is_file():
         raise CheckpointError(f"missing {path}: {where}")
     try:
