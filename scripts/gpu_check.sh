@@ -4,8 +4,9 @@
 #   bash scripts/gpu_check.sh OUT_DIR [part]      part: all (default) | a | b
 #
 # a: environment, pytest -m cuda, renderer (batch 1/8/16/32 x float32/float16/bfloat16), sampler, pipeline
-#    (10 s and 60 s clips end to end, float16), latency.  b: [pytest -m cuda when run alone] renderer layout and
-#    fusion variants, the pipeline traced with and without overlap and with paste-back, the renderer compiled.
+#    (10 s and 60 s clips end to end, float16), latency, live (audio-to-frame latency per hop).
+# b: [pytest -m cuda when run alone] renderer layout and fusion variants, the pipeline traced with and without
+#    overlap and with paste-back, the renderer compiled.
 #    Each step has its own time limit, so one slow step does not take the others down.
 # Weights: random, official sizes (speed does not depend on the values); the CUDA tests use the fixture weights.
 # Machines without the dlib landmark model: set CROP_FILE to a saved crop (npz: image, matrix, landmarks,
@@ -45,6 +46,7 @@ if [ "$part" = all ] || [ "$part" = a ]; then
     step pipeline_float16 120 python scripts/benchmark.py pipeline --device cuda --dtype float16 --frames 0 \
         --seconds 10 60 "${crop[@]}" --json "$figures"
     step latency 60 python scripts/benchmark.py latency --device cuda --dtype float16 --frames 0 --warmup "${crop[@]}"
+    step live 90 python scripts/benchmark.py live --device cuda --dtype float16 --hops 8 16 64 --rounds 2 "${crop[@]}"
 fi
 if [ "$part" = all ] || [ "$part" = b ]; then
     [ "$part" = b ] && step pytest_cuda 170 env KDTALKER_CUDA_REPORT="$out/cuda_tests.jsonl" \

@@ -129,6 +129,7 @@ def _work_files(tmp: Path) -> list[Path]:
     return [p for work in tmp.glob("kdtalker_demo_*") for p in work.rglob("*")]
 
 
+@pytest.mark.slow
 def test_generate_in_the_browser(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -85,6 +85,7 @@ def _chromium_with_a_microphone(wav: Path):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+@pytest.mark.slow
 def test_the_live_tab_turns_the_microphone_into_frames_in_the_browser(page, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -167,6 +168,7 @@ def test_a_feed_gives_the_sessions_frames_for_browser_chunks(pipeline, tmp_path)
     assert feed.samples == len(resample(mono, 48000, SAMPLE_RATE)) == 16000
     assert feed.frames == num_video_frames(16000, SAMPLE_RATE, 25) == 25
     assert feed.frame is not None and feed.frame.shape == (512, 512, 3) and feed.frame.dtype == np.uint8
+    assert feed.new_frame() is feed.frame and feed.new_frame() is None  # the page is sent each frame once
     assert feed.status().startswith("done: 25 frames from 1.00 s of audio")
 
 

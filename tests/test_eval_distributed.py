@@ -93,6 +93,7 @@ def _tables(out: Path) -> dict[str, str]:
     return {**found, "summary.json": json.dumps(summary, indent=1, sort_keys=True)}
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_tables_one_process_writes_and_resume(setup, tmp_path):  # noqa: F811
     runs = {}
     for name, launcher in (
@@ -145,6 +146,7 @@ def test_a_failing_rank_stops_the_job_with_one_error_line(setup, tmp_path):  # n
     assert not list((tmp_path / "o").glob("tables/*"))  # no table from a part of the videos
 
 
+@pytest.mark.slow
 def test_a_stuck_rank_stops_the_others_after_the_timeout(setup, tmp_path):  # noqa: F811
     # rank 1 hangs in its generation; rank 0 waits distributed.timeout_minutes (12 s here) and then stops the job
     cmd = [*TORCHRUN, "--nproc_per_node=2", str(REPO / "tests" / "eval_standin_run.py"), *_overrides(setup, tmp_path)]

@@ -79,6 +79,7 @@ def _overrides(root: Path, out: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_evaluate_script_scores_another_methods_videos(setup, tmp_path):
     out = tmp_path / "out"
     table = f"tables=[{{name: peers, title: Peers, rows: [{{label: Peer, folder: '{setup / 'peer'}', fps: 30.0}}]}}]"

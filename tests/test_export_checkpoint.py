@@ -327,6 +327,7 @@ def test_the_names_match_the_pipeline():
     assert export_module.MODEL_FILE in {spec.relpath for spec in WEIGHT_FILES}
 
 
+@pytest.mark.slow
 def test_an_exported_generator_runs_inference_end_to_end(fixture_checkpoints, tmp_path, capsys):
     # A 2-step `experiment=table4_vae` run (paper Table 4): its folder rebuilds the tiny network from model.yaml
     # and samples it with the run's one-pass sampler; the official weights around it are full-size fixtures.

@@ -74,6 +74,7 @@ def short_speech(path: Path, seconds: float) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_inference_writes_the_video(fixture_checkpoints, tmp_path):
     # Names as users have them: spaces, Cyrillic, CJK, parentheses (Hydra's grammar alone cannot lex them).
     folder = tmp_path / "мои файлы 顔"
@@ -195,6 +196,7 @@ def test_bad_inputs_give_one_message_and_no_output(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow
 def test_readme_python_examples_run(fixture_checkpoints, tmp_path, monkeypatch):
     # Every ```python block of the README, in order, in one namespace, from a folder laid out like the repository
     # (checkpoints/ with official-layout fixture weights, examples/ with a short cut of the speech). The demo's

@@ -322,6 +322,7 @@ def test_the_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "ckpt"]
 
 
+@pytest.mark.slow
 def test_the_cli_renders_real_frames_on_fixture_weights(fixture_checkpoints, tmp_path):
     """The real networks on official-layout fixture files, as a program: f32le PCM on stdin -> an mp4 with one frame
     per 40 ms. Two frames only: a full-size frame takes 5-30 s on a shared 2-core CPU (the 1 s wav runs above, on

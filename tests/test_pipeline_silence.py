@@ -212,6 +212,7 @@ def test_lips_from_a_driving_video_are_not_eased(pipeline, tmp_path, monkeypatch
     assert len(called) == 1  # detector none: not run
 
 
+@pytest.mark.slow
 def test_inference_overrides_turn_silence_on(fixture_checkpoints, tmp_path):
     # 1 frame of digital silence, then 1 of speech (rendering costs ~12 s a frame here): with no ramp and no minimum
     # pause the first frame renders the closed mouth, the second its sampled lips.

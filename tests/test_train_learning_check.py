@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_pipeline_checkpoints import make_fake_checkpoints
 
 from kdtalker.diffusion.motion import MotionNorm
@@ -35,6 +36,7 @@ def learning_check(tmp_path, **overrides) -> list[str]:
     return result.stdout.strip().splitlines()
 
 
+@pytest.mark.slow
 def test_learning_check_lips_follow_audio(tmp_path):
     last = learning_check(tmp_path, **{"train.max_steps": 400})[-1]
     match = re.fullmatch(r"lip-audio correlation: (-?\d+\.\d+) \(shuffled audio: (-?\d+\.\d+)\)", last)
@@ -44,6 +46,7 @@ def test_learning_check_lips_follow_audio(tmp_path):
     assert corr - shuffled > 0.3, last
 
 
+@pytest.mark.slow
 def test_multisignal_check_prints_its_four_lines_and_each_signal_drives_its_region(tmp_path):
     # a shorter run than the lips check's (batch 16, 3 clips, 10 DDIM steps): about a minute on 2 cores
     overrides = {"train.max_steps": 600, "train.batch_size": 16, "check.clips": 3, "check.steps": 10}

@@ -153,7 +153,8 @@ class Demo:
             if feed is not None:
                 feed.release()
             raise page_error(exc) from None
-        return (gr.skip() if feed.frame is None else feed.frame), feed.status(), feed
+        frame = feed.new_frame()
+        return (gr.skip() if frame is None else frame), feed.status(), feed
 
     def live_stop(self, feed: LiveFeed | None) -> tuple:
         """The recording stopped -> the session's tail: (last frame, the final status line, no feed)."""
@@ -168,7 +169,8 @@ class Demo:
             )
         if feed.error is not None:
             raise page_error(feed.error)
-        return (gr.skip() if feed.frame is None else feed.frame), feed.status(), None
+        frame = feed.new_frame()
+        return (gr.skip() if frame is None else frame), feed.status(), None
 
     def _check_inputs(
         self, image: str | None, audio: str | None, driving_video: str | None, regions: Sequence[str]

@@ -61,6 +61,7 @@ class LiveFeed:
         self.samples = 0  # 16 kHz samples received
         self.frames = 0  # frames made
         self.frame: np.ndarray | None = None  # the newest (H, W, 3) uint8
+        self._shown = 0  # the frame count when the page was last sent a frame (new_frame)
         self.lag: float | None = None  # seconds from the newest frame's audio arriving to the frame being ready
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -90,6 +91,18 @@ class LiveFeed:
         """Drop the session now (the tab closed): the worker stops before its next chunk."""
         self._stop.set()
         self._queue.put(END)
+
+    def new_frame(self) -> np.ndarray | None:
+        """The newest frame if the page has not been sent it yet, else None.
+
+        The page gets each frame once: sent again, Gradio would rewrite the same cached image file while the browser
+        may still be reading it (a truncated response, and a server that then stops slowly).
+        """
+        with self._lock:
+            if self.frame is None or self.frames == self._shown:
+                return None
+            self._shown = self.frames
+            return self.frame
 
     def status(self) -> str:
         """The line under the video: audio in, frames out and the lag."""

@@ -231,6 +231,7 @@ def warp_decode_graph(liveportrait_ref, renderer, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", GRAPH_BACKENDS)
 def test_end_to_end_frames_of_each_backend(liveportrait_ref, checkpoint_dir, warp_decode_graph, backend):
     """renderer.backend=onnxruntime|openvino: the official e2e frame through the same render API."""
