@@ -31,13 +31,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(items: list) -> None:
-    """Modules with a slow test first (their order kept): pytest -n 2 then shares the long tests between its two
-    workers from the start, instead of one worker finishing a long test alone at the end."""
-    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
-
-
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

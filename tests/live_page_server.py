@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from test_pipeline_generate import RandomSpeechFeatures, RecordingRenderer
 
+from kdtalker.cli import install_signal_handlers
 from kdtalker.config import compose_config
 from kdtalker.demo.cache import gradio_cache
 from kdtalker.demo.config import DemoConfig
@@ -42,6 +43,7 @@ def main(checkpoint_dir: Path, port: int) -> None:
     )
     pipe = TalkingHeadPipeline.from_config(cfg)
     pipe.models = doubles_models(checkpoint_dir)
+    install_signal_handlers()  # as scripts/demo.py (kdtalker.cli.run): under pytest-xdist SIGINT arrives ignored
     with gradio_cache():
         from kdtalker.demo.app import Demo, build_app, serve
 
