@@ -49,20 +49,46 @@ def _start(root: Path, checkpoint_dir: Path, *overrides: str) -> tuple[subproces
     env.pop("TQDM_DISABLE", None)  # the page's progress bar follows the pipeline's tqdm bars
     env.pop("GRADIO_TEMP_DIR", None)  # Gradio's own default (TMPDIR/gradio), as a user has it
     cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), f"checkpoint_dir={checkpoint_dir}", f"server.port={port}"]
+    proc, url = serve_page(root, [*cmd, *overrides], env, port)
+    return proc, url, tmp
+
+
+def serve_page(root: Path, cmd: list[str], env: dict, port: int) -> tuple[subprocess.Popen, str]:
+    """Start a page server `cmd` (cwd root, its output in root/server.log) and wait until it answers -> (proc, url)."""
     with open(root / "server.log", "w") as log:
-        proc = subprocess.Popen([*cmd, *overrides], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 240
     while True:
         try:
             urllib.request.urlopen(url, timeout=5).read()
-            break
+            return proc, url
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise AssertionError("the demo did not start:\n" + (root / "server.log").read_text()[-3000:])
+                raise AssertionError("the page did not start:\n" + (root / "server.log").read_text()[-3000:])
             time.sleep(1)
-    return proc, url, tmp
+
+
+def headless_chromium(*extra_args: str):
+    """Debian's Chromium, headless, through its chromedriver (extra_args: more command-line switches)."""
+    assert CHROMIUM and CHROMEDRIVER, "the browser tests need Debian's chromium and chromium-driver (.ci/run installs)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1100",
+    ):
+        options.add_argument(arg)
+    for arg in extra_args:
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -85,21 +111,7 @@ def server(fixture_checkpoints, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    assert CHROMIUM and CHROMEDRIVER, "the browser tests need Debian's chromium and chromium-driver (.ci/run installs)"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1100",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium()
     yield driver
     driver.quit()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_demo import CHROMEDRIVER, CHROMIUM, _free_port, _stop, _wait
+from test_demo import _free_port, _stop, _wait, headless_chromium, serve_page
 from test_pipeline_checkpoints import make_fake_checkpoints
 from test_pipeline_generate import EXAMPLE, pipeline  # noqa: F401
 
@@ -32,9 +32,7 @@ LIVE_LAG_FRAMES = 3 + 11
 def page(tmp_path):
     """tests/live_page_server.py on a free port (its TMPDIR under tmp_path) -> its url."""
     import os
-    import subprocess
     import sys
-    import urllib.request
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -44,19 +42,7 @@ def page(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     env.pop("GRADIO_TEMP_DIR", None)
     cmd = [sys.executable, str(REPO / "tests" / "live_page_server.py"), str(root), str(port)]
-    with open(tmp_path / "server.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 240
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError("the page did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(1)
+    proc, url = serve_page(tmp_path, cmd, env, port)
     yield url
     _stop(proc)
     assert not list(tmp.rglob("*"))  # uploads and the microphone's chunks go with the server
@@ -65,24 +51,11 @@ def page(tmp_path):
 
 def _chromium_with_a_microphone(wav: Path):
     """Headless Chromium whose microphone plays `wav` (in a loop) and allows the page to use it unasked."""
-    assert CHROMIUM and CHROMEDRIVER, "the browser tests need Debian's chromium and chromium-driver (.ci/run installs)"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1100",
+    return headless_chromium(
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}",
-    ):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    )
 
 
 @pytest.mark.slow
