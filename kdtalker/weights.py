@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -26,8 +26,13 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, to
     return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
-def load_state_strict(module: nn.Module, state: Mapping[str, Any], what: str, source: str = "") -> nn.Module:
-    """load_state_dict(strict=True) with a short message naming missing/unexpected keys and shape mismatches."""
+def load_state_strict(
+    module: nn.Module, state: Mapping[str, Any], what: str, source: str = "", assign: bool = False
+) -> nn.Module:
+    """load_state_dict(strict=True) with a short message naming missing/unexpected keys and shape mismatches.
+
+    assign=True: the module takes the state's tensors themselves (a module built on the meta device: `built_empty`).
+    """
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise CheckpointError(
             f"{what}: {source or 'the checkpoint'} does not hold a state dict (got {type(state).__name__})"
@@ -49,5 +54,12 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Any], what: str, so
         if wrong:
             parts.append(f"{len(wrong)} shape mismatches (e.g. {'; '.join(wrong[:3])})")
         raise CheckpointError(f"{what}: {source or 'the checkpoint'} is not the expected file: " + ", ".join(parts))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
     return module
+
+
+def built_empty(build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` on the meta device: no memory and no random initialisation, for weights that a checkpoint replaces
+    whole (`load_state_strict(..., assign=True)`); the random init of the large renderer networks costs ~1 s a load."""
+    with torch.device("meta"):
+        return build()

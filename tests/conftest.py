@@ -27,8 +27,11 @@ if "KDTALKER_TESTS_CACHE_HOME" not in os.environ:
 os.environ["XDG_CACHE_HOME"] = os.environ["KDTALKER_TESTS_CACHE_HOME"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # pytest -n N: N workers share the cores; one torch thread each avoids oversubscription
+    # pytest -n N: N workers share the cores; one torch thread each avoids oversubscription. The scripts a test
+    # runs (inference.py, the learning check, the demo's server) inherit one thread too: a test waits for its
+    # subprocess, which takes the worker's core; two threads each, two learning checks side by side took 3-5x longer.
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -107,3 +107,22 @@ def test_config_builds_the_official_key_layout(liveportrait_ref):
         assert list(shapes.items()) == list(
             liveportrait_ref.spec(liveportrait_ref.manifest["specs"][name])["shapes"].items()
         ), name
+
+
+def test_a_file_is_loaded_without_random_init_and_a_given_state_is_copied(tmp_path):
+    # From a file the networks are built on the meta device and take the file's tensors (no random init, ~1 s a
+    # load at full size): every parameter and buffer must be real and the file's, spectral-norm u and v included.
+    from kdtalker.renderer.spade import SPADEDecoder
+
+    config = {"block_expansion": 8, "max_features": 16}
+    state = SPADEDecoder(**config).state_dict()
+    torch.save(state, tmp_path / "spade_generator.pth")
+    net = ckpt.load_spade_generator(tmp_path / "spade_generator.pth", config=config)
+    loaded = net.state_dict()
+    assert sorted(loaded) == sorted(state) and not any(t.is_meta for t in [*net.parameters(), *net.buffers()])
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert any(k.endswith("weight_u") for k in state)
+    # a state dict the caller holds is copied: the module must not share (and later change) the caller's tensors
+    given = ckpt.load_spade_generator(state, config=config)
+    ours = {t.data_ptr() for t in [*given.parameters(), *given.buffers()]}
+    assert not ours & {t.data_ptr() for t in state.values()}

@@ -22,7 +22,6 @@ class RenderingProgress(tqdm):
         if first:
             per_frame = self.format_dict["elapsed"] / self.n
             self.estimate = per_frame * self.total
-            self.set_postfix_str(
-                f"{per_frame:.1f} s/frame: about {self.format_interval(self.estimate)} for {self.total} frames"
-            )
+            frames = f"{self.total} frame" + ("" if self.total == 1 else "s")
+            self.set_postfix_str(f"{per_frame:.1f} s/frame: about {self.format_interval(self.estimate)} for {frames}")
         return shown

@@ -25,7 +25,7 @@ from kdtalker.renderer.motion_extractor import MotionExtractor
 from kdtalker.renderer.spade import SPADEDecoder
 from kdtalker.renderer.stitching import StitchingRetargetingNetwork
 from kdtalker.renderer.warping import WarpingNetwork
-from kdtalker.weights import load_state_strict, load_torch_file, strip_prefix
+from kdtalker.weights import built_empty, load_state_strict, load_torch_file, strip_prefix
 
 BASE_FILES = {
     "appearance_feature_extractor": "base_models/appearance_feature_extractor.pth",
@@ -64,8 +64,11 @@ def _load_base(
     state, name = _read(source, what)
     if isinstance(state, Mapping) and any(isinstance(k, str) and k.startswith("module.") for k in state):
         state = strip_prefix(state, "module.")
-    module = build(**dict(config or {}))
-    load_state_strict(module, state, what, name)
+    # a file's tensors are ours to take; a state dict the caller gave is copied (the module must not alias it)
+    owned = not isinstance(source, Mapping)
+    kwargs = dict(config or {})
+    module = built_empty(lambda: build(**kwargs)) if owned else build(**kwargs)
+    load_state_strict(module, state, what, name, assign=owned)
     return _finish(module, device, dtype)
 
 

@@ -25,8 +25,12 @@ class SpectralNormConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
         self.weight_orig = nn.Parameter(torch.empty(cout, cin, kernel_size, kernel_size))
         nn.init.kaiming_uniform_(self.weight_orig, a=5**0.5)
-        self.register_buffer("weight_u", F.normalize(torch.randn(cout), dim=0, eps=1e-12))
-        self.register_buffer("weight_v", F.normalize(torch.randn(cin * kernel_size * kernel_size), dim=0, eps=1e-12))
+        u, v = torch.empty(cout), torch.empty(cin * kernel_size * kernel_size)
+        if not u.is_meta:  # built empty for a checkpoint's u and v (weights.built_empty): no random draw on meta
+            u = F.normalize(torch.randn(cout), dim=0, eps=1e-12)
+            v = F.normalize(torch.randn(v.numel()), dim=0, eps=1e-12)
+        self.register_buffer("weight_u", u)
+        self.register_buffer("weight_v", v)
         self.register_buffer("weight_cached", None, persistent=False)
         self._register_load_state_dict_pre_hook(self._drop_cache)
         self.padding = padding

@@ -6,7 +6,9 @@ tolerance, seed and the salt come from the case set's manifest / cases.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +17,6 @@ import torch
 from kdtalker.renderer import LivePortraitRenderer, headpose_to_degrees, rotation_matrix, transform_keypoints
 from kdtalker.renderer import checkpoints as ckpt
 from kdtalker.renderer.backends import GRAPH_BACKENDS
-from kdtalker.renderer.export import export_warp_decode
-from kdtalker.renderer.renderer import packaged_graph_opset
 from kdtalker.renderer.stitching import apply_stitching, ratio_input, retarget_eye, retarget_lip, stitching_input
 
 
@@ -219,25 +219,17 @@ def test_end_to_end_chain(liveportrait_ref, renderer):
     check(ref, "e2e.debug.logits", seen["logits"])
 
 
-@pytest.fixture(scope="module")
-def warp_decode_graph(liveportrait_ref, renderer, tmp_path_factory):
-    """The fixture weights' warping + decoder exported once (dynamic batch), shared by the graph backends."""
-    ref = liveportrait_ref
-    image = t(ref, "e2e.in.image")
-    source = renderer.encode_source(image)
-    path = tmp_path_factory.mktemp("graph") / "warp_decode.onnx"
-    example = (source.f_s, source.compressed, source.x_s, source.x_s.clone())
-    export_warp_decode(renderer.warping, renderer.decoder, example, path, packaged_graph_opset(), dynamic_batch=True)
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", GRAPH_BACKENDS)
-def test_end_to_end_frames_of_each_backend(liveportrait_ref, checkpoint_dir, warp_decode_graph, backend):
-    """renderer.backend=onnxruntime|openvino: the official e2e frame through the same render API."""
+def test_end_to_end_frames_of_each_backend(liveportrait_ref, checkpoint_dir, backend):
+    """renderer.backend=onnxruntime|openvino: the official e2e frame through the same render API.
+
+    The graph comes from the test run's graph cache (tests/conftest.py): the fixture weights are the ones of the
+    end-to-end tests' checkpoint folder, so the whole run exports this graph once, whichever test needs it first."""
     ref = liveportrait_ref
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "kdtalker" / "graphs"
     graph_renderer = LivePortraitRenderer.from_checkpoints(
-        checkpoint_dir, device="cpu", dtype=torch.float32, backend=backend, graph=warp_decode_graph
+        checkpoint_dir, device="cpu", dtype=torch.float32, backend=backend, graph_cache=cache
     )
     image = t(ref, "e2e.in.image")
     source = graph_renderer.encode_source(image)
