@@ -178,3 +178,19 @@ def test_a_facevid2vid_pipeline_refuses_live_sessions(facevid2vid_checkpoints):
     with pytest.raises(ConfigError, match="a live session composes LivePortrait's motion; renderer=facevid2vid"):
         pipe.live(EXAMPLE)
     assert pipe.models is None  # refused before any model was loaded
+
+
+def test_broken_frames_name_the_renderer_that_made_them(tmp_path):
+    # NaN or one-colour frames point at the weights of the renderer that rendered them, not always LivePortrait's.
+    from kdtalker.errors import KDTalkerError
+    from kdtalker.pipeline.frames import check_frames
+    from kdtalker.pipeline.weights import renderer_weights
+
+    flat = torch.tensor([[False, False], [False, True]])
+    weights = tmp_path / "facevid2vid" / "SadTalker_V0.0.2_256.safetensors"
+    with pytest.raises(KDTalkerError, match="rendered frame 8 is a single flat colour") as caught:
+        check_frames(flat, 7, renderer_weights(tmp_path, FACEVID2VID_LAYOUT, weights))
+    assert str(weights) in str(caught.value) and "LivePortrait" not in str(caught.value)
+    assert str(tmp_path / NORM_FILE) in str(caught.value)
+    with pytest.raises(KDTalkerError, match=r"NaN.*the LivePortrait weights under .*liveportrait"):
+        check_frames(torch.tensor([[True, False]]), 0, renderer_weights(tmp_path))

@@ -23,6 +23,7 @@ from kdtalker.pipeline.paste import PasteBack
 from kdtalker.pipeline.progress import RenderingProgress
 from kdtalker.pipeline.request import Request
 from kdtalker.pipeline.timings import Timings
+from kdtalker.pipeline.weights import renderer_weights
 
 Crop = Callable[[np.ndarray], FaceCrop]
 
@@ -79,7 +80,7 @@ def dubbed_frames(
                 with timings.stage("rendering"), cudnn_autotuned(source.x_s.device):
                     rendered = render_batch(models.renderer, source, x_d, index, ctl, paste)
                 with timings.stage("writing"):
-                    out = finish_batch(rendered, job.width, job.height, checkpoint_dir)
+                    out = finish_batch(rendered, job.width, job.height, renderer_weights(checkpoint_dir))
                 index += 1
                 progress.update(1)
                 yield out

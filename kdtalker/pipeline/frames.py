@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,6 @@ import torch
 from kdtalker.errors import KDTalkerError
 from kdtalker.pipeline.controls import Controls
 from kdtalker.pipeline.paste import PasteBack
-from kdtalker.pipeline.weights import NORM_FILE
 from kdtalker.renderer import Source
 
 
@@ -51,11 +49,13 @@ def render_batch(
     return Rendered(host, host_flags, first, paste, copied)
 
 
-def finish_batch(rendered: Rendered, width: int, height: int, checkpoint_dir: Path) -> np.ndarray:
-    """The host side of a rendered batch: wait for its copy, check it, paste back -> uint8 (B, height, width, 3)."""
+def finish_batch(rendered: Rendered, width: int, height: int, weights: str) -> np.ndarray:
+    """The host side of a rendered batch: wait for its copy, check it, paste back -> uint8 (B, height, width, 3).
+
+    weights: the renderer's files as an error names them (`weights.renderer_weights`)."""
     if rendered.copied is not None:
         rendered.copied.synchronize()
-    check_frames(rendered.flags, rendered.first, checkpoint_dir)
+    check_frames(rendered.flags, rendered.first, weights)
     frames = rendered.frames.numpy()
     if rendered.paste is not None:
         frames = rendered.paste(frames)[:, :height, :width]
@@ -76,12 +76,9 @@ def frame_flags(frames: torch.Tensor) -> torch.Tensor:
     return torch.stack([bad_values, constant], dim=1)
 
 
-def check_frames(flags: torch.Tensor, first: int, checkpoint_dir: Path) -> None:
+def check_frames(flags: torch.Tensor, first: int, weights: str) -> None:
     """KDTalkerError when a frame's flags (B, 2) from `frame_flags` say NaN/inf or one flat colour: broken weights."""
     for index, (nan, flat_colour) in enumerate(flags.tolist()):
         if nan or flat_colour:
             what = "holds NaN or infinite values" if nan else "is a single flat colour"
-            raise KDTalkerError(
-                f"rendered frame {first + index} {what}: the LivePortrait weights under "
-                f"{checkpoint_dir / 'liveportrait'} (or {checkpoint_dir / NORM_FILE}) are broken; download them again"
-            )
+            raise KDTalkerError(f"rendered frame {first + index} {what}: {weights} are broken; download them again")

@@ -38,6 +38,7 @@ from kdtalker.pipeline.motion import MotionRows, broken_motion
 from kdtalker.pipeline.paste import PasteBack
 from kdtalker.pipeline.silence import LiveQuietLips
 from kdtalker.pipeline.timings import Timings
+from kdtalker.pipeline.weights import renderer_weights
 from kdtalker.renderer import Source
 
 
@@ -210,7 +211,7 @@ class LiveSession:
             with self.timings.stage("rendering"), torch.inference_mode():
                 rendered = render_batch(self._renderer, self._source, x_d, self._frames_out, ctl, self._paste)
             with self.timings.stage("writing"):
-                frames = finish_batch(rendered, *self._size, self._checkpoint_dir)
+                frames = finish_batch(rendered, *self._size, renderer_weights(self._checkpoint_dir))
             pieces.append(self._piece(rows, frames))
         return pieces
 

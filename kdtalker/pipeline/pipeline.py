@@ -55,7 +55,7 @@ from kdtalker.pipeline.progress import RenderingProgress
 from kdtalker.pipeline.request import Request
 from kdtalker.pipeline.timings import Timings
 from kdtalker.pipeline.video import VideoWriter
-from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, check_renderer_file
+from kdtalker.pipeline.weights import NORM_FILE, check_checkpoint_dir, check_renderer_file, renderer_weights
 from kdtalker.renderer.layout import LIVEPORTRAIT_LAYOUT
 
 
@@ -102,7 +102,9 @@ class TalkingHeadPipeline:
         self.live_controls = dict(live_controls)  # the controls a live session takes instead (the `live` node)
         # Fail before any work when a weight file is missing, truncated or the wrong one.
         self.weight_files = check_checkpoint_dir(self.checkpoint_dir, layout)
-        check_renderer_file(getattr(renderer_factory, "keywords", {}).get("weights"), layout)
+        renderer_file = getattr(renderer_factory, "keywords", {}).get("weights")
+        check_renderer_file(renderer_file, layout)
+        self.renderer_weights = renderer_weights(self.checkpoint_dir, layout, renderer_file)  # named by frame checks
         self.controls.crop.check()
         self.models: Models | None = None
         self.timings = Timings()
@@ -436,4 +438,4 @@ class TalkingHeadPipeline:
     def _finish_batch(self, rendered: Rendered, job: Job) -> np.ndarray:
         """The host side of a rendered batch -> uint8 (B, H, W, 3), its time counted as writing."""
         with self.timings.stage("writing"):
-            return finish_batch(rendered, job.width, job.height, self.checkpoint_dir)
+            return finish_batch(rendered, job.width, job.height, self.renderer_weights)

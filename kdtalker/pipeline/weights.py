@@ -209,6 +209,19 @@ def check_renderer_file(path: str | os.PathLike | None, layout: MotionLayout) ->
         )
 
 
+def renderer_weights(
+    root: str | os.PathLike, layout: MotionLayout = LIVEPORTRAIT_LAYOUT, renderer_file: str | os.PathLike | None = None
+) -> str:
+    """The files to fetch again when rendered frames come out broken: the renderer's weights (LivePortrait's folder
+    under `root`, or the file another renderer's config names) and the norm file, as one phrase."""
+    root = Path(root)
+    if layout == LIVEPORTRAIT_LAYOUT or renderer_file is None:
+        files = f"the LivePortrait weights under {root / 'liveportrait'}"
+    else:
+        files = f"the {layout.name} renderer weights {renderer_file}"
+    return f"{files} (or {root / NORM_FILE})"
+
+
 def crop_model_files(root: str | os.PathLike) -> dict[str, Path]:
     """The optional ONNX crop models under `root` -> {role: path}; CheckpointError naming the first missing one."""
     root = Path(root)
