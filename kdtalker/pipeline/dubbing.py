@@ -23,7 +23,6 @@ from kdtalker.pipeline.paste import PasteBack
 from kdtalker.pipeline.progress import RenderingProgress
 from kdtalker.pipeline.request import Request
 from kdtalker.pipeline.timings import Timings
-from kdtalker.pipeline.weights import renderer_weights
 
 Crop = Callable[[np.ndarray], FaceCrop]
 
@@ -49,10 +48,11 @@ def prepare_dub(request: Request, load: Callable[[], Models], crop: Crop, timing
 
 @torch.inference_mode()  # on a generator: only while it runs, not in the caller's code between frames
 def dubbed_frames(
-    job: Job, models: Models, motion: MotionMaker, crop: Crop, timings: Timings, checkpoint_dir: Path
+    job: Job, models: Models, motion: MotionMaker, crop: Crop, timings: Timings, weights: str
 ) -> Iterator[np.ndarray]:
     """Every output frame (1, H, W, 3) from its own source frame: the frame's own pose, eyes and expression, and its
-    lips moved by the sampled lip motion relative to the sampled sequence's first frame."""
+    lips moved by the sampled lip motion relative to the sampled sequence's first frame (weights: the renderer's files
+    as a broken frame's error names them)."""
     ctl, path = job.controls, Path(job.request.source_video)
     lips = torch.tensor(REGION_CHANNELS["lips"], dtype=torch.long)
     sampled_0 = None
@@ -80,7 +80,7 @@ def dubbed_frames(
                 with timings.stage("rendering"), cudnn_autotuned(source.x_s.device):
                     rendered = render_batch(models.renderer, source, x_d, index, ctl, paste)
                 with timings.stage("writing"):
-                    out = finish_batch(rendered, job.width, job.height, renderer_weights(checkpoint_dir))
+                    out = finish_batch(rendered, job.width, job.height, weights)
                 index += 1
                 progress.update(1)
                 yield out

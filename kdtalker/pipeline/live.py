@@ -112,6 +112,7 @@ class LiveSession:
         self._speech, self._sampler, self._rows = speech, sampler, rows
         self._source, self._raw_source, self._renderer = source, raw_source, renderer
         self._size, self._paste, self._checkpoint_dir = size, paste, checkpoint_dir
+        self._weights = renderer_weights(checkpoint_dir)  # what a broken frame's error names (LivePortrait only)
         self._quiet = quiet  # silence on: the lips eased in the speech's pauses (silence.py), as offline
         self._first_row: torch.Tensor | None = None  # frame 0's motion (relative mode measures from it)
         self._frames_out = 0
@@ -211,7 +212,7 @@ class LiveSession:
             with self.timings.stage("rendering"), torch.inference_mode():
                 rendered = render_batch(self._renderer, self._source, x_d, self._frames_out, ctl, self._paste)
             with self.timings.stage("writing"):
-                frames = finish_batch(rendered, *self._size, renderer_weights(self._checkpoint_dir))
+                frames = finish_batch(rendered, *self._size, self._weights)
             pieces.append(self._piece(rows, frames))
         return pieces
 

@@ -294,7 +294,7 @@ class TalkingHeadPipeline:
         with self._memory_errors(request.controls):
             if request.dubbing:
                 job = prepare_dub(request, self.load, crop, self.timings)
-                batches = dubbed_frames(job, self.load(), self.motion_maker, crop, self.timings, self.checkpoint_dir)
+                batches = dubbed_frames(job, self.load(), self.motion_maker, crop, self.timings, self.renderer_weights)
             else:
                 job = self._prepare(request)
                 batches = self._frame_batches(job)

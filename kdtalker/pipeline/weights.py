@@ -215,10 +215,10 @@ def renderer_weights(
     """The files to fetch again when rendered frames come out broken: the renderer's weights (LivePortrait's folder
     under `root`, or the file another renderer's config names) and the norm file, as one phrase."""
     root = Path(root)
-    if layout == LIVEPORTRAIT_LAYOUT or renderer_file is None:
+    if layout == LIVEPORTRAIT_LAYOUT:
         files = f"the LivePortrait weights under {root / 'liveportrait'}"
     else:
-        files = f"the {layout.name} renderer weights {renderer_file}"
+        files = f"the {layout.name} renderer weights" + (f" {renderer_file}" if renderer_file is not None else "")
     return f"{files} (or {root / NORM_FILE})"
 
 
