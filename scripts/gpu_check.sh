@@ -57,6 +57,8 @@ if [ "$part" = all ] || [ "$part" = b ]; then
         --seconds 10 --trace "${crop[@]}" --json "$figures"
     step pipeline_serial 55 python scripts/benchmark.py pipeline --device cuda --dtype float16 --frames 0 \
         --seconds 10 --trace --no-overlap "${crop[@]}" --json "$figures"
+    step pipeline_no_graphs 55 python scripts/benchmark.py pipeline --device cuda --dtype float16 --frames 0 \
+        --seconds 10 --no-graphs "${crop[@]}" --json "$figures"
     step pipeline_paste_back 55 python scripts/benchmark.py pipeline --device cuda --dtype float16 --frames 0 \
         --seconds 10 --paste-back "${crop[@]}" --json "$figures"
     step renderer_compile 90 python scripts/benchmark.py renderer --device cuda --batch-sizes 16 \

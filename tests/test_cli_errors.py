@@ -321,6 +321,7 @@ def test_stale_parts_of_dead_runs_are_removed(tmp_path):
         ({"motion_file": "m.txt", "driven_audio": "null"}, ["motion_file=m.txt must be an .npz file"]),
         ({"signals": "both", "model": "kdtalker_multisignal"}, ["signals=both: give driving_video=PATH"]),
         ({"guidance.audio": "loud"}, ["guidance.audio='loud'", "a number"]),
+        ({"cuda_graphs": "true"}, ["cuda_graphs=true needs device=cuda", "this run's device is cpu"]),
     ],
 )
 def test_control_keys_through_the_command_line(overrides, words, tmp_path, fake_checkpoints, capsys):

@@ -28,6 +28,7 @@ from kdtalker.errors import ConfigError
 from kdtalker.weights import load_state_strict
 
 ATTENTION_KINDS = ("rope", "plain", "none")
+Rotation = tuple[torch.Tensor, torch.Tensor] | None  # the rotary embedding's (cos, sin), each (F, rot_dim)
 
 
 class LayerNorm(nn.Module):
@@ -127,13 +128,20 @@ class RotaryEmbedding(nn.Module):
         positions = torch.arange(num_frames, device=self.freqs.device, dtype=self.freqs.dtype)
         return (positions[:, None] * self.freqs[None, :]).repeat_interleave(2, dim=-1)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-        """x (B, H, F, head_dim), angles (F, rot_dim) -> x with channels [0, rot_dim) rotated."""
-        rot_dim = angles.shape[-1]
+    def rotation(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of the angles, each (F, rot_dim): built once per network call and shared by its layers (they
+        share `freqs`)."""
+        angles = self.angles(num_frames)
+        return angles.cos(), angles.sin()
+
+    def forward(self, x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x (B, H, F, head_dim), rotation (cos, sin) each (F, rot_dim) -> x with channels [0, rot_dim) rotated."""
+        cos, sin = rotation
+        rot_dim = cos.shape[-1]
         x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
         pairs = x_rot.unflatten(-1, (-1, 2))
         swapped = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)  # (a, b) -> (-b, a)
-        return torch.cat([x_rot * angles.cos() + swapped * angles.sin(), x_pass], dim=-1)
+        return torch.cat([x_rot * cos + swapped * sin, x_pass], dim=-1)
 
 
 def _relative_bucket(n: int, num_buckets: int, max_distance: int) -> int:
@@ -187,13 +195,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(heads * head_dim, dim)
         self.rotary_emb = rotary
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x (B, F, dim), bias (heads, F, F) or None -> (B, F, dim)."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, rotation: Rotation = None) -> torch.Tensor:
+        """x (B, F, dim), bias (heads, F, F) or None, rotation: the rotary (cos, sin) (built here when None) ->
+        (B, F, dim)."""
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
         q = q * self.scale
         if self.rotary_emb is not None:
-            angles = self.rotary_emb.angles(x.shape[1])
-            q, k = self.rotary_emb(q, angles), self.rotary_emb(k, angles)
+            rotation = self.rotary_emb.rotation(x.shape[1]) if rotation is None else rotation
+            q, k = self.rotary_emb(q, rotation), self.rotary_emb(k, rotation)
         logits = q @ k.transpose(-1, -2)  # q carries the scale; the bias is added unscaled
         if bias is not None:
             logits = logits + bias.to(logits.dtype)
@@ -209,8 +218,8 @@ class PreNormAttention(nn.Module):
         self.fn = attention  # registered before `norm`: the checkpoint's key order
         self.norm = LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return self.fn(self.norm(x), bias)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, rotation: Rotation = None) -> torch.Tensor:
+        return self.fn(self.norm(x), bias, rotation)
 
 
 class ResidualAttention(nn.Module):
@@ -220,8 +229,8 @@ class ResidualAttention(nn.Module):
         super().__init__()
         self.fn = PreNormAttention(dim, attention)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return x + self.fn(x, bias)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, rotation: Rotation = None) -> torch.Tensor:
+        return x + self.fn(x, bias, rotation)
 
 
 class DenoiserLayer(nn.Module):
@@ -242,10 +251,13 @@ class DenoiserLayer(nn.Module):
         self.res2 = ResnetBlock(width, cond_dim)
         self.attn = ResidualAttention(width, Attention(width, heads, head_dim, rotary)) if attention else None
 
-    def forward(self, h: torch.Tensor, modulation: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """h (B, F, width), modulation (B, F, 2, 2 width) for res1/res2, bias (heads, F, F) -> (B, F, width)."""
+    def forward(
+        self, h: torch.Tensor, modulation: torch.Tensor, bias: torch.Tensor | None, rotation: Rotation = None
+    ) -> torch.Tensor:
+        """h (B, F, width), modulation (B, F, 2, 2 width) for res1/res2, bias (heads, F, F), rotation (cos, sin) ->
+        (B, F, width)."""
         h = self.res2(self.res1(h, modulation[:, :, 0]), modulation[:, :, 1])
-        return self.attn(h, bias) if self.attn is not None else h
+        return self.attn(h, bias, rotation) if self.attn is not None else h
 
 
 class Denoiser(nn.Module):
@@ -260,6 +272,7 @@ class Denoiser(nn.Module):
     """
 
     signals = ("audio",)  # the conditioning signals it takes (the multi-signal model adds "motion")
+    cuda_graphs = False  # on a CUDA device, a sampler replays each step's network call from a graph (step_graph.py)
 
     def __init__(
         self,
@@ -380,8 +393,10 @@ class Denoiser(nn.Module):
         if inputs is not None:
             h = h + inputs
         bias = self.time_rel_pos_bias(x.shape[1]) if self.time_rel_pos_bias is not None else None
+        rotary = self.layers[0].attn.fn.fn.rotary_emb if self.attention == "rope" and len(self.layers) else None
+        rotation = rotary.rotation(x.shape[1]) if rotary is not None else None  # once per call, not per layer
         for i, layer in enumerate(self.layers):
-            h = layer(h, modulation[:, :, 2 * i : 2 * i + 2], bias)
+            h = layer(h, modulation[:, :, 2 * i : 2 * i + 2], bias, rotation)
         return self.output_projection(h)
 
     def forward_tokens(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -401,9 +416,10 @@ class Denoiser(nn.Module):
         """The padded audio context (B, F, 512) -> the cond (B, F, blocks, 2 width)."""
         return self.audio_modulation(context)
 
-    def denoise_condition(self, tokens: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, F, 70), steps (B,), cond -> epsilon of every token (B, F, 70)."""
-        return self.denoise(tokens, self.time_modulation(t) + cond)
+    def denoise_condition(self, tokens: torch.Tensor, time: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, F, 70), time = time_modulation(t) (B or 1, 1, blocks, 2 width), cond -> epsilon of every token
+        (B, F, 70)."""
+        return self.denoise(tokens, time + cond)
 
     def forward(
         self,
@@ -413,13 +429,15 @@ class Denoiser(nn.Module):
         previous: torch.Tensor,
         canonical: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
+        time: torch.Tensor | None = None,
         **signals: torch.Tensor,
     ) -> torch.Tensor:
         """x_t (B, N, 70), t (B,), audio (B, N, 512) -> epsilon (B, N, 70) for the N frames (not the reference tokens).
 
         `audio` may also be the zero-padded context (B, N + reference tokens, 512), as the training augmentation
         builds it; `cond` = condition(audio, **signals), given, skips recomputing the conditioning (audio is then
-        unused); `signals`: a subclass's other inputs.
+        unused); `time` = time_modulation(t), given, skips the time embedding (t is then unused: a sampler computes
+        it for all its steps at once); `signals`: a subclass's other inputs.
         """
         tokens = self.tokens(x_t, previous, canonical)
         if cond is None:
@@ -427,7 +445,8 @@ class Denoiser(nn.Module):
             if context.shape[1] != tokens.shape[1]:
                 raise ValueError(f"x_t has {x_t.shape[1]} frames but audio has {audio.shape[1]}")
             cond = self.context_condition(context, **signals)
-        return self.denoise_condition(tokens, t, cond)[:, self.num_ref_tokens :]
+        time = self.time_modulation(t) if time is None else time
+        return self.denoise_condition(tokens, time, cond)[:, self.num_ref_tokens :]
 
     # Weights ----------------------------------------------------------------------------------------------------
     @classmethod

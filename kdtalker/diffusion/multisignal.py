@@ -119,10 +119,10 @@ class MultiSignalDenoiser(Denoiser):
             raise ValueError(f"the driving motion has {driving.shape[1]} frames, the audio {context.shape[1]} tokens")
         return cond + self.motion_condition(driving.to(cond.dtype), regions)
 
-    def denoise_condition(self, tokens: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def denoise_condition(self, tokens: torch.Tensor, time: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The cond's last slot carries the input term of eq. (1); the others are the blocks' modulations."""
         modulation, inputs = cond[:, :, :-1], cond[:, :, -1, : self.width]
-        return self.denoise(tokens, self.time_modulation(t) + modulation, inputs)
+        return self.denoise(tokens, time + modulation, inputs)
 
     @property
     def motion_branch_trained(self) -> bool:

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from kdtalker.diffusion.denoiser import Denoiser
 from kdtalker.diffusion.guidance import Guidance, combine, guided_condition, leading_signal
+from kdtalker.diffusion.step_graph import Recorder, denoiser_step
 from kdtalker.errors import AudioError, ConfigError
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -127,6 +128,7 @@ def sample_window(
     progress: bool = False,
     known: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
+    recorder: Recorder | None = None,
 ) -> torch.Tensor:
     """Reverse diffusion of one window: x_T (B, N, 70), ref (B, 70), ori (B, 70), audio (B, N, 512) -> x_0 (B, N, 70).
 
@@ -136,7 +138,8 @@ def sample_window(
     A multi-signal model also takes the driving motion (B, N, 70) with its region mask (B, R), and audio None (no
     audio); `guidance` scales them (guidance.py, eq. 2). The conditioning is computed once per window; each step
     then costs one pass through the network per guidance term (one without guidance). `callback(i, t,
-    x_after_step, epsilon)` sees every step (for trajectories and tests).
+    x_after_step, epsilon)` sees every step (for trajectories and tests). The network call of each step is replayed
+    from a CUDA graph where the model asks for it (`model.cuda_graphs`, step_graph.py; `recorder`: tests' stand-in).
     """
     timesteps = scheduler.set_timesteps(num_inference_steps)
     dtype = model.dtype
@@ -153,14 +156,16 @@ def sample_window(
     holds = known_mask is not None and bool(known_mask.any())
     if holds:
         known, known_mask, known_noise = known.to(x.device, dtype), known_mask.to(x.device), x.clone()
+    # The time half of the modulation depends on t alone: one pass for all the window's steps, on the device once
+    time = model.time_modulation(timesteps.to(x.device))  # (steps, 1, blocks, 2 width)
+    network = denoiser_step(model, recorder)
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="denoising", leave=False, **_quiet(progress))):
         if holds and hasattr(scheduler, "add_noise"):
             # RePaint eq. (8): the known entries at this step's noise level, q(x_t | x_0) with the window's own eps
             level = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             x = torch.where(known_mask, scheduler.add_noise(known, known_noise, level), x)
-        t_batch = torch.full((x.shape[0] * terms,), t, dtype=torch.long, device=x.device)
         x_k = x.repeat(terms, 1, 1) if terms > 1 else x
-        eps = combine(model(x_k, t_batch, None, ref_k, ori_k, cond=cond), weights)
+        eps = combine(network(x_k, ref_k, ori_k, cond, time[i : i + 1]), weights)
         kwargs = {}
         if scheduler.adds_noise(t):  # only draw when the step uses noise, so seeded streams stay aligned
             if isinstance(generator, list):

@@ -91,6 +91,7 @@ def pipeline_arguments(cfg: Any) -> tuple[dict[str, Any], str | None]:
         layout=layout,
         audio_factory=_built(cfg.audio, "audio", partial=True),
         overlap=cfg.overlap,
+        cuda_graphs=cfg.cuda_graphs,
         live_controls=OmegaConf.to_container(cfg.live, resolve=True),
     )
     return arguments, note

@@ -95,6 +95,7 @@ class InferenceConfig:
     fps: float = MISSING
     crf: int = MISSING
     overlap: Optional[bool] = MISSING
+    cuda_graphs: Optional[bool] = MISSING
     compile: bool = MISSING
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     live: LiveConfig = field(default_factory=LiveConfig)

@@ -81,6 +81,7 @@ class TalkingHeadPipeline:
         layout: MotionLayout,
         audio_factory: Callable[..., Any],
         overlap: bool | None,
+        cuda_graphs: bool | None,
         live_controls: Mapping[str, Any],
     ):
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -99,6 +100,9 @@ class TalkingHeadPipeline:
         self.audio_factory = audio_factory  # the audio group's _target_, called with the device
         # sample window k+1 while window k renders: on by default where the two run side by side (a GPU)
         self.overlap = self.device.type == "cuda" if overlap is None else bool(overlap)
+        if cuda_graphs and self.device.type != "cuda":
+            raise ConfigError(f"cuda_graphs=true needs device=cuda (this run's device is {self.device})")
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs)
         self.live_controls = dict(live_controls)  # the controls a live session takes instead (the `live` node)
         # Fail before any work when a weight file is missing, truncated or the wrong one.
         self.weight_files = check_checkpoint_dir(self.checkpoint_dir, layout)
@@ -143,6 +147,7 @@ class TalkingHeadPipeline:
             norm=MotionNorm.load(root / NORM_FILE, None if self.layout == LIVEPORTRAIT_LAYOUT else self.layout),
         )
         check_sampler(self.models.denoiser, self.models.scheduler, root / "KDTalker.pth")
+        self.models.denoiser.cuda_graphs = self.cuda_graphs  # sampling replays its steps from graphs (step_graph.py)
         self.timings.load = time.perf_counter() - start
         return self.models
 

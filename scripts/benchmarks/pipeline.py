@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-file", default=None, help="a saved crop for machines without the landmark model")
     parser.add_argument("--json", default=None, help="also append the figures to this JSON-lines file")
     parser.add_argument("--no-overlap", action="store_true", help="overlap=false: stages one after another")
+    parser.add_argument("--no-graphs", action="store_true", help="cuda_graphs=false: eager denoiser steps")
     parser.add_argument("--trace", action="store_true", help="time each render call (synchronised) and print them")
 
 
@@ -121,6 +122,7 @@ def build_pipeline(args: argparse.Namespace, root):
         paste_back=args.paste_back,
         compile=bool(getattr(args, "compile", False)),
         overlap=False if getattr(args, "no_overlap", False) else None,
+        cuda_graphs=False if getattr(args, "no_graphs", False) else None,
     )
     if args.crop_file:
         use_saved_crop(pipe, args.crop_file)

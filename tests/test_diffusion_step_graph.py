@@ -1,0 +1,176 @@
+"""The sampler's recorded network call (kdtalker/diffusion/step_graph.py) on the CPU.
+
+A CUDA graph needs a GPU (tests/test_cuda.py records real ones); here a recorder with the same aliasing stands in:
+it keeps the inputs and the output at fixed tensors and replays by calling the network again on the recorded
+inputs. So a step whose inputs are not copied in, or whose output is read after the next replay, gives wrong
+numbers here as on a GPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import kdtalker.diffusion.sampling as sampling
+from kdtalker.diffusion import DDIMScheduler, Denoiser, Guidance, MultiSignalDenoiser, sample_motion, sample_window
+from kdtalker.diffusion.step_graph import denoiser_step
+
+SMALL = dict(width=32, depth=2, heads=2, head_dim=16, window=16)
+
+
+class Rerun:
+    """A recorder standing in for record_cuda_graph: fixed inputs and output, replay = call again on them."""
+
+    def __init__(self):
+        self.recorded = 0
+
+    def __call__(self, fn, inputs):
+        self.recorded += 1
+        output = fn(*inputs)
+
+        def replay():
+            output.copy_(fn(*inputs))
+
+        return replay, output
+
+
+def _randomised(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def _inputs(batch: int = 1, frames: int = 40):
+    gen = torch.Generator().manual_seed(0)
+    return (
+        torch.randn(batch, frames, 512, generator=gen),
+        torch.randn(batch, 70, generator=gen),
+        torch.randn(batch, 70, generator=gen),
+    )
+
+
+def test_replayed_steps_give_the_eager_samples_and_record_once_per_shape(monkeypatch):
+    model = _randomised(Denoiser(**SMALL))
+    audio, src, ori = _inputs(2)
+    eager = sample_motion(model, DDIMScheduler(), audio, src, ori, steps=6, generator=torch.Generator(), progress=False)
+    recorder = Rerun()
+    steps: list[torch.Tensor] = []
+
+    def run(**kw):
+        x_T = torch.randn(2, 16, 70, generator=torch.Generator().manual_seed(3))
+        return sample_window(
+            model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=6, recorder=recorder, **kw
+        )
+
+    graphed = run(callback=lambda i, t, x, eps: steps.append(eps))
+    assert torch.equal(graphed, run())  # replayed twice over: same numbers
+    assert recorder.recorded == 1  # one shape, one recording, for both windows
+    # each step's epsilon is its own tensor: none was overwritten by a later replay
+    assert len({s.data_ptr() for s in steps}) == 6 and not torch.equal(steps[0], steps[-1])
+    x_T = torch.randn(2, 16, 70, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(
+        graphed, sample_window(model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=6)
+    )
+    # a whole utterance (3 windows) through the recorder is the eager utterance, bit for bit
+    model.__dict__.pop("_step_graph")
+    recorder = Rerun()
+    monkeypatch.setattr(sampling, "denoiser_step", lambda m, _=None: denoiser_step(m, recorder))
+    replayed = sample_motion(
+        model, DDIMScheduler(), audio, src, ori, steps=6, generator=torch.Generator(), progress=False
+    )
+    assert torch.equal(replayed, eager) and recorder.recorded == 1
+
+
+def test_moved_weights_are_recorded_again():
+    model = _randomised(Denoiser(**SMALL))
+    audio, src, ori = _inputs()
+    x_T = torch.randn(1, 16, 70)
+    recorder = Rerun()
+    first = sample_window(
+        model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=3, recorder=recorder
+    )
+    # new tensors for the weights (load_state_dict with assign): a graph would still read the old addresses
+    model.load_state_dict(_randomised(Denoiser(**SMALL), seed=2).state_dict(), assign=True)
+    second = sample_window(
+        model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=3, recorder=recorder
+    )
+    want = sample_window(model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=3)
+    assert recorder.recorded == 2 and torch.equal(second, want) and not torch.equal(first, second)
+
+
+def test_guidance_terms_and_held_frames_through_the_recorder():
+    model = _randomised(MultiSignalDenoiser(motion_features=8, **SMALL))
+    audio, src, ori = _inputs(1, 16)
+    driving = torch.randn(1, 16, 70)
+    regions = torch.ones(1, 4)
+    mask = torch.zeros(1, 16, 70, dtype=torch.bool)
+    mask[:, :5] = True
+    kw = dict(
+        driving=driving,
+        regions=regions,
+        guidance=Guidance(audio=2.0, motion=1.5),
+        num_inference_steps=4,
+        known=torch.randn(1, 16, 70),
+        known_mask=mask,
+    )
+    x_T = torch.randn(1, 16, 70)
+    want = sample_window(model, DDIMScheduler(), x_T, src, ori, audio, **kw)
+    got = sample_window(model, DDIMScheduler(), x_T, src, ori, audio, recorder=Rerun(), **kw)
+    assert torch.equal(got, want)
+
+
+def test_a_recording_that_fails_is_said_once_and_sampling_goes_on_eagerly():
+    model = _randomised(Denoiser(**SMALL))
+    model.cuda_graphs = True
+    audio, src, ori = _inputs()
+    x_T = torch.randn(1, 16, 70)
+    calls = []
+
+    def broken(fn, inputs):
+        calls.append(1)
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    want = sample_window(model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=5)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = sample_window(
+            model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=5, recorder=broken
+        )
+    assert torch.equal(got, want)
+    assert len(calls) == 1 and model.cuda_graphs is False
+    assert [str(w.message) for w in seen] == [
+        "cuda_graphs: recording the denoiser failed (CUDA error: operation not permitted when stream is capturing); "
+        "sampling without graphs"
+    ]
+
+
+def test_a_cpu_model_samples_eagerly_even_when_graphs_are_asked_for():
+    model = _randomised(Denoiser(**SMALL))
+    model.cuda_graphs = True
+    step = denoiser_step(model)
+    assert step.__name__ == "eager" and "_step_graph" not in model.__dict__
+
+
+def test_a_replay_that_fails_after_recording_is_raised():
+    model = _randomised(Denoiser(**SMALL))
+    audio, src, ori = _inputs()
+    state = {"replays": 0}
+
+    def flaky(fn, inputs):
+        output = fn(*inputs)
+
+        def replay():
+            state["replays"] += 1
+            if state["replays"] == 2:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            output.copy_(fn(*inputs))
+
+        return replay, output
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        sample_window(model, DDIMScheduler(), torch.randn(1, 16, 70), src, ori, audio[:, :16], num_inference_steps=4,
+                      recorder=flaky)  # fmt: skip
