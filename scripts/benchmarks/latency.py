@@ -47,6 +47,10 @@ def run(args: argparse.Namespace) -> None:
             count += 1
             if first is None:
                 first = time.perf_counter()
+                t = pipe.timings  # each stage's busy time until the first frame (host time: a GPU may lag it)
+                stages = f"crop {t.crop:.3f} s, audio {t.audio:.3f} s, sampling {t.sampling:.3f} s, " + (
+                    f"rendering {t.rendering:.3f} s"
+                )
             if args.frames and count >= args.frames:
                 break
         end = time.perf_counter()
@@ -57,3 +61,4 @@ def run(args: argparse.Namespace) -> None:
         f"{batch}): first frame after {first - start:.3f} s (image read, crop, audio features, "
         f"the first motion window, the smoother's lag, one render batch); {count} frames at {rate:.2f} frames/s"
     )
+    print(f"until the first frame: {stages} (audio = reading the file + the features of the whole clip)")
