@@ -233,3 +233,37 @@ def test_cudnn_autotuning_is_scoped_to_the_render_call():
             assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+def _copies(fn, shape: list[int]) -> int:
+    """Copies to another device or dtype (`aten::_to_copy`) of tensors of this shape that fn makes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes[:1] == [shape])
+
+
+def test_sampling_steps_make_no_copies_of_the_schedule():
+    """Held frames (hop, keyframes) are re-noised every step from alpha_bar: a copy of it to the model's device and
+    dtype each step (a blocking host-to-device copy on CUDA) is made once instead. A float64 model stands in for
+    the GPU: on a CPU float32 model such a copy would be a no-op and go unseen."""
+    from kdtalker.diffusion import DDIMScheduler, Denoiser, sample_window
+
+    model = Denoiser(width=32, depth=1, heads=2, head_dim=16, window=16).double().eval()
+    x_T, audio, ref, ori = torch.randn(1, 16, 70), torch.randn(1, 16, 512), torch.randn(1, 70), torch.randn(1, 70)
+    mask = torch.zeros(1, 16, 70, dtype=torch.bool)
+    mask[:, :4] = True
+    scheduler = DDIMScheduler()
+
+    def run(steps):
+        return lambda: sample_window(
+            model, scheduler, x_T, ref, ori, audio, num_inference_steps=steps, known=x_T, known_mask=mask
+        )
+
+    schedule = [scheduler.num_train_timesteps]  # alpha_bar's shape
+    assert _copies(run(2), schedule) == 1  # the schedule's copy on this device and dtype, made once
+    assert _copies(run(12), schedule) == 0  # and not again, in any step
+    assert scheduler.alphas_cumprod_on(torch.device("cpu"), torch.float64) is scheduler.alphas_cumprod_on(
+        "cpu", torch.float64
+    )

@@ -156,13 +156,15 @@ def sample_window(
     holds = known_mask is not None and bool(known_mask.any())
     if holds:
         known, known_mask, known_noise = known.to(x.device, dtype), known_mask.to(x.device), x.clone()
-    # The time half of the modulation depends on t alone: one pass for all the window's steps, on the device once
-    time = model.time_modulation(timesteps.to(x.device))  # (steps, 1, blocks, 2 width)
+    # The timesteps go to the device once per window; the time half of the modulation depends on t alone: one pass
+    # for all the window's steps
+    steps_on_device = timesteps.to(x.device)
+    time = model.time_modulation(steps_on_device)  # (steps, 1, blocks, 2 width)
     network = denoiser_step(model, recorder)
     for i, t in enumerate(tqdm(timesteps.tolist(), desc="denoising", leave=False, **_quiet(progress))):
         if holds and hasattr(scheduler, "add_noise"):
             # RePaint eq. (8): the known entries at this step's noise level, q(x_t | x_0) with the window's own eps
-            level = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+            level = steps_on_device[i : i + 1].expand(x.shape[0])
             x = torch.where(known_mask, scheduler.add_noise(known, known_noise, level), x)
         x_k = x.repeat(terms, 1, 1) if terms > 1 else x
         eps = combine(network(x_k, ref_k, ori_k, cond, time[i : i + 1]), weights)

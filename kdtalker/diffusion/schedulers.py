@@ -51,6 +51,15 @@ class NoiseSchedule:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.num_inference_steps = 0  # set_timesteps chooses them, per run (the `steps` setting)
         self.timesteps = torch.empty(0, dtype=torch.long)
+        self._alphas_cumprod_on: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def alphas_cumprod_on(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """alpha_bar (T,) on `device` in `dtype`, copied there once: add_noise runs in every training step and every
+        inpainting step, and a copy from host memory each time would wait for the device."""
+        key = (torch.device(device), dtype)
+        if key not in self._alphas_cumprod_on:
+            self._alphas_cumprod_on[key] = self.alphas_cumprod.to(device=device, dtype=dtype)
+        return self._alphas_cumprod_on[key]
 
     def _check_steps(self, num_inference_steps: int) -> int:
         steps = int(num_inference_steps)
@@ -62,7 +71,7 @@ class NoiseSchedule:
 
     def add_noise(self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """x_0 (B, ...), epsilon (B, ...), t (B,) -> x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) epsilon."""
-        abar = self.alphas_cumprod.to(device=original.device, dtype=original.dtype)[timesteps.to(original.device)]
+        abar = self.alphas_cumprod_on(original.device, original.dtype)[timesteps.to(original.device)]
         shape = (-1,) + (1,) * (original.ndim - 1)
         sqrt_abar = (abar**0.5).reshape(shape)
         sqrt_one_minus = ((1 - abar) ** 0.5).reshape(shape)
