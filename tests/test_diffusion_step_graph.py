@@ -174,3 +174,25 @@ def test_a_replay_that_fails_after_recording_is_raised():
     with pytest.raises(RuntimeError, match="illegal memory access"):
         sample_window(model, DDIMScheduler(), torch.randn(1, 16, 70), src, ori, audio[:, :16], num_inference_steps=4,
                       recorder=flaky)  # fmt: skip
+
+
+def test_recorded_in_one_grad_mode_replayed_in_the_other():
+    """The pipeline samples in inference mode, a live session under no_grad, in one process (the demo runs both):
+    the recorded inputs must take writes in either mode."""
+    model = _randomised(Denoiser(**SMALL))
+    audio, src, ori = _inputs()
+    x_T = torch.randn(1, 16, 70)
+    want = sample_window(model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=3)
+    for first, then in ((torch.inference_mode, torch.no_grad), (torch.no_grad, torch.inference_mode)):
+        model.__dict__.pop("_step_graph", None)
+        recorder = Rerun()
+        with first():
+            a = sample_window(
+                model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=3, recorder=recorder
+            )
+        with then():
+            b = sample_window(
+                model, DDIMScheduler(), x_T, src, ori, audio[:, :16], num_inference_steps=3, recorder=recorder
+            )
+        assert recorder.recorded == 1 and torch.equal(a, want) and torch.equal(b, want)
+        assert not b.is_inference() or then is torch.inference_mode

@@ -55,13 +55,17 @@ class StepGraph:
 
     def __call__(self, *inputs: torch.Tensor | None) -> torch.Tensor:
         key = (tuple(None if x is None else (x.shape, x.dtype, x.device) for x in inputs), self.weights)
-        if key != self.key:
-            self._record(inputs, key)
-        for static, x in zip(self.inputs, inputs):
-            if x is not None:
-                static.copy_(x)
-        self.replay()
-        return self.output.clone()
+        # Recorded and replayed in inference mode whatever the caller's mode (the pipeline samples in inference
+        # mode, a live session under no_grad): the recorded tensors are inference tensors either way, and only in
+        # inference mode may they be written.
+        with torch.inference_mode():
+            if key != self.key:
+                self._record(inputs, key)
+            for static, x in zip(self.inputs, inputs):
+                if x is not None:
+                    static.copy_(x)
+            self.replay()
+        return self.output.clone()  # outside inference mode: a normal tensor for a caller under no_grad
 
     def _record(self, inputs: Sequence[torch.Tensor | None], key: tuple) -> None:
         self.key = self.replay = self.output = None  # free the old graph's memory first
