@@ -159,7 +159,7 @@ def _relative_bucket(n: int, num_buckets: int, max_distance: int) -> int:
     return bucket + min(large, half - 1)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=None)  # never evicted: a recorded CUDA graph (step_graph.py) reads the table where it was
 def relative_position_buckets(
     num_frames: int, num_buckets: int = 32, max_distance: int = 128, device: torch.device | None = None
 ) -> torch.Tensor:

@@ -32,6 +32,7 @@ and ends at the source pose so that it loops.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -141,6 +142,9 @@ def sample_window(
     x_after_step, epsilon)` sees every step (for trajectories and tests). The network call of each step is replayed
     from a CUDA graph where the model asks for it (`model.cuda_graphs`, step_graph.py; `recorder`: tests' stand-in).
     """
+    # set_timesteps sets the step count that step() reads: on a copy of this run's own, so that runs in other threads
+    # sharing the scheduler (the demo's generate and live sessions) keep theirs
+    scheduler = copy.copy(scheduler)
     timesteps = scheduler.set_timesteps(num_inference_steps)
     dtype = model.dtype
     x = x_T.to(dtype)

@@ -54,7 +54,8 @@ def dubbed_frames(
     lips moved by the sampled lip motion relative to the sampled sequence's first frame (weights: the renderer's files
     as a broken frame's error names them)."""
     ctl, path = job.controls, Path(job.request.source_video)
-    lips = torch.tensor(REGION_CHANNELS["lips"], dtype=torch.long)
+    # on the renderer's device once: a host index on device tensors is a blocking copy at every use
+    lips = torch.tensor(REGION_CHANNELS["lips"], dtype=torch.long, device=job.source.x_s.device)
     sampled_0 = None
     frames = source_frames(path, ctl.fps, job.num_frames)
     index = 0
