@@ -260,7 +260,7 @@ def test_sampler_steps_replayed_from_cuda_graphs(checkpoints):
     import threading
 
     from kdtalker.diffusion import DDIMScheduler, Denoiser, sample_motion
-    from kdtalker.diffusion.step_graph import thread_graph
+    from kdtalker.diffusion.step_graph import step_graph_of
 
     gpu = Denoiser.from_pretrained(checkpoints / "KDTalker.pth", "cuda")
     gen = torch.Generator().manual_seed(0)
@@ -273,27 +273,42 @@ def test_sampler_steps_replayed_from_cuda_graphs(checkpoints):
     want = sample()
     gpu.cuda_graphs = True
     got = sample()
-    assert thread_graph(gpu).recordings == 1  # 3 windows of one shape: one recording
+    assert step_graph_of(gpu).recordings == 1  # 3 windows of one shape: one recording
     error = _error(got, want)
     report("sampler cuda graphs vs eager (normalised motion, 10 DDIM steps, 3 windows)", error)
     assert error["max"] < 1e-5
+    # two sampling threads at once, each on a stream of its own, sharing the graph, while the main thread keeps the
+    # GPU busy; then a model recorded anew in a thread (weights moved) beside the same work
+    other_noise = torch.randn(3, 64, 70, generator=gen).cuda()
+    gpu.cuda_graphs = False
+    other_want = sample_motion(gpu, DDIMScheduler(), feats, src, ori, steps=10, noise=other_noise, progress=False)
+    gpu.cuda_graphs = True
     out = {}
 
-    def beside():  # a thread of its own: its own graph, recorded while the main thread keeps the GPU busy
+    def beside(name, noise):
         with torch.cuda.stream(torch.cuda.Stream()):
-            out["motion"] = sample()
+            out[name] = sample_motion(gpu, DDIMScheduler(), feats, src, ori, steps=10, noise=noise, progress=False)
             torch.cuda.current_stream().synchronize()
-        out["recordings"] = thread_graph(gpu).recordings
 
-    thread = threading.Thread(target=beside)
-    thread.start()
+    threads = [threading.Thread(target=beside, args=a) for a in (("a", noise), ("b", other_noise))]
+    for thread in threads:
+        thread.start()
     busy = torch.randn(2048, 2048, device="cuda")
+    while any(thread.is_alive() for thread in threads):
+        busy = (busy @ busy).tanh()
+    for thread in threads:
+        thread.join()
+    errors = {"a": _error(out["a"], want), "b": _error(out["b"], other_want)}
+    report("sampler cuda graphs, two threads at once beside other work vs eager", errors)
+    assert errors["a"]["max"] < 1e-5 and errors["b"]["max"] < 1e-5
+    assert step_graph_of(gpu).recordings == 1
+    gpu.load_state_dict(Denoiser.from_pretrained(checkpoints / "KDTalker.pth", "cuda").state_dict(), assign=True)
+    thread = threading.Thread(target=beside, args=("c", noise))
+    thread.start()
     while thread.is_alive():
         busy = (busy @ busy).tanh()
     thread.join()
-    assert out["recordings"] == 1
-    report("sampler cuda graphs recorded beside other work vs eager", _error(out["motion"], want))
-    assert _error(out["motion"], want)["max"] < 1e-5
+    assert step_graph_of(gpu).recordings == 2 and _error(out["c"], want)["max"] < 1e-5
 
 
 def _pipeline(checkpoints, **kw):

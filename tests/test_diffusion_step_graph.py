@@ -15,7 +15,7 @@ import torch
 
 import kdtalker.diffusion.sampling as sampling
 from kdtalker.diffusion import DDIMScheduler, Denoiser, Guidance, MultiSignalDenoiser, sample_motion, sample_window
-from kdtalker.diffusion.step_graph import denoiser_step, thread_graph
+from kdtalker.diffusion.step_graph import denoiser_step, step_graph_of
 from kdtalker.errors import KDTalkerError
 
 SMALL = dict(width=32, depth=2, heads=2, head_dim=16, window=16)
@@ -148,26 +148,25 @@ def test_a_cpu_model_samples_eagerly_even_when_graphs_are_asked_for():
     model = _randomised(Denoiser(**SMALL))
     model.cuda_graphs = True
     step = denoiser_step(model)
-    assert step.__name__ == "eager" and thread_graph(model) is None
+    assert step.__name__ == "eager" and step_graph_of(model) is None
 
 
-def test_each_sampling_thread_replays_its_own_graph():
-    """The demo samples for several sessions at once, each in its own thread, on one model: a graph shared by two
-    threads would hand one thread the other's epsilon. Each thread records its own."""
+def test_sampling_threads_share_the_graph_one_call_at_a_time():
+    """The pipeline samples in a new thread per run, the demo for several sessions at once, each in its own thread,
+    on one model: they share its graph (recorded once), and without taking turns one thread would replay the other's
+    inputs and get its epsilon."""
     model = _randomised(Denoiser(**SMALL))
     audio, src, ori = _inputs(1, 16)
     draws = [torch.randn(1, 16, 70, generator=torch.Generator().manual_seed(s)) for s in range(4)]
     want = [sample_window(model, DDIMScheduler(), x, src, ori, audio, num_inference_steps=20) for x in draws]
     recorder = Rerun()
     got: dict[int, list[torch.Tensor]] = {}
-    graphs = {}
 
     def run(k: int) -> None:
         got[k] = [
             sample_window(model, DDIMScheduler(), draws[k], src, ori, audio, num_inference_steps=20, recorder=recorder)
             for _ in range(3)
         ]
-        graphs[k] = thread_graph(model)
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
     for t in threads:
@@ -175,7 +174,7 @@ def test_each_sampling_thread_replays_its_own_graph():
     for t in threads:
         t.join()
     assert all(torch.equal(g, want[k]) for k in range(4) for g in got[k])
-    assert recorder.recorded == 4 and len({id(g) for g in graphs.values()}) == 4
+    assert recorder.recorded == 1 and step_graph_of(model).recordings == 1
 
 
 def test_threads_sharing_a_scheduler_keep_their_own_step_counts():

@@ -374,12 +374,23 @@ def test_every_setting_has_one_default_the_yaml(tmp_path):
 
 
 class CountingScheduler(DDIMScheduler):
-    """DDIM that counts the windows sampled so far (one set_timesteps call per window)."""
+    """DDIM that counts the windows sampled so far (one set_timesteps call per window, on the window's own copy of
+    the scheduler: the count is a list the copies share)."""
 
-    windows = 0
+    def __init__(self):
+        self.count = [0]
+        super().__init__()
+
+    @property
+    def windows(self) -> int:
+        return self.count[0]
+
+    @windows.setter
+    def windows(self, value: int) -> None:
+        self.count[0] = value
 
     def set_timesteps(self, *args, **kwargs):
-        self.windows += 1
+        self.count[0] += 1
         return super().set_timesteps(*args, **kwargs)
 
 
