@@ -240,3 +240,19 @@ def test_recorded_in_one_grad_mode_replayed_in_the_other():
             )
         assert recorder.recorded == 1 and torch.equal(a, want) and torch.equal(b, want)
         assert not b.is_inference() or then is torch.inference_mode
+
+
+def test_a_model_with_recorded_steps_is_freed_when_dropped():
+    """The graphs are kept per model, weakly: a dropped model (a pipeline loaded again) does not stay in memory."""
+    import gc
+    import weakref
+
+    model = _randomised(Denoiser(**SMALL))
+    audio, src, ori = _inputs()
+    sample_window(model, DDIMScheduler(), torch.randn(1, 16, 70), src, ori, audio[:, :16], num_inference_steps=2,
+                  recorder=Rerun())  # fmt: skip
+    assert step_graph_of(model).recordings == 1
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

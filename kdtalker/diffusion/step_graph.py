@@ -140,22 +140,28 @@ class StepGraph:
 
 def denoiser_step(model: torch.nn.Module, recorder: Recorder | None = None) -> Callable[..., torch.Tensor]:
     """The network call of a sampling step: (x (B, N, 70), ref (B, 70), ori (B, 70) or None, cond, time) -> eps
-    (B, N, 70). Replayed from this thread's graph when the model asks for it (`model.cuda_graphs` on a CUDA model, or
+    (B, N, 70). Replayed from the model's graph when the model asks for it (`model.cuda_graphs` on a CUDA model, or
     a `recorder` given), else the eager call."""
-
-    def eager(x, ref, ori, cond, time):
-        return model(x, None, None, ref, ori, cond=cond, time=time)
-
     if recorder is None:
         if not (getattr(model, "cuda_graphs", False) and model.device.type == "cuda"):
-            return eager
+            return _network(model)
         recorder = record_cuda_graph
     with _RECORDING:  # two threads starting at once make one StepGraph
         graph = _GRAPHS.get(model)
         if graph is None or graph.recorder is not recorder:
-            graph = _GRAPHS[model] = StepGraph(eager, recorder)
+            # the graph holds its model weakly: a model's graphs go with it (a value that held it would keep it)
+            graph = _GRAPHS[model] = StepGraph(_network(weakref.proxy(model)), recorder)
     graph.weights = tuple(p.data_ptr() for p in model.parameters())  # once per window, not per step
     return graph
+
+
+def _network(model: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    """The eager network call of a step on (x, ref, ori, cond, time)."""
+
+    def eager(x, ref, ori, cond, time):
+        return model(x, None, None, ref, ori, cond=cond, time=time)
+
+    return eager
 
 
 def step_graph_of(model: torch.nn.Module) -> StepGraph | None:
