@@ -256,3 +256,37 @@ def test_a_model_with_recorded_steps_is_freed_when_dropped():
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_the_sampler_benchmark_prints_its_lines():
+    """`scripts/benchmark.py sampler` on a CPU: the eager steps alone (graphs are for CUDA), in the README's words."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "benchmark.py"
+    cmd = [
+        sys.executable,
+        str(script),
+        "sampler",
+        "--seconds",
+        "1",
+        "--steps",
+        "2",
+        "--repeats",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[1] == "utterance: 1 s = 25 frames at 25 fps = 1 windows of 64; 2 DDIM steps; batch 1", lines
+    assert re.fullmatch(
+        r"eager: sampling time [\d.]+ s \(best of 2\) = [\d.]+ s per window, [\d.]+ ms per denoiser step, "
+        r"[\d.]+ frames/s",
+        lines[2],
+    ), lines
+    assert len(lines) == 3  # no graph line without CUDA
