@@ -196,13 +196,13 @@ class Attention(nn.Module):
         self.rotary_emb = rotary
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None, rotation: Rotation = None) -> torch.Tensor:
-        """x (B, F, dim), bias (heads, F, F) or None, rotation: the rotary (cos, sin) (built here when None) ->
-        (B, F, dim)."""
+        """x (B, F, dim), bias (heads, F, F) or None, rotation: the rotary (cos, sin) the network builds once per call
+        (None without rotary) -> (B, F, dim)."""
         batch, frames = x.shape[:2]
         qkv = self.to_qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (3, B, heads, F, head_dim)
         qk, v = qkv[:2], qkv[2]
         if self.rotary_emb is not None:  # q and k rotated in one pass
-            qk = self.rotary_emb(qk, self.rotary_emb.rotation(frames) if rotation is None else rotation)
+            qk = self.rotary_emb(qk, rotation)
         q, k = (t.reshape(batch * self.heads, frames, -1) for t in qk.unbind(0))
         # The official code scales q before the rotation; the rotation is linear, so the scale can wait for the
         # logits (bit for bit at head_dim 64, whose scale 1/8 is a power of two); the bias is added unscaled.

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> None:
             if first is None:
                 first = time.perf_counter()
                 t = pipe.timings  # each stage's busy time until the first frame (host time: a GPU may lag it)
-                stages = f"crop {t.crop:.3f} s, audio {t.audio:.3f} s, sampling {t.sampling:.3f} s, " + (
+                stages = (
+                    f"crop {t.crop:.3f} s, audio {t.audio:.3f} s, sampling {t.sampling:.3f} s, "
                     f"rendering {t.rendering:.3f} s"
                 )
             if args.frames and count >= args.frames:
